@@ -1,0 +1,50 @@
+# Every target runs on the project's pinned Node 24 (node_modules/.bin first on PATH),
+# never on the machine's own Node.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+NODE_MODULES := node_modules/.package-lock.json
+SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh) .ci/run
+UNIT_TESTS := 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
+
+.PHONY: all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
+
+all: build
+
+$(NODE_MODULES): package.json package-lock.json
+	npm ci
+	@touch $@
+
+node-check: $(NODE_MODULES)
+	@node -e 'if (process.versions.node.split(".")[0] < 24) { console.error(`Node $${process.version} is not the pinned Node 24: run npm ci`); process.exit(1) }'
+
+build: node-check
+	tsc -p tsconfig.json
+
+lint: node-check
+	biome check .
+	shellcheck $(SHELL_SCRIPTS)
+	tsc -p tsconfig.json --noEmit
+
+format: node-check
+	biome check --write .
+
+unit: node-check
+	node --test --test-reporter=spec $(UNIT_TESTS)
+
+# Brings the test cluster up when it is not, and tears down only what it started itself.
+e2e: node-check
+	e2e/run-e2e.sh
+
+test: lint unit e2e
+
+cluster-build:
+	e2e/cluster/build.sh >/dev/null
+
+cluster-up:
+	e2e/cluster/up.sh
+
+cluster-down:
+	e2e/cluster/down.sh
+
+clean:
+	rm -rf dist

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Generates the test cluster's PKI with openssl: a cluster CA, the apiserver's serving
+# certificate, the service-account signing key pair, and client certificates (groups as O).
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+mkdir -p "$pki"
+cd "$pki"
+days=365
+
+openssl_quiet() { openssl "$@" 2>/dev/null; }
+
+openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
+  -subj "/CN=langgraph-jit-test-cluster-ca" -keyout ca.key -out ca.crt \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+
+# sign NAME SUBJECT EXTENSIONS: a P-256 key and a certificate signed by the cluster CA.
+sign() {
+  local name="$1" subject="$2" extensions="$3"
+  openssl_quiet req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$subject" \
+    -keyout "$name.key" -out "$name.csr"
+  openssl_quiet x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" \
+    -extfile <(printf '%s\n' "$extensions") -out "$name.crt"
+  rm -f "$name.csr"
+}
+
+client="basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth"
+
+sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:${SERVICE_IP:-10.96.0.1},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+
+sign admin "/CN=admin/O=system:masters" "$client"
+sign kube-controller-manager "/CN=system:kube-controller-manager" "$client"
+sign kube-scheduler "/CN=system:kube-scheduler" "$client"
+
+# Test identities: what the product sees as requesters and approvers.
+sign alice "/CN=alice@example.com/O=ml-platform" "$client"
+sign bob "/CN=bob@example.com/O=security" "$client"
+sign mallory "/CN=mallory@example.com" "$client"
+
+openssl_quiet genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
+openssl_quiet pkey -in sa.key -pubout -out sa.pub
+chmod 600 ./*.key

@@ -1,0 +1,75 @@
+// Access to the real test cluster that e2e/cluster/up.sh starts, for end-to-end tests.
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { ApiException, CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+
+export const repoRoot = join(import.meta.dirname, "..", "..");
+export const clusterDir = process.env.LGJIT_CLUSTER_DIR ?? join(repoRoot, ".cluster");
+
+/** Identities with a kubeconfig in the cluster directory (client certificates, groups as O). */
+export type Identity = "admin" | "alice" | "bob" | "mallory";
+
+export function kubeConfigFor(identity: Identity): KubeConfig {
+  const file = join(clusterDir, `${identity}.kubeconfig`);
+  if (!existsSync(file)) {
+    throw new Error(`${file} is missing: bring the test cluster up with "make cluster-up"`);
+  }
+  const kc = new KubeConfig();
+  kc.loadFromFile(file);
+  return kc;
+}
+
+/** The HTTP status of a failed API call, or undefined when it did not reach the API. */
+export function statusOf(error: unknown): number | undefined {
+  return error instanceof ApiException ? error.code : undefined;
+}
+
+/** Runs an API call expected to fail and returns its HTTP status. */
+export async function expectApiError(call: Promise<unknown>): Promise<number> {
+  try {
+    await call;
+  } catch (error) {
+    const status = statusOf(error);
+    if (status === undefined) throw error;
+    return status;
+  }
+  throw new Error("the API call succeeded where it was expected to fail");
+}
+
+/** Creates a namespace with a unique name; the returned function deletes it. */
+export async function createTestNamespace(
+  prefix: string,
+): Promise<{ name: string; remove: () => Promise<void> }> {
+  const core = kubeConfigFor("admin").makeApiClient(CoreV1Api);
+  const name = `${prefix}-${randomBytes(3).toString("hex")}`;
+  await core.createNamespace({ body: { metadata: { name } } });
+  return {
+    name,
+    remove: async () => {
+      await core.deleteNamespace({ name }).catch((error: unknown) => {
+        if (statusOf(error) !== 404) throw error;
+      });
+    },
+  };
+}
+
+/** Polls check until it returns a value other than undefined, or fails after timeoutMs. */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
+}

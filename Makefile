@@ -4,9 +4,9 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NODE_MODULES := node_modules/.package-lock.json
 SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh) .ci/run
-UNIT_TESTS := 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
+UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
 
-.PHONY: all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
+.PHONY: generate all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
 
 all: build
 
@@ -48,3 +48,6 @@ cluster-down:
 
 clean:
 	rm -rf dist
+
+generate: node-check
+	node api/generate-types.ts

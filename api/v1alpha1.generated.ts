@@ -1,0 +1,223 @@
+// Generated from crds/*.yaml by api/generate-types.ts: do not edit, run `make generate`.
+import type { V1ObjectMeta, V1PodTemplateSpec } from "@kubernetes/client-node";
+import type { Condition } from "./condition.ts";
+
+/** Who may reach which Connections of this namespace, with which actions, for how long and under which conditions (approval, rules, masking). */
+export interface AccessPolicy {
+  apiVersion?: "langgraph-jit.dev/v1alpha1";
+  kind?: "AccessPolicy";
+  metadata?: V1ObjectMeta;
+  spec: AccessPolicySpec;
+  status?: AccessPolicyStatus;
+}
+
+export type AccessPolicySpec = {
+  /** Requesters this policy applies to, in the shape of RBAC subjects. */
+  subjects: Array<{
+    /** User, Group or ServiceAccount. */
+    kind: "User" | "Group" | "ServiceAccount";
+    name: string;
+    /** Namespace of a ServiceAccount subject; defaults to the policy's. */
+    namespace?: string;
+  }>;
+  /** Longest run this policy authorizes, as a duration such as 30m or 2h. */
+  maxDuration: string;
+  /** A human approval before the run starts. */
+  runApproval?: {
+    approvers: Array<{
+      /** User, Group or ServiceAccount. */
+      kind: "User" | "Group" | "ServiceAccount";
+      name: string;
+      /** Namespace of a ServiceAccount subject; defaults to the policy's. */
+      namespace?: string;
+    }>;
+  };
+  /** One grant per Connection. */
+  grants: Array<{
+    /** Name of a Connection in this namespace. */
+    connection: string;
+    /** postgres: read, write, ddl, admin. http: read (GET, HEAD, OPTIONS) and write (POST, PUT, PATCH, DELETE). */
+    actions: Array<"read" | "write" | "ddl" | "admin">;
+    /** Holds each command of the listed actions for a human decision. */
+    approval?: {
+      /** postgres: read, write, ddl, admin. http: read (GET, HEAD, OPTIONS) and write (POST, PUT, PATCH, DELETE). */
+      actions: Array<"read" | "write" | "ddl" | "admin">;
+      approvers: Array<{
+        /** User, Group or ServiceAccount. */
+        kind: "User" | "Group" | "ServiceAccount";
+        name: string;
+        /** Namespace of a ServiceAccount subject; defaults to the policy's. */
+        namespace?: string;
+      }>;
+      /** How long a held command waits before it is denied. */
+      timeout: string;
+    };
+    /** Request rules for an HTTP connection; a request must match one. */
+    http?: {
+      rules: Array<{
+        methods: Array<"GET" | "HEAD" | "OPTIONS" | "POST" | "PUT" | "PATCH" | "DELETE">;
+        /** Path globs; * matches one segment, ** any number. */
+        paths: Array<string>;
+      }>;
+    };
+    /** What the sidecar masks in responses. */
+    masking?: {
+      /** Result columns masked entirely (postgres). */
+      columns?: Array<string>;
+      /** JSONPath expressions of response fields masked entirely (http). */
+      jsonPaths?: Array<string>;
+      /** Patterns masked wherever they appear. */
+      detectors?: Array<"email" | "credit-card" | "us-ssn" | "phone" | "iban" | "jwt" | "private-key" | "aws-access-key">;
+    };
+  }>;
+};
+
+export type AccessPolicyStatus = {
+  observedGeneration?: number;
+  /** Current state, per the Kubernetes API conventions. */
+  conditions?: Condition[];
+};
+
+/** A downstream resource (a PostgreSQL database or an HTTP API) whose credential only the operator holds. Runs reach it through the sidecar, never with the credential. */
+export interface Connection {
+  apiVersion?: "langgraph-jit.dev/v1alpha1";
+  kind?: "Connection";
+  metadata?: V1ObjectMeta;
+  spec: ConnectionSpec;
+  status?: ConnectionStatus;
+}
+
+export type ConnectionSpec = {
+  /** A PostgreSQL database. */
+  postgres?: {
+    /** Host name or IP address of the server. */
+    host: string;
+    /** TCP port of the server. */
+    port: number;
+    /** Database name the run connects to. */
+    database: string;
+    /** TLS towards the server: disable, require (encrypted, unverified) or verify-full (encrypted, certificate and host name verified). */
+    sslMode: "disable" | "require" | "verify-full";
+    /** A key of a Secret in the same namespace. */
+    caSecretRef?: {
+      name: string;
+      key: string;
+    };
+    /** The admin credential, and how run credentials are derived from it. */
+    credentials: {
+      /** Secret in the Connection's namespace with keys username and password. */
+      secretRef: {
+        name: string;
+      };
+      /** Mint a login role per run that is a member of the roles named here for the actions the run was granted, and drop it when the run ends. */
+      dynamic?: {
+        /** Existing role to grant membership in, per action. */
+        actionRoles: {
+          read?: string;
+          write?: string;
+          ddl?: string;
+          admin?: string;
+        };
+      };
+    };
+  };
+  /** An HTTP API. */
+  http?: {
+    /** Base URL of the API (http or https). */
+    url: string;
+    /** A key of a Secret in the same namespace. */
+    caSecretRef?: {
+      name: string;
+      key: string;
+    };
+    /** How the sidecar authenticates to the API; exactly one method. */
+    auth?: {
+      /** Sends Authorization Bearer with the Secret's value. */
+      bearer?: {
+        /** A key of a Secret in the same namespace. */
+        secretRef: {
+          name: string;
+          key: string;
+        };
+      };
+      /** Sends the Secret's value in the named header. */
+      header?: {
+        /** Header name, e.g. X-Api-Key. */
+        name: string;
+        /** A key of a Secret in the same namespace. */
+        secretRef: {
+          name: string;
+          key: string;
+        };
+      };
+      /** Mints a token per run with the OAuth 2.0 client credentials grant. */
+      oauth2ClientCredentials?: {
+        tokenUrl: string;
+        clientId: string;
+        /** A key of a Secret in the same namespace. */
+        clientSecretRef: {
+          name: string;
+          key: string;
+        };
+        scopes?: Array<string>;
+      };
+    };
+  };
+};
+
+export type ConnectionStatus = {
+  observedGeneration?: number;
+  /** Current state, per the Kubernetes API conventions. */
+  conditions?: Condition[];
+};
+
+/** One execution of a LangGraph workflow with just-in-time access: the operator checks the requester against AccessPolicies and runs the graph in a Job whose sidecar holds a credential for exactly the granted access, revoked when the run ends. */
+export interface LangGraphRun {
+  apiVersion?: "langgraph-jit.dev/v1alpha1";
+  kind?: "LangGraphRun";
+  metadata?: V1ObjectMeta;
+  spec: LangGraphRunSpec;
+  status?: LangGraphRunStatus;
+}
+
+export type LangGraphRunSpec = {
+  /** Pod template of the graph container(s); the operator adds the sidecar. */
+  template: V1PodTemplateSpec;
+  /** The Connections the run needs and the actions on each. */
+  access: Array<{
+    /** Name of a Connection in the run's namespace. */
+    connection: string;
+    actions: Array<"read" | "write" | "ddl" | "admin">;
+  }>;
+  /** Longest the run may last from its start; it is Expired after that. */
+  maxDuration: string;
+  /** Why the run needs this access; recorded for audit. */
+  reason?: string;
+};
+
+export type LangGraphRunStatus = {
+  phase?: "Pending" | "AwaitingApproval" | "Denied" | "Running" | "Succeeded" | "Failed" | "Expired" | "Cancelled";
+  /** Who created the run, as the API server authenticated them. */
+  requester?: {
+    username?: string;
+    uid?: string;
+    groups?: Array<string>;
+  };
+  jobName?: string;
+  startedAt?: string;
+  deadline?: string;
+  completedAt?: string;
+  credential?: {
+    issuedAt?: string;
+    expiresAt?: string;
+    revokedAt?: string;
+  };
+  session?: {
+    events?: number;
+    denied?: number;
+    masked?: number;
+  };
+  observedGeneration?: number;
+  /** Current state, per the Kubernetes API conventions. */
+  conditions?: Condition[];
+};

@@ -1,0 +1,62 @@
+// The langgraph-jit.dev/v1alpha1 API: generated resource types plus the contract's names.
+import type {
+  AccessPolicySpec,
+  LangGraphRun,
+  LangGraphRunSpec,
+  LangGraphRunStatus,
+} from "./v1alpha1.generated.ts";
+
+export type * from "./v1alpha1.generated.ts";
+
+export const group = "langgraph-jit.dev";
+export const version = "v1alpha1";
+export const apiVersion = `${group}/${version}`;
+
+/** Plural resource names, as the API server serves them. */
+export const resources = {
+  runs: "langgraphruns",
+  connections: "connections",
+  policies: "accesspolicies",
+} as const;
+
+/** Labels, annotations and finalizer named by the contract (DESIGN.md section 3). */
+export const labels = {
+  run: "langgraph-jit.dev/run",
+  inject: "langgraph-jit.dev/inject",
+} as const;
+export const annotations = {
+  requester: "langgraph-jit.dev/requester",
+  access: "langgraph-jit.dev/access",
+} as const;
+export const revokeFinalizer = "langgraph-jit.dev/revoke";
+
+export type RunPhase = NonNullable<LangGraphRunStatus["phase"]>;
+export const RunPhase = {
+  Pending: "Pending",
+  AwaitingApproval: "AwaitingApproval",
+  Denied: "Denied",
+  Running: "Running",
+  Succeeded: "Succeeded",
+  Failed: "Failed",
+  Expired: "Expired",
+  Cancelled: "Cancelled",
+} as const satisfies Record<RunPhase, RunPhase>;
+
+/** Phases a run never leaves. */
+export const finishedPhases: ReadonlySet<RunPhase> = new Set([
+  RunPhase.Denied,
+  RunPhase.Succeeded,
+  RunPhase.Failed,
+  RunPhase.Expired,
+  RunPhase.Cancelled,
+]);
+
+export type Requester = NonNullable<LangGraphRunStatus["requester"]> & { username: string };
+export type RunAccess = LangGraphRunSpec["access"][number];
+export type Action = RunAccess["actions"][number];
+export type Subject = AccessPolicySpec["subjects"][number];
+export type Grant = AccessPolicySpec["grants"][number];
+
+export function runKey(run: Pick<LangGraphRun, "metadata">): string {
+  return `${run.metadata?.namespace}/${run.metadata?.name}`;
+}

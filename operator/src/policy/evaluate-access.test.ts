@@ -1,0 +1,178 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { AccessPolicy, Connection, Requester } from "../../../api/v1alpha1.ts";
+import { type AccessRequest, evaluateAccess } from "./evaluate-access.ts";
+
+const alice: Requester = { username: "alice@example.com", groups: ["ml-platform"] };
+const mallory: Requester = { username: "mallory@example.com", groups: [] };
+
+const postgres: Connection = {
+  metadata: { name: "kb-postgres" },
+  spec: {
+    postgres: {
+      host: "kb.db.svc",
+      port: 5432,
+      database: "kb",
+      sslMode: "verify-full",
+      credentials: { secretRef: { name: "kb-admin" } },
+    },
+  },
+};
+const api: Connection = {
+  metadata: { name: "kb-api" },
+  spec: { http: { url: "https://kb-api.internal" } },
+};
+
+function policy(name: string, spec: Partial<AccessPolicy["spec"]>): AccessPolicy {
+  return {
+    metadata: { name, namespace: "agents" },
+    spec: {
+      subjects: [{ kind: "Group", name: "ml-platform" }],
+      maxDuration: "1h",
+      grants: [{ connection: "kb-postgres", actions: ["read", "write"] }],
+      ...spec,
+    },
+  };
+}
+
+function request(overrides: Partial<AccessRequest>): AccessRequest {
+  return {
+    namespace: "agents",
+    requester: alice,
+    access: [{ connection: "kb-postgres", actions: ["read"] }],
+    maxDurationMs: 30 * 60_000,
+    policies: [policy("ml-platform", {})],
+    connections: [postgres, api],
+    ...overrides,
+  };
+}
+
+describe("evaluateAccess", () => {
+  it("allows access granted to one of the requester's groups", () => {
+    const decision = evaluateAccess(request({}));
+    assert.equal(decision.allowed, true);
+    assert.ok(decision.allowed);
+    assert.equal(decision.grants[0]?.policy, "ml-platform");
+    assert.deepEqual(decision.grants[0]?.actions, ["read"]);
+  });
+
+  it("allows access granted to the requester by user name", () => {
+    const byName = policy("alice", { subjects: [{ kind: "User", name: "alice@example.com" }] });
+    const decision = evaluateAccess(
+      request({ requester: { username: "alice@example.com" }, policies: [byName] }),
+    );
+    assert.equal(decision.allowed, true);
+  });
+
+  it("denies a requester no policy names, naming the connection and the action", () => {
+    const decision = evaluateAccess(request({ requester: mallory }));
+    assert.deepEqual(decision, {
+      allowed: false,
+      reason: "NotGranted",
+      message: `no AccessPolicy in namespace "agents" grants "read" on connection "kb-postgres" to mallory@example.com`,
+    });
+  });
+
+  it("denies an action the policy does not grant, naming only the missing one", () => {
+    const decision = evaluateAccess(
+      request({ access: [{ connection: "kb-postgres", actions: ["read", "ddl"] }] }),
+    );
+    assert.equal(decision.allowed, false);
+    assert.ok(!decision.allowed);
+    assert.match(decision.message, /grants "ddl" on connection "kb-postgres"/);
+  });
+
+  it("requires one grant to cover every action asked for on a connection", () => {
+    const policies = [
+      policy("reads", { grants: [{ connection: "kb-postgres", actions: ["read"] }] }),
+      policy("writes", { grants: [{ connection: "kb-postgres", actions: ["write"] }] }),
+    ];
+    const decision = evaluateAccess(
+      request({ policies, access: [{ connection: "kb-postgres", actions: ["read", "write"] }] }),
+    );
+    assert.ok(!decision.allowed);
+    assert.equal(decision.reason, "NotGranted");
+    assert.match(
+      decision.message,
+      /no single AccessPolicy grant .* allows "read" and "write" together/,
+    );
+  });
+
+  it("denies a connection that does not exist", () => {
+    const decision = evaluateAccess(request({ connections: [api] }));
+    assert.ok(!decision.allowed);
+    assert.equal(decision.reason, "ConnectionNotFound");
+    assert.match(decision.message, /connection "kb-postgres" does not exist in namespace "agents"/);
+  });
+
+  it("denies postgres-only actions on an http connection", () => {
+    const policies = [policy("api", { grants: [{ connection: "kb-api", actions: ["read"] }] })];
+    const decision = evaluateAccess(
+      request({ policies, access: [{ connection: "kb-api", actions: ["ddl"] }] }),
+    );
+    assert.ok(!decision.allowed);
+    assert.equal(decision.reason, "InvalidAction");
+  });
+
+  it("denies a maxDuration longer than the policy's", () => {
+    const decision = evaluateAccess(request({ maxDurationMs: 2 * 3_600_000 }));
+    assert.deepEqual(decision, {
+      allowed: false,
+      reason: "DurationExceeded",
+      message: `maxDuration 2h exceeds the 1h that AccessPolicy allows for connection "kb-postgres"`,
+    });
+  });
+
+  it("uses a longer-lived policy when the first one's duration is too short", () => {
+    const policies = [
+      policy("a-short", { maxDuration: "10m" }),
+      policy("b-long", { maxDuration: "4h" }),
+    ];
+    const decision = evaluateAccess(request({ policies, maxDurationMs: 3_600_000 }));
+    assert.ok(decision.allowed);
+    assert.equal(decision.grants[0]?.policy, "b-long");
+  });
+
+  it("matches a ServiceAccount subject only when the requester is that account", () => {
+    const nightly = policy("nightly", {
+      subjects: [{ kind: "ServiceAccount", name: "nightly" }],
+    });
+    const asAccount = evaluateAccess(
+      request({
+        requester: { username: "system:serviceaccount:agents:nightly" },
+        policies: [nightly],
+      }),
+    );
+    assert.equal(asAccount.allowed, true);
+    const otherNamespace = evaluateAccess(
+      request({
+        requester: { username: "system:serviceaccount:other:nightly" },
+        policies: [nightly],
+      }),
+    );
+    assert.equal(otherNamespace.allowed, false);
+  });
+
+  it("requires every connection of the run to be granted", () => {
+    const decision = evaluateAccess(
+      request({
+        access: [
+          { connection: "kb-postgres", actions: ["read"] },
+          { connection: "kb-api", actions: ["read"] },
+        ],
+      }),
+    );
+    assert.ok(!decision.allowed);
+    assert.match(decision.message, /on connection "kb-api"/);
+  });
+
+  it("collects the approvers of policies that require run approval", () => {
+    const gated = policy("gated", {
+      runApproval: { approvers: [{ kind: "Group", name: "security" }] },
+    });
+    const decision = evaluateAccess(request({ policies: [gated] }));
+    assert.ok(decision.allowed);
+    assert.deepEqual(decision.approvalPolicies, ["gated"]);
+    assert.deepEqual(decision.runApprovers, [{ kind: "Group", name: "security" }]);
+  });
+});

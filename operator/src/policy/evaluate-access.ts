@@ -1,0 +1,139 @@
+// Decides whether a requester may have the access a run asks for, from the AccessPolicies
+// and Connections of the run's namespace. Pure: the reconciler feeds it from its caches.
+import { formatDuration, parseDuration } from "../../../api/duration.ts";
+import type {
+  AccessPolicy,
+  Action,
+  Connection,
+  Grant,
+  Requester,
+  RunAccess,
+  Subject,
+} from "../../../api/v1alpha1.ts";
+
+export interface AccessRequest {
+  namespace: string;
+  requester: Requester;
+  access: RunAccess[];
+  maxDurationMs: number;
+  policies: AccessPolicy[];
+  connections: Connection[];
+}
+
+/** The grant that authorizes one connection of a run. */
+export interface ResolvedGrant {
+  connection: Connection;
+  actions: Action[];
+  policy: string;
+  grant: Grant;
+}
+
+export type DenialReason =
+  | "ConnectionNotFound"
+  | "InvalidAction"
+  | "NotGranted"
+  | "DurationExceeded";
+
+export type AccessDecision =
+  | { allowed: true; grants: ResolvedGrant[]; runApprovers: Subject[]; approvalPolicies: string[] }
+  | { allowed: false; reason: DenialReason; message: string };
+
+const httpActions: ReadonlySet<Action> = new Set(["read", "write"]);
+
+export function subjectMatches(subject: Subject, requester: Requester, namespace: string): boolean {
+  switch (subject.kind) {
+    case "User":
+      return subject.name === requester.username;
+    case "Group":
+      return requester.groups?.includes(subject.name) ?? false;
+    case "ServiceAccount":
+      // Only a requester authenticated as this account: naming it in a pod template is not enough.
+      return (
+        requester.username ===
+        `system:serviceaccount:${subject.namespace ?? namespace}:${subject.name}`
+      );
+  }
+}
+
+/**
+ * A run is authorized when, for every connection it asks for, one grant of one AccessPolicy
+ * whose subjects include the requester allows all the actions asked for on that connection,
+ * the Connection exists, and the run's maxDuration fits that policy's.
+ */
+export function evaluateAccess(request: AccessRequest): AccessDecision {
+  const { namespace, requester } = request;
+  const who = requester.username;
+  const applicable = request.policies
+    .filter((policy) =>
+      policy.spec.subjects.some((subject) => subjectMatches(subject, requester, namespace)),
+    )
+    .sort((a, b) => (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""));
+  const grants: ResolvedGrant[] = [];
+  const runApprovers: Subject[] = [];
+  const approvalPolicies: string[] = [];
+
+  for (const { connection: name, actions } of request.access) {
+    const connection = request.connections.find((c) => c.metadata?.name === name);
+    if (!connection) {
+      return deny(
+        "ConnectionNotFound",
+        `connection "${name}" does not exist in namespace "${namespace}"`,
+      );
+    }
+    const invalid = connection.spec.http && actions.find((action) => !httpActions.has(action));
+    if (invalid) {
+      return deny(
+        "InvalidAction",
+        `connection "${name}" is an http connection: its actions are read and write, not "${invalid}"`,
+      );
+    }
+
+    const offers = applicable.flatMap((policy) =>
+      policy.spec.grants
+        .filter((grant) => grant.connection === name)
+        .map((grant) => ({ policy, grant })),
+    );
+    const covering = offers.filter(({ grant }) => actions.every((a) => grant.actions.includes(a)));
+    if (covering.length === 0) {
+      const granted = new Set(offers.flatMap(({ grant }) => grant.actions));
+      const missing = actions.filter((action) => !granted.has(action));
+      const message =
+        missing.length > 0
+          ? `no AccessPolicy in namespace "${namespace}" grants ${quoteList(missing)} on connection "${name}" to ${who}`
+          : `no single AccessPolicy grant in namespace "${namespace}" allows ${quoteList(actions)} together on connection "${name}" to ${who}`;
+      return deny("NotGranted", message);
+    }
+
+    const fitting = covering.find(
+      ({ policy }) => parseDuration(policy.spec.maxDuration) >= request.maxDurationMs,
+    );
+    if (!fitting) {
+      const longest = Math.max(
+        ...covering.map(({ policy }) => parseDuration(policy.spec.maxDuration)),
+      );
+      return deny(
+        "DurationExceeded",
+        `maxDuration ${formatDuration(request.maxDurationMs)} exceeds the ${formatDuration(longest)} that AccessPolicy allows for connection "${name}"`,
+      );
+    }
+    const policyName = fitting.policy.metadata?.name ?? "";
+    grants.push({ connection, actions, policy: policyName, grant: fitting.grant });
+    const approval = fitting.policy.spec.runApproval;
+    if (approval && !approvalPolicies.includes(policyName)) {
+      approvalPolicies.push(policyName);
+      runApprovers.push(...approval.approvers);
+    }
+  }
+  return { allowed: true, grants, runApprovers, approvalPolicies };
+}
+
+function deny(reason: DenialReason, message: string): AccessDecision {
+  return { allowed: false, reason, message };
+}
+
+function quoteList(items: string[]): string {
+  const quoted = items.map((item) => `"${item}"`);
+  return quoted.length > 1
+    ? `${quoted.slice(0, -1).join(", ")} and ${quoted.at(-1)}`
+    : quoted.join("");
+}

@@ -1,0 +1,160 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { V1Service } from "@kubernetes/client-node";
+import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
+import {
+  buildNetworkPolicy,
+  classifyHost,
+  connectionEndpoint,
+  type ResolverDeps,
+  resolvePeers,
+} from "./network-policy.ts";
+
+const run: LangGraphRun = {
+  metadata: { name: "kb-refresh", namespace: "agents", uid: "u1" },
+  spec: { template: { spec: { containers: [{ name: "g" }] } }, access: [], maxDuration: "30m" },
+};
+
+function deps(services: Record<string, V1Service>, dns: Record<string, string[]>): ResolverDeps {
+  return {
+    clusterDomain: "cluster.local",
+    readService: async (namespace, name) => services[`${namespace}/${name}`],
+    resolveHost: async (host) => dns[host] ?? [],
+  };
+}
+
+describe("connection endpoints", () => {
+  it("takes host and port from a postgres connection and from an http URL", () => {
+    const pg: Connection = {
+      metadata: { name: "db" },
+      spec: {
+        postgres: {
+          host: "kb.db.svc",
+          port: 6543,
+          database: "kb",
+          sslMode: "disable",
+          credentials: { secretRef: { name: "s" } },
+        },
+      },
+    };
+    assert.deepEqual(connectionEndpoint(pg), { connection: "db", host: "kb.db.svc", port: 6543 });
+    const https: Connection = {
+      metadata: { name: "api" },
+      spec: { http: { url: "https://api.example.com/v1" } },
+    };
+    assert.deepEqual(connectionEndpoint(https), {
+      connection: "api",
+      host: "api.example.com",
+      port: 443,
+    });
+    const http: Connection = {
+      metadata: { name: "api" },
+      spec: { http: { url: "http://[::1]:8080" } },
+    };
+    assert.deepEqual(connectionEndpoint(http), { connection: "api", host: "::1", port: 8080 });
+  });
+
+  it("classifies IPs, Service names and external DNS names", () => {
+    assert.deepEqual(classifyHost("10.1.2.3", "agents", "cluster.local"), { kind: "ip" });
+    assert.deepEqual(classifyHost("kb", "agents", "cluster.local"), {
+      kind: "service",
+      namespace: "agents",
+      name: "kb",
+    });
+    assert.deepEqual(classifyHost("kb.db", "agents", "cluster.local"), {
+      kind: "service",
+      namespace: "db",
+      name: "kb",
+    });
+    assert.deepEqual(classifyHost("kb.db.svc", "agents", "cluster.local"), {
+      kind: "service",
+      namespace: "db",
+      name: "kb",
+    });
+    assert.deepEqual(classifyHost("kb.db.svc.cluster.local.", "agents", "cluster.local"), {
+      kind: "service",
+      namespace: "db",
+      name: "kb",
+    });
+    assert.deepEqual(classifyHost("api.example.com", "agents", "cluster.local"), { kind: "dns" });
+  });
+});
+
+describe("resolvePeers", () => {
+  it("turns a Service with a selector into its pods in its namespace", async () => {
+    const service: V1Service = { spec: { selector: { app: "kb-db" } } };
+    const peers = await resolvePeers(
+      { connection: "db", host: "kb.db.svc", port: 5432 },
+      "agents",
+      deps({ "db/kb": service }, {}),
+    );
+    assert.deepEqual(peers, [
+      {
+        namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "db" } },
+        podSelector: { matchLabels: { app: "kb-db" } },
+      },
+    ]);
+  });
+
+  it("turns an external host into the addresses it resolves to", async () => {
+    const peers = await resolvePeers(
+      { connection: "api", host: "api.example.com", port: 443 },
+      "agents",
+      deps({}, { "api.example.com": ["192.0.2.10", "2001:db8::1"] }),
+    );
+    assert.deepEqual(peers, [
+      { ipBlock: { cidr: "192.0.2.10/32" } },
+      { ipBlock: { cidr: "2001:db8::1/128" } },
+    ]);
+  });
+
+  it("allows nothing for a host that does not resolve", async () => {
+    const peers = await resolvePeers(
+      { connection: "api", host: "gone.example.com", port: 443 },
+      "agents",
+      deps({}, {}),
+    );
+    assert.deepEqual(peers, []);
+  });
+});
+
+describe("buildNetworkPolicy", () => {
+  it("selects the run's pods and allows egress only to endpoints, the operator and DNS", () => {
+    const operatorRule = {
+      to: [{ ipBlock: { cidr: "10.0.0.5/32" } }],
+      ports: [{ protocol: "TCP", port: 8443 }],
+    };
+    const policy = buildNetworkPolicy(
+      run,
+      "kb-refresh",
+      [
+        {
+          endpoint: { connection: "db", host: "10.1.2.3", port: 5432 },
+          peers: [{ ipBlock: { cidr: "10.1.2.3/32" } }],
+        },
+        { endpoint: { connection: "api", host: "gone", port: 443 }, peers: [] },
+      ],
+      operatorRule,
+    );
+    assert.deepEqual(policy.spec?.podSelector, {
+      matchLabels: { "langgraph-jit.dev/run": "kb-refresh" },
+    });
+    assert.deepEqual(policy.spec?.policyTypes, ["Egress"]);
+    const egress = policy.spec?.egress ?? [];
+    assert.equal(
+      egress.length,
+      3,
+      "one connection rule (the unresolved one allows nothing), operator, DNS",
+    );
+    assert.deepEqual(egress[0], {
+      to: [{ ipBlock: { cidr: "10.1.2.3/32" } }],
+      ports: [{ protocol: "TCP", port: 5432 }],
+    });
+    assert.deepEqual(egress[1], operatorRule);
+    assert.deepEqual(
+      egress[2]?.ports?.map((p) => p.port),
+      [53, 53],
+    );
+    assert.equal(policy.metadata?.ownerReferences?.[0]?.uid, "u1");
+  });
+});

@@ -3,10 +3,10 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NODE_MODULES := node_modules/.package-lock.json
-SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh) .ci/run
+SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run
 UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
 
-.PHONY: generate all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
+.PHONY: install run demo generate all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
 
 all: build
 
@@ -45,6 +45,20 @@ cluster-up:
 
 cluster-down:
 	e2e/cluster/down.sh
+
+# A locally run operator (kubebuilder's convention): webhooks at https://127.0.0.1:9443.
+KUBECONFIG ?= $(CURDIR)/.cluster/admin.kubeconfig
+OPERATOR_FLAGS ?= --kubeconfig $(KUBECONFIG) --listen 127.0.0.1:9443 --metrics-listen 127.0.0.1:9080 \
+	--webhook-url https://127.0.0.1:9443
+
+install: node-check
+	node operator/src/main.ts install $(OPERATOR_FLAGS)
+
+run: node-check
+	node operator/src/main.ts run $(OPERATOR_FLAGS)
+
+demo: node-check
+	examples/demo.sh
 
 clean:
 	rm -rf dist

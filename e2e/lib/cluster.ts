@@ -46,10 +46,20 @@ export async function createTestNamespace(
   await core.createNamespace({ body: { metadata: { name } } });
   return {
     name,
+    // Waits until the namespace is gone, so finalizers (ours included) have run.
     remove: async () => {
       await core.deleteNamespace({ name }).catch((error: unknown) => {
         if (statusOf(error) !== 404) throw error;
       });
+      await eventually(
+        `namespace ${name} to be deleted`,
+        async () =>
+          core.readNamespace({ name }).then(
+            () => undefined,
+            (error: unknown) => (statusOf(error) === 404 ? true : undefined),
+          ),
+        60_000,
+      );
     },
   };
 }

@@ -1,0 +1,132 @@
+// Runs the real operator process against the test cluster, as `make run` would.
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { createWriteStream, mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { AdmissionregistrationV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { clusterDir, eventually, kubeConfigFor, repoRoot, statusOf } from "./cluster.ts";
+
+const main = join(repoRoot, "operator", "src", "main.ts");
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (!address || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+export interface OperatorProcess {
+  namespace: string;
+  metricsUrl: string;
+  logFile: string;
+  /** SIGTERM, as Kubernetes stops a pod. */
+  stop(): Promise<void>;
+  /** SIGKILL: a crash. */
+  kill(): Promise<void>;
+  /** Starts it again with the same settings. */
+  restart(): Promise<void>;
+  /** Stops it and removes its webhook configurations so no other suite is blocked by them. */
+  remove(): Promise<void>;
+}
+
+function operatorArgs(
+  namespace: string,
+  listenPort: number,
+  metricsPort: number,
+  extra: string[],
+): string[] {
+  return [
+    "--kubeconfig",
+    join(clusterDir, "admin.kubeconfig"),
+    "--namespace",
+    namespace,
+    "--listen",
+    `127.0.0.1:${listenPort}`,
+    "--metrics-listen",
+    `127.0.0.1:${metricsPort}`,
+    "--webhook-url",
+    `https://127.0.0.1:${listenPort}`,
+    "--webhook-configuration-name",
+    `langgraph-jit-${namespace}`,
+    "--identity",
+    `e2e-${listenPort}`,
+    ...extra,
+  ];
+}
+
+/** Installs the CRDs and starts an operator whose own namespace is `namespace`. */
+export async function startOperator(
+  namespace: string,
+  extra: string[] = [],
+): Promise<OperatorProcess> {
+  const listenPort = await freePort();
+  const metricsPort = await freePort();
+  const args = operatorArgs(namespace, listenPort, metricsPort, extra);
+  const installed = spawnSync(process.execPath, [main, "install", ...args], { encoding: "utf8" });
+  if (installed.status !== 0)
+    throw new Error(`operator install failed:\n${installed.stderr}${installed.stdout}`);
+  await eventually("the CRDs to be served", async () => {
+    const custom = kubeConfigFor("admin").makeApiClient(CustomObjectsApi);
+    for (const plural of ["langgraphruns", "connections", "accesspolicies"]) {
+      await custom.listClusterCustomObject({
+        group: "langgraph-jit.dev",
+        version: "v1alpha1",
+        plural,
+      });
+    }
+    return true;
+  });
+
+  mkdirSync(join(clusterDir, "logs"), { recursive: true });
+  const logFile = join(clusterDir, "logs", `operator-${namespace}.log`);
+  const metricsUrl = `http://127.0.0.1:${metricsPort}`;
+  let child: ChildProcess | undefined;
+
+  const launch = async () => {
+    const log = createWriteStream(logFile, { flags: "a" });
+    child = spawn(process.execPath, [main, "run", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    const started = child;
+    await eventually(
+      "the operator to be ready",
+      async () => {
+        if (started.exitCode !== null)
+          throw new Error(`operator exited with ${started.exitCode}; see ${logFile}`);
+        const response = await fetch(`${metricsUrl}/readyz`).catch(() => undefined);
+        return response?.ok ? true : undefined;
+      },
+      30_000,
+    );
+  };
+
+  const signal = async (name: NodeJS.Signals) => {
+    const running = child;
+    if (!running || running.exitCode !== null || running.signalCode !== null) return;
+    const exited = new Promise((resolve) => running.once("exit", resolve));
+    running.kill(name);
+    await exited;
+  };
+
+  await launch();
+  return {
+    namespace,
+    metricsUrl,
+    logFile,
+    stop: () => signal("SIGTERM"),
+    kill: () => signal("SIGKILL"),
+    restart: launch,
+    remove: async () => {
+      await signal("SIGTERM");
+      const api = kubeConfigFor("admin").makeApiClient(AdmissionregistrationV1Api);
+      const name = `langgraph-jit-${namespace}`;
+      const ignoreMissing = (error: unknown) => {
+        if (statusOf(error) !== 404) throw error;
+      };
+      await api.deleteMutatingWebhookConfiguration({ name }).catch(ignoreMissing);
+      await api.deleteValidatingWebhookConfiguration({ name }).catch(ignoreMissing);
+    },
+  };
+}

@@ -1,0 +1,183 @@
+// Fixtures for end-to-end tests of LangGraphRuns: a namespace with Connections, policies and
+// RBAC that lets the test identities create runs, and typed access to the runs.
+import {
+  BatchV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  RbacAuthorizationV1Api,
+  type V1Job,
+} from "@kubernetes/client-node";
+import type { AccessPolicy, Connection, LangGraphRun, RunPhase } from "../../api/v1alpha1.ts";
+import { eventually, type Identity, kubeConfigFor, statusOf } from "./cluster.ts";
+
+const group = "langgraph-jit.dev";
+const version = "v1alpha1";
+
+export function customObjects(identity: Identity = "admin"): CustomObjectsApi {
+  return kubeConfigFor(identity).makeApiClient(CustomObjectsApi);
+}
+
+export async function createObject<T>(
+  identity: Identity,
+  namespace: string,
+  plural: string,
+  body: T,
+): Promise<T> {
+  return (await customObjects(identity).createNamespacedCustomObject({
+    group,
+    version,
+    namespace,
+    plural,
+    body,
+  })) as T;
+}
+
+/** Connections, an AccessPolicy for group ml-platform and RBAC so alice and mallory may create runs. */
+export async function setUpRunNamespace(
+  namespace: string,
+  policy: Partial<AccessPolicy["spec"]> = {},
+) {
+  const admin = kubeConfigFor("admin");
+  const core = admin.makeApiClient(CoreV1Api);
+  const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
+  await rbac.createNamespacedRole({
+    namespace,
+    body: {
+      metadata: { name: "run-author" },
+      rules: [
+        {
+          apiGroups: [group],
+          resources: ["langgraphruns"],
+          verbs: ["create", "get", "list", "watch", "update", "patch", "delete"],
+        },
+      ],
+    },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace,
+    body: {
+      metadata: { name: "run-authors" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "run-author" },
+      subjects: [
+        { apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "system:authenticated" },
+      ],
+    },
+  });
+  for (const [name, port] of [
+    ["kb-db", 5432],
+    ["kb-api", 8443],
+  ] as const) {
+    await core.createNamespacedService({
+      namespace,
+      body: { metadata: { name }, spec: { selector: { app: name }, ports: [{ port }] } },
+    });
+  }
+  const connections: Connection[] = [
+    {
+      apiVersion: `${group}/${version}`,
+      kind: "Connection",
+      metadata: { name: "kb-postgres" },
+      spec: {
+        postgres: {
+          host: `kb-db.${namespace}.svc`,
+          port: 5432,
+          database: "kb",
+          sslMode: "disable",
+          credentials: { secretRef: { name: "kb-admin" } },
+        },
+      },
+    },
+    {
+      apiVersion: `${group}/${version}`,
+      kind: "Connection",
+      metadata: { name: "kb-api" },
+      spec: { http: { url: `https://kb-api.${namespace}.svc:8443` } },
+    },
+  ];
+  for (const connection of connections)
+    await createObject("admin", namespace, "connections", connection);
+  await createObject<AccessPolicy>("admin", namespace, "accesspolicies", {
+    apiVersion: `${group}/${version}`,
+    kind: "AccessPolicy",
+    metadata: { name: "ml-platform" },
+    spec: {
+      subjects: [{ kind: "Group", name: "ml-platform" }],
+      maxDuration: "1h",
+      grants: [
+        { connection: "kb-postgres", actions: ["read", "write"] },
+        { connection: "kb-api", actions: ["read"] },
+      ],
+      ...policy,
+    },
+  });
+}
+
+export function runManifest(name: string, spec: Partial<LangGraphRun["spec"]> = {}): LangGraphRun {
+  return {
+    apiVersion: `${group}/${version}`,
+    kind: "LangGraphRun",
+    metadata: { name },
+    spec: {
+      template: {
+        spec: {
+          containers: [{ name: "graph", image: "example.invalid/kb-graph:1.4", args: ["refresh"] }],
+        },
+      },
+      access: [
+        { connection: "kb-postgres", actions: ["read", "write"] },
+        { connection: "kb-api", actions: ["read"] },
+      ],
+      maxDuration: "30m",
+      reason: "e2e",
+      ...spec,
+    },
+  };
+}
+
+export async function createRun(
+  identity: Identity,
+  namespace: string,
+  run: LangGraphRun,
+): Promise<LangGraphRun> {
+  return createObject(identity, namespace, "langgraphruns", run);
+}
+
+export async function readRun(namespace: string, name: string): Promise<LangGraphRun | undefined> {
+  try {
+    return (await customObjects().getNamespacedCustomObject({
+      group,
+      version,
+      namespace,
+      plural: "langgraphruns",
+      name,
+    })) as LangGraphRun;
+  } catch (error) {
+    if (statusOf(error) === 404) return undefined;
+    throw error;
+  }
+}
+
+export async function waitForPhase(
+  namespace: string,
+  name: string,
+  phase: RunPhase,
+  timeoutMs = 30_000,
+) {
+  return eventually(
+    `run ${name} to be ${phase}`,
+    async () => {
+      const run = await readRun(namespace, name);
+      return run?.status?.phase === phase ? run : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+export async function jobsOfRun(namespace: string, name: string): Promise<V1Job[]> {
+  const batch = kubeConfigFor("admin").makeApiClient(BatchV1Api);
+  const list = await batch.listNamespacedJob({
+    namespace,
+    labelSelector: `langgraph-jit.dev/run=${name}`,
+  });
+  return list.items;
+}

@@ -1,0 +1,89 @@
+// The Mutating- and ValidatingWebhookConfigurations that send LangGraphRun admission to us.
+import type {
+  AdmissionregistrationV1WebhookClientConfig,
+  V1MutatingWebhookConfiguration,
+  V1ValidatingWebhookConfiguration,
+} from "@kubernetes/client-node";
+import { group, resources, version } from "../../../api/v1alpha1.ts";
+
+export const webhookPaths = {
+  mutateRun: "/admission/mutate/langgraphruns",
+  validateRun: "/admission/validate/langgraphruns",
+} as const;
+
+export interface WebhookTarget {
+  name: string;
+  /** The operator's own namespace, excluded so a broken operator can still be repaired. */
+  namespace: string;
+  caBundlePem: string;
+  /** A base URL for operators running outside the cluster; else the Service. */
+  url?: string;
+  service?: { name: string; port: number };
+}
+
+function clientConfig(
+  target: WebhookTarget,
+  path: string,
+): AdmissionregistrationV1WebhookClientConfig {
+  const caBundle = Buffer.from(target.caBundlePem).toString("base64");
+  if (target.url) return { url: `${target.url.replace(/\/$/, "")}${path}`, caBundle };
+  const service = target.service ?? { name: "langgraph-jit", port: 8443 };
+  return {
+    service: { namespace: target.namespace, name: service.name, port: service.port, path },
+    caBundle,
+  };
+}
+
+const common = (target: WebhookTarget) => ({
+  admissionReviewVersions: ["v1"],
+  sideEffects: "None",
+  // Fail closed: no run is admitted unless we stamped and checked it.
+  failurePolicy: "Fail",
+  timeoutSeconds: 5,
+  matchPolicy: "Equivalent",
+  namespaceSelector: {
+    matchExpressions: [
+      { key: "kubernetes.io/metadata.name", operator: "NotIn", values: [target.namespace] },
+    ],
+  },
+  rules: [
+    {
+      apiGroups: [group],
+      apiVersions: [version],
+      operations: ["CREATE", "UPDATE"],
+      resources: [resources.runs],
+      scope: "Namespaced",
+    },
+  ],
+});
+
+export function mutatingConfiguration(target: WebhookTarget): V1MutatingWebhookConfiguration {
+  return {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "MutatingWebhookConfiguration",
+    metadata: { name: target.name },
+    webhooks: [
+      {
+        name: `requester.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.mutateRun),
+        reinvocationPolicy: "Never",
+        ...common(target),
+      },
+    ],
+  };
+}
+
+export function validatingConfiguration(target: WebhookTarget): V1ValidatingWebhookConfiguration {
+  return {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingWebhookConfiguration",
+    metadata: { name: target.name },
+    webhooks: [
+      {
+        name: `runs.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.validateRun),
+        ...common(target),
+      },
+    ],
+  };
+}

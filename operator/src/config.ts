@@ -1,0 +1,183 @@
+// The operator's configuration: flags, with environment fallbacks, parsed and validated once.
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+
+export interface OperatorConfig {
+  command: "run" | "install";
+  kubeconfig: string | undefined;
+  namespace: string;
+  listen: { host: string; port: number };
+  metricsListen: { host: string; port: number };
+  webhookUrl: string | undefined;
+  serviceName: string;
+  webhookConfigurationName: string;
+  webhookSecretName: string;
+  operatorUrl: string;
+  sidecarImage: string;
+  sidecarImagePullPolicy: string;
+  sidecarUid: number;
+  clusterDomain: string;
+  leaderElection: boolean;
+  leaseName: string;
+  identity: string;
+  workers: number;
+  logLevel: string;
+}
+
+/** Flag name -> [environment variable, default, description]: the README's table comes from here. */
+export const options = {
+  kubeconfig: ["KUBECONFIG", "", "kubeconfig file; empty: in-cluster config or ~/.kube/config"],
+  namespace: [
+    "LGJIT_NAMESPACE",
+    "langgraph-jit",
+    "the operator's own namespace (webhook Secret, Lease)",
+  ],
+  listen: ["LGJIT_LISTEN", "0.0.0.0:8443", "HTTPS address of the webhooks and the sidecar API"],
+  "metrics-listen": [
+    "LGJIT_METRICS_LISTEN",
+    "0.0.0.0:8080",
+    "HTTP address of /metrics, /healthz, /readyz",
+  ],
+  "webhook-url": [
+    "LGJIT_WEBHOOK_URL",
+    "",
+    "base URL the API server calls webhooks at; empty: the Service",
+  ],
+  "service-name": [
+    "LGJIT_SERVICE_NAME",
+    "langgraph-jit",
+    "the operator's Service (webhooks, sidecar API)",
+  ],
+  "webhook-configuration-name": [
+    "LGJIT_WEBHOOK_CONFIGURATION",
+    "langgraph-jit",
+    "name of the webhook configurations",
+  ],
+  "webhook-secret-name": [
+    "LGJIT_WEBHOOK_SECRET",
+    "langgraph-jit-webhook-tls",
+    "Secret shared by replicas for webhook TLS",
+  ],
+  "operator-url": [
+    "LGJIT_OPERATOR_URL",
+    "",
+    "URL sidecars reach the operator at; empty: the Service",
+  ],
+  "sidecar-image": [
+    "LGJIT_SIDECAR_IMAGE",
+    "langgraph-jit/sidecar:0.1.0",
+    "sidecar container image",
+  ],
+  "sidecar-image-pull-policy": [
+    "LGJIT_SIDECAR_IMAGE_PULL_POLICY",
+    "IfNotPresent",
+    "sidecar imagePullPolicy",
+  ],
+  "sidecar-uid": [
+    "LGJIT_SIDECAR_UID",
+    "17337",
+    "UID the sidecar runs as; graph containers may not use it",
+  ],
+  "cluster-domain": [
+    "LGJIT_CLUSTER_DOMAIN",
+    "cluster.local",
+    "cluster DNS domain, to recognise Service host names",
+  ],
+  "leader-election": [
+    "LGJIT_LEADER_ELECTION",
+    "true",
+    "elect one reconciling replica with a Lease",
+  ],
+  "lease-name": ["LGJIT_LEASE_NAME", "langgraph-jit-operator", "name of the leader-election Lease"],
+  identity: ["POD_NAME", "", "this replica's identity in the Lease; empty: the host name"],
+  workers: ["LGJIT_WORKERS", "4", "runs reconciled concurrently"],
+  "log-level": ["LGJIT_LOG_LEVEL", "info", "pino log level"],
+} as const;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export const usage = `usage: operator [run|install] [--flag value ...]
+
+  run      reconcile LangGraphRuns and serve the webhooks (default)
+  install  apply the CRDs and webhook configurations, then exit
+
+flags (environment variable, default):
+${Object.entries(options)
+  .map(([flag, [env, value, help]]) => `  --${flag.padEnd(28)} ${help} (${env}, "${value}")`)
+  .join("\n")}
+`;
+
+function address(flag: string, value: string): { host: string; port: number } {
+  const match = /^(.*):(\d+)$/.exec(value);
+  const port = Number(match?.[2]);
+  if (!match?.[1] || port < 0 || port > 65535) {
+    throw new ConfigError(`--${flag} must be host:port, got "${value}"`);
+  }
+  return { host: match[1].replace(/^\[|\]$/g, ""), port };
+}
+
+function integer(flag: string, value: string, min: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min)
+    throw new ConfigError(`--${flag} must be an integer >= ${min}, got "${value}"`);
+  return n;
+}
+
+function boolean(flag: string, value: string): boolean {
+  if (value === "true" || value === "false") return value === "true";
+  throw new ConfigError(`--${flag} must be true or false, got "${value}"`);
+}
+
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorConfig {
+  const parsed = (() => {
+    try {
+      return parseArgs({
+        args: argv,
+        allowPositionals: true,
+        options: Object.fromEntries(Object.keys(options).map((flag) => [flag, { type: "string" }])),
+      });
+    } catch (error) {
+      throw new ConfigError((error as Error).message);
+    }
+  })();
+  const value = (flag: keyof typeof options): string => {
+    const [envName, fallback] = options[flag];
+    return (parsed.values[flag] as string | undefined) ?? env[envName] ?? fallback;
+  };
+  const [command = "run", ...extra] = parsed.positionals;
+  if ((command !== "run" && command !== "install") || extra.length > 0) {
+    throw new ConfigError(`unknown command "${parsed.positionals.join(" ")}"`);
+  }
+  const namespace = value("namespace");
+  const serviceName = value("service-name");
+  const listen = address("listen", value("listen"));
+  const clusterDomain = value("cluster-domain");
+  const webhookUrl = value("webhook-url") || undefined;
+  if (webhookUrl && !URL.canParse(webhookUrl))
+    throw new ConfigError(`--webhook-url is not a URL: "${webhookUrl}"`);
+  return {
+    command,
+    kubeconfig: value("kubeconfig") || undefined,
+    namespace,
+    listen,
+    metricsListen: address("metrics-listen", value("metrics-listen")),
+    webhookUrl,
+    serviceName,
+    webhookConfigurationName: value("webhook-configuration-name"),
+    webhookSecretName: value("webhook-secret-name"),
+    operatorUrl:
+      value("operator-url") ||
+      `https://${serviceName}.${namespace}.svc.${clusterDomain}:${listen.port}`,
+    sidecarImage: value("sidecar-image"),
+    sidecarImagePullPolicy: value("sidecar-image-pull-policy"),
+    sidecarUid: integer("sidecar-uid", value("sidecar-uid"), 1),
+    clusterDomain,
+    leaderElection: boolean("leader-election", value("leader-election")),
+    leaseName: value("lease-name"),
+    identity: value("identity") || hostname(),
+    workers: integer("workers", value("workers"), 1),
+    logLevel: value("log-level"),
+  };
+}

@@ -1,0 +1,41 @@
+// One prom-client Registry per process; every metric name starts with lgjit_.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+export type OperatorMetrics = ReturnType<typeof createMetrics>;
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "lgjit_operator_" });
+  return {
+    registry,
+    runsByPhase: new Gauge({
+      name: "lgjit_runs",
+      help: "LangGraphRuns by phase, as the operator's cache sees them",
+      labelNames: ["phase"] as const,
+      registers: [registry],
+    }),
+    reconcileDuration: new Histogram({
+      name: "lgjit_reconcile_duration_seconds",
+      help: "Time to reconcile one LangGraphRun",
+      labelNames: ["result"] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    queueDepth: new Gauge({
+      name: "lgjit_workqueue_depth",
+      help: "Runs waiting to be reconciled",
+      registers: [registry],
+    }),
+    webhookDecisions: new Counter({
+      name: "lgjit_webhook_decisions_total",
+      help: "Admission decisions by webhook and outcome",
+      labelNames: ["webhook", "decision"] as const,
+      registers: [registry],
+    }),
+    isLeader: new Gauge({
+      name: "lgjit_leader",
+      help: "1 while this replica holds the reconciler's Lease",
+      registers: [registry],
+    }),
+  };
+}

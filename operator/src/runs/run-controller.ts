@@ -1,0 +1,553 @@
+// The LangGraphRun lifecycle: Pending -> Denied | AwaitingApproval | Running -> Succeeded |
+// Failed | Expired | Cancelled. Each reconcile converges from what the caches hold now.
+import { isDeepStrictEqual } from "node:util";
+import {
+  ApiException,
+  BatchV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  NetworkingV1Api,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Job,
+  type V1NetworkPolicy,
+  type V1NetworkPolicyEgressRule,
+} from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { parseDuration } from "../../../api/duration.ts";
+import {
+  type AccessPolicy,
+  type Connection,
+  finishedPhases,
+  group,
+  type LangGraphRun,
+  type LangGraphRunStatus,
+  RunPhase,
+  resources,
+  revokeFinalizer,
+  version,
+} from "../../../api/v1alpha1.ts";
+import { requesterOf } from "../admission/run-admission.ts";
+import type { RunRevoker } from "../credentials/revoker.ts";
+import type { EventRecorder, EventType } from "../events.ts";
+import { evaluateAccess } from "../policy/evaluate-access.ts";
+import { type ConditionUpdate, setCondition } from "./conditions.ts";
+import { buildJob, checkTemplate, type SidecarSettings, TemplateRefused } from "./job-builder.ts";
+import { boundedName } from "./names.ts";
+import {
+  buildNetworkPolicy,
+  connectionEndpoint,
+  type ResolverDeps,
+  resolvePeers,
+} from "./network-policy.ts";
+
+/** What the controller reads from its informers. */
+export interface Cache<T> {
+  get(namespace: string, name: string): T | undefined;
+  list(namespace?: string): T[];
+}
+
+export interface RunControllerOptions {
+  kc: KubeConfig;
+  logger: Logger;
+  events: EventRecorder;
+  revoker: RunRevoker;
+  runs: Cache<LangGraphRun>;
+  jobs: Cache<V1Job>;
+  networkPolicies: Cache<V1NetworkPolicy>;
+  policies: Cache<AccessPolicy>;
+  connections: Cache<Connection>;
+  sidecar: SidecarSettings;
+  operatorEgress: V1NetworkPolicyEgressRule;
+  resolver: Omit<ResolverDeps, "readService">;
+  fieldManager: string;
+  now?: () => Date;
+}
+
+export type ReconcileResult = undefined | { requeueAfterMs: number };
+
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const jsonPatch = setHeaderOptions("Content-Type", PatchStrategy.JsonPatch);
+const applyPatch = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof ApiException && error.code === 404;
+}
+function isConflict(error: unknown): boolean {
+  return error instanceof ApiException && error.code === 409;
+}
+
+export class RunController {
+  readonly #o: RunControllerOptions;
+  readonly #custom: CustomObjectsApi;
+  readonly #batch: BatchV1Api;
+  readonly #networking: NetworkingV1Api;
+  readonly #core: CoreV1Api;
+  readonly #now: () => Date;
+
+  constructor(options: RunControllerOptions) {
+    this.#o = options;
+    this.#custom = options.kc.makeApiClient(CustomObjectsApi);
+    this.#batch = options.kc.makeApiClient(BatchV1Api);
+    this.#networking = options.kc.makeApiClient(NetworkingV1Api);
+    this.#core = options.kc.makeApiClient(CoreV1Api);
+    this.#now = options.now ?? (() => new Date());
+  }
+
+  async reconcile(key: string): Promise<ReconcileResult> {
+    const [namespace = "", name = ""] = key.split("/");
+    const run = this.#o.runs.get(namespace, name);
+    if (!run) return;
+    const log = this.#o.logger.child({ run: key });
+    if (run.metadata?.deletionTimestamp) return this.#finalize(run, log);
+    if (!run.metadata?.finalizers?.includes(revokeFinalizer)) {
+      await this.#addFinalizer(run);
+      return;
+    }
+    const phase = run.status?.phase ?? RunPhase.Pending;
+    if (phase === RunPhase.Pending) return this.#authorize(run, log);
+    if (phase === RunPhase.Running) return this.#track(run, log);
+    if (finishedPhases.has(phase)) return this.#ensureRevoked(run, log);
+  }
+
+  // Pending: decide from policy, then either deny, wait for approval, or start.
+  async #authorize(run: LangGraphRun, log: Logger): Promise<ReconcileResult> {
+    const namespace = run.metadata?.namespace ?? "";
+    const requester = requesterOf(run);
+    if (!requester) {
+      return this.#deny(
+        run,
+        "RequesterUnknown",
+        "the run has no valid langgraph-jit.dev/requester annotation: it was created without the admission webhook",
+      );
+    }
+    try {
+      if (run.spec.template.spec) checkTemplate(run.spec.template.spec, this.#o.sidecar.uid);
+    } catch (error) {
+      if (error instanceof TemplateRefused)
+        return this.#deny(run, "TemplateRefused", error.message);
+      throw error;
+    }
+    const decision = evaluateAccess({
+      namespace,
+      requester,
+      access: run.spec.access,
+      maxDurationMs: parseDuration(run.spec.maxDuration),
+      policies: this.#o.policies.list(namespace),
+      connections: this.#o.connections.list(namespace),
+    });
+    if (!decision.allowed) return this.#deny(run, decision.reason, decision.message);
+
+    const policies = [...new Set(decision.grants.map((g) => g.policy))].join(", ");
+    const authorized: ConditionUpdate = {
+      type: "Authorized",
+      status: "True",
+      reason: "Granted",
+      message: `granted by AccessPolicy ${policies}`,
+    };
+    const now = this.#now();
+    if (decision.runApprovers.length > 0) {
+      const approvers = decision.runApprovers.map((s) => `${s.kind} ${s.name}`).join(", ");
+      await this.#writeStatus(run, RunPhase.AwaitingApproval, { requester }, [
+        authorized,
+        {
+          type: "Approved",
+          status: "Unknown",
+          reason: "AwaitingApproval",
+          message: `waiting for ${approvers}`,
+        },
+        {
+          type: "Ready",
+          status: "False",
+          reason: "AwaitingApproval",
+          message: `waiting for ${approvers}`,
+        },
+      ]);
+      await this.#event(
+        run,
+        "Normal",
+        "AwaitingApproval",
+        "Authorize",
+        `access needs approval by ${approvers}`,
+      );
+      return;
+    }
+    const deadline = new Date(now.getTime() + parseDuration(run.spec.maxDuration));
+    // The deadline is fixed in status before anything runs, so a restart cannot extend it.
+    await this.#writeStatus(
+      run,
+      RunPhase.Running,
+      { requester, startedAt: now.toISOString(), deadline: deadline.toISOString() },
+      [
+        authorized,
+        { type: "Ready", status: "False", reason: "Starting", message: "creating the run's Job" },
+      ],
+    );
+    log.info({ requester: requester.username, policies }, "run authorized");
+    await this.#event(
+      run,
+      "Normal",
+      "Authorized",
+      "Authorize",
+      `${requester.username}: ${authorized.message}`,
+    );
+    return { requeueAfterMs: 0 };
+  }
+
+  async #deny(run: LangGraphRun, reason: string, message: string): Promise<undefined> {
+    const requester = requesterOf(run);
+    await this.#writeStatus(run, RunPhase.Denied, requester ? { requester } : {}, [
+      { type: "Authorized", status: "False", reason, message },
+      { type: "Ready", status: "False", reason: "Denied", message },
+    ]);
+    this.#o.logger.info({ run: run.metadata?.name, reason, message }, "run denied");
+    await this.#event(run, "Warning", "Denied", "Authorize", message);
+  }
+
+  // Running: the Job and NetworkPolicy exist, the deadline holds, the Job's outcome is the run's.
+  async #track(run: LangGraphRun, log: Logger): Promise<ReconcileResult> {
+    const namespace = run.metadata?.namespace ?? "";
+    const now = this.#now();
+    const deadline = Date.parse(run.status?.deadline ?? "");
+    if (!(deadline > now.getTime())) {
+      return this.#finish(
+        run,
+        RunPhase.Expired,
+        "DeadlineExceeded",
+        "the run reached its maxDuration",
+        log,
+      );
+    }
+    const jobName = boundedName(run.metadata?.name ?? "");
+    await this.#ensureNetworkPolicy(run, jobName);
+    const job = this.#o.jobs.get(namespace, jobName) ?? (await this.#readJob(namespace, jobName));
+    if (!job) {
+      if (run.status?.jobName) {
+        return this.#finish(run, RunPhase.Failed, "JobDeleted", `Job ${jobName} was deleted`, log);
+      }
+      return this.#createJob(run, jobName, deadline - now.getTime(), log);
+    }
+    if (job.metadata?.ownerReferences?.find((o) => o.controller)?.uid !== run.metadata?.uid) {
+      return this.#finish(
+        run,
+        RunPhase.Failed,
+        "JobConflict",
+        `Job ${jobName} exists and is not this run's`,
+        log,
+      );
+    }
+    const jobConditions = job.status?.conditions ?? [];
+    const complete = jobConditions.find((c) => c.type === "Complete" && c.status === "True");
+    const failed = jobConditions.find((c) => c.type === "Failed" && c.status === "True");
+    if (complete)
+      return this.#finish(run, RunPhase.Succeeded, "JobComplete", "the graph completed", log);
+    if (failed?.reason === "DeadlineExceeded") {
+      return this.#finish(
+        run,
+        RunPhase.Expired,
+        "DeadlineExceeded",
+        "the run reached its maxDuration",
+        log,
+      );
+    }
+    if (failed) {
+      const why = failed.message || failed.reason || "the Job failed";
+      return this.#finish(run, RunPhase.Failed, "JobFailed", why, log);
+    }
+    await this.#writeStatus(run, RunPhase.Running, { jobName }, [
+      {
+        type: "Ready",
+        status: "True",
+        reason: "JobCreated",
+        message: `Job ${jobName} is running the graph`,
+      },
+    ]);
+    return { requeueAfterMs: deadline - now.getTime() };
+  }
+
+  async #readJob(namespace: string, name: string): Promise<V1Job | undefined> {
+    try {
+      return await this.#batch.readNamespacedJob({ namespace, name });
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async #createJob(
+    run: LangGraphRun,
+    jobName: string,
+    remainingMs: number,
+    log: Logger,
+  ): Promise<ReconcileResult> {
+    const namespace = run.metadata?.namespace ?? "";
+    const connections = run.spec.access.map((a) =>
+      this.#o.connections.get(namespace, a.connection),
+    );
+    if (connections.some((c) => !c)) {
+      // A Connection vanished between authorization and start: re-check policy from scratch.
+      return this.#finish(
+        run,
+        RunPhase.Failed,
+        "ConnectionNotFound",
+        "a Connection of the run was deleted",
+        log,
+      );
+    }
+    const job = buildJob({
+      run,
+      connections: connections as Connection[],
+      sidecar: this.#o.sidecar,
+      jobName,
+      activeDeadlineSeconds: Math.max(1, Math.ceil(remainingMs / 1000)),
+    });
+    try {
+      await this.#batch.createNamespacedJob({
+        namespace,
+        body: job,
+        fieldManager: this.#o.fieldManager,
+      });
+      log.info({ job: jobName }, "created the run's Job");
+      await this.#event(run, "Normal", "JobCreated", "Start", `created Job ${jobName}`);
+    } catch (error) {
+      if (!(error instanceof ApiException && error.code === 409)) throw error;
+    }
+    await this.#writeStatus(run, RunPhase.Running, { jobName }, [
+      {
+        type: "Ready",
+        status: "True",
+        reason: "JobCreated",
+        message: `Job ${jobName} is running the graph`,
+      },
+    ]);
+    return { requeueAfterMs: remainingMs };
+  }
+
+  async #ensureNetworkPolicy(run: LangGraphRun, name: string): Promise<void> {
+    const namespace = run.metadata?.namespace ?? "";
+    const deps: ResolverDeps = {
+      ...this.#o.resolver,
+      readService: async (ns, service) => {
+        try {
+          return await this.#core.readNamespacedService({ namespace: ns, name: service });
+        } catch (error) {
+          if (isNotFound(error)) return undefined;
+          throw error;
+        }
+      },
+    };
+    const targets = [];
+    for (const access of run.spec.access) {
+      const connection = this.#o.connections.get(namespace, access.connection);
+      if (!connection) continue;
+      const endpoint = connectionEndpoint(connection);
+      targets.push({ endpoint, peers: await resolvePeers(endpoint, namespace, deps) });
+    }
+    const desired = buildNetworkPolicy(run, name, targets, this.#o.operatorEgress);
+    const current = this.#o.networkPolicies.get(namespace, name);
+    if (current && isDeepStrictEqual(current.spec, desired.spec)) return;
+    await this.#networking.patchNamespacedNetworkPolicy(
+      { namespace, name, body: desired, fieldManager: this.#o.fieldManager, force: true },
+      applyPatch,
+    );
+  }
+
+  async #finish(
+    run: LangGraphRun,
+    phase: RunPhase,
+    reason: string,
+    message: string,
+    log: Logger,
+  ): Promise<ReconcileResult> {
+    const namespace = run.metadata?.namespace ?? "";
+    if (phase === RunPhase.Expired || phase === RunPhase.Cancelled) {
+      await this.#deleteJob(namespace, boundedName(run.metadata?.name ?? ""));
+    }
+    const now = this.#now().toISOString();
+    const finished = await this.#writeStatus(
+      run,
+      phase,
+      { completedAt: run.status?.completedAt ?? now },
+      [
+        { type: "Ready", status: "False", reason: phase, message },
+        { type: "Complete", status: "True", reason, message },
+      ],
+    );
+    log.info({ phase, reason }, "run finished");
+    await this.#event(
+      run,
+      phase === RunPhase.Succeeded ? "Normal" : "Warning",
+      phase,
+      "Finish",
+      message,
+    );
+    return this.#ensureRevoked(finished, log);
+  }
+
+  async #deleteJob(namespace: string, name: string): Promise<void> {
+    try {
+      // Background propagation: the Job's pods go too, ending the graph and its sidecar.
+      await this.#batch.deleteNamespacedJob({ namespace, name, propagationPolicy: "Background" });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+
+  async #ensureRevoked(run: LangGraphRun, log: Logger): Promise<ReconcileResult> {
+    if (!run.status?.startedAt || run.status.credential?.revokedAt) return;
+    await this.#o.revoker.revoke(run);
+    const credential = { ...run.status.credential, revokedAt: this.#now().toISOString() };
+    await this.#writeStatus(run, run.status.phase ?? RunPhase.Pending, { credential }, []);
+    log.info("run credentials revoked");
+    await this.#event(
+      run,
+      "Normal",
+      "CredentialsRevoked",
+      "Revoke",
+      "every credential of the run was revoked",
+    );
+  }
+
+  // Deletion: an active run is Cancelled, its Job removed and its credentials revoked before
+  // the finalizer lets it go.
+  async #finalize(run: LangGraphRun, log: Logger): Promise<ReconcileResult> {
+    const finalizers = run.metadata?.finalizers ?? [];
+    const index = finalizers.indexOf(revokeFinalizer);
+    if (index < 0) return;
+    const phase = run.status?.phase ?? RunPhase.Pending;
+    const namespace = run.metadata?.namespace ?? "";
+    if (!finishedPhases.has(phase)) {
+      await this.#deleteJob(namespace, boundedName(run.metadata?.name ?? ""));
+      if (phase === RunPhase.Running) {
+        await this.#writeStatus(
+          run,
+          RunPhase.Cancelled,
+          { completedAt: this.#now().toISOString() },
+          [
+            {
+              type: "Ready",
+              status: "False",
+              reason: RunPhase.Cancelled,
+              message: "the run was deleted",
+            },
+            {
+              type: "Complete",
+              status: "True",
+              reason: "Deleted",
+              message: "the run was deleted while active",
+            },
+          ],
+        ).catch((error: unknown) => {
+          if (!isNotFound(error)) throw error;
+        });
+        await this.#event(
+          run,
+          "Warning",
+          RunPhase.Cancelled,
+          "Finish",
+          "the run was deleted while active",
+        );
+      }
+    }
+    if (run.status?.startedAt && !run.status.credential?.revokedAt) {
+      await this.#o.revoker.revoke(run);
+      log.info("run credentials revoked");
+      await this.#event(
+        run,
+        "Normal",
+        "CredentialsRevoked",
+        "Revoke",
+        "every credential of the run was revoked",
+      );
+    }
+    try {
+      await this.#custom.patchNamespacedCustomObject(
+        {
+          group,
+          version,
+          namespace,
+          plural: resources.runs,
+          name: run.metadata?.name ?? "",
+          body: [
+            { op: "test", path: `/metadata/finalizers/${index}`, value: revokeFinalizer },
+            { op: "remove", path: `/metadata/finalizers/${index}` },
+          ],
+        },
+        jsonPatch,
+      );
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+
+  async #addFinalizer(run: LangGraphRun): Promise<void> {
+    const finalizers = run.metadata?.finalizers;
+    const body = finalizers
+      ? [
+          { op: "test", path: "/metadata/resourceVersion", value: run.metadata?.resourceVersion },
+          { op: "add", path: "/metadata/finalizers/-", value: revokeFinalizer },
+        ]
+      : [{ op: "add", path: "/metadata/finalizers", value: [revokeFinalizer] }];
+    await this.#custom.patchNamespacedCustomObject(
+      {
+        group,
+        version,
+        namespace: run.metadata?.namespace ?? "",
+        plural: resources.runs,
+        name: run.metadata?.name ?? "",
+        body,
+      },
+      jsonPatch,
+    );
+  }
+
+  /**
+   * Writes status only when it differs, guarded by the resourceVersion read (a 409 re-queues
+   * the run quietly). Returns the run as it now stands.
+   */
+  async #writeStatus(
+    run: LangGraphRun,
+    phase: RunPhase,
+    fields: Partial<LangGraphRunStatus>,
+    conditions: ConditionUpdate[],
+  ): Promise<LangGraphRun> {
+    const now = this.#now().toISOString();
+    const generation = run.metadata?.generation;
+    const status: LangGraphRunStatus = {
+      ...run.status,
+      ...fields,
+      phase,
+      observedGeneration: generation,
+      conditions: conditions.reduce(
+        (all, update) => setCondition(all, update, generation, now),
+        run.status?.conditions ?? [],
+      ),
+    };
+    if (isDeepStrictEqual(status, run.status)) return run;
+    const updated = (await this.#custom.patchNamespacedCustomObjectStatus(
+      {
+        group,
+        version,
+        namespace: run.metadata?.namespace ?? "",
+        plural: resources.runs,
+        name: run.metadata?.name ?? "",
+        body: { metadata: { resourceVersion: run.metadata?.resourceVersion }, status },
+      },
+      mergePatch,
+    )) as LangGraphRun;
+    return updated;
+  }
+
+  async #event(run: LangGraphRun, type: EventType, reason: string, action: string, note: string) {
+    await this.#o.events.record(
+      { ...run, apiVersion: `${group}/${version}`, kind: "LangGraphRun" },
+      type,
+      reason,
+      action,
+      note,
+    );
+  }
+}
+
+export { isConflict };

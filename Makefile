@@ -6,7 +6,7 @@ NODE_MODULES := node_modules/.package-lock.json
 SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run
 UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
 
-.PHONY: install run demo generate all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
+.PHONY: bench install run demo generate all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
 
 all: build
 
@@ -31,9 +31,12 @@ format: node-check
 unit: node-check
 	node --test --test-reporter=spec $(UNIT_TESTS)
 
-# Brings the test cluster up when it is not, and tears down only what it started itself.
+# Both bring the test cluster up when it is not, and tear down only what they started.
 e2e: node-check
-	e2e/run-e2e.sh
+	e2e/with-cluster.sh node --test --test-reporter=spec --test-concurrency=1 'e2e/**/*.test.ts'
+
+bench: node-check
+	e2e/with-cluster.sh node bench/run-to-job.ts
 
 test: lint unit e2e
 

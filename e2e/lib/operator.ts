@@ -19,6 +19,9 @@ export async function freePort(): Promise<number> {
 
 export interface OperatorProcess {
   namespace: string;
+  listenPort: number;
+  /** The running process's id (for resource measurements). */
+  pid(): number;
   metricsUrl: string;
   logFile: string;
   /** SIGTERM, as Kubernetes stops a pod. */
@@ -113,6 +116,8 @@ export async function startOperator(
   await launch();
   return {
     namespace,
+    listenPort,
+    pid: () => child?.pid ?? -1,
     metricsUrl,
     logFile,
     stop: () => signal("SIGTERM"),

@@ -71,6 +71,11 @@ const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 const jsonPatch = setHeaderOptions("Content-Type", PatchStrategy.JsonPatch);
 const applyPatch = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 
+/** Kubernetes' metav1.Time: RFC 3339 in whole seconds. */
+function rfc3339(date: Date): string {
+  return `${date.toISOString().slice(0, 19)}Z`;
+}
+
 function isNotFound(error: unknown): boolean {
   return error instanceof ApiException && error.code === 404;
 }
@@ -178,7 +183,7 @@ export class RunController {
     await this.#writeStatus(
       run,
       RunPhase.Running,
-      { requester, startedAt: now.toISOString(), deadline: deadline.toISOString() },
+      { requester, startedAt: rfc3339(now), deadline: rfc3339(deadline) },
       [
         authorized,
         { type: "Ready", status: "False", reason: "Starting", message: "creating the run's Job" },
@@ -364,7 +369,7 @@ export class RunController {
     if (phase === RunPhase.Expired || phase === RunPhase.Cancelled) {
       await this.#deleteJob(namespace, boundedName(run.metadata?.name ?? ""));
     }
-    const now = this.#now().toISOString();
+    const now = rfc3339(this.#now());
     const finished = await this.#writeStatus(
       run,
       phase,
@@ -397,7 +402,7 @@ export class RunController {
   async #ensureRevoked(run: LangGraphRun, log: Logger): Promise<ReconcileResult> {
     if (!run.status?.startedAt || run.status.credential?.revokedAt) return;
     await this.#o.revoker.revoke(run);
-    const credential = { ...run.status.credential, revokedAt: this.#now().toISOString() };
+    const credential = { ...run.status.credential, revokedAt: rfc3339(this.#now()) };
     await this.#writeStatus(run, run.status.phase ?? RunPhase.Pending, { credential }, []);
     log.info("run credentials revoked");
     await this.#event(
@@ -420,25 +425,20 @@ export class RunController {
     if (!finishedPhases.has(phase)) {
       await this.#deleteJob(namespace, boundedName(run.metadata?.name ?? ""));
       if (phase === RunPhase.Running) {
-        await this.#writeStatus(
-          run,
-          RunPhase.Cancelled,
-          { completedAt: this.#now().toISOString() },
-          [
-            {
-              type: "Ready",
-              status: "False",
-              reason: RunPhase.Cancelled,
-              message: "the run was deleted",
-            },
-            {
-              type: "Complete",
-              status: "True",
-              reason: "Deleted",
-              message: "the run was deleted while active",
-            },
-          ],
-        ).catch((error: unknown) => {
+        await this.#writeStatus(run, RunPhase.Cancelled, { completedAt: rfc3339(this.#now()) }, [
+          {
+            type: "Ready",
+            status: "False",
+            reason: RunPhase.Cancelled,
+            message: "the run was deleted",
+          },
+          {
+            type: "Complete",
+            status: "True",
+            reason: "Deleted",
+            message: "the run was deleted while active",
+          },
+        ]).catch((error: unknown) => {
           if (!isNotFound(error)) throw error;
         });
         await this.#event(
@@ -512,7 +512,7 @@ export class RunController {
     fields: Partial<LangGraphRunStatus>,
     conditions: ConditionUpdate[],
   ): Promise<LangGraphRun> {
-    const now = this.#now().toISOString();
+    const now = rfc3339(this.#now());
     const generation = run.metadata?.generation;
     const status: LangGraphRunStatus = {
       ...run.status,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the end-to-end suites against the test cluster. Brings the cluster up when it is
-# not already up, and then tears it down again; a cluster someone else started is left alone.
+# Runs a command (the e2e suites, a benchmark) against the test cluster. Brings the cluster up
+# when it is not already up, and then tears it down again; a cluster already running is left alone.
 set -euo pipefail
 # shellcheck source=cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster/lib.sh"
@@ -12,4 +12,4 @@ else
   e2e/cluster/up.sh
   trap 'e2e/cluster/down.sh' EXIT
 fi
-node --test --test-reporter=spec --test-concurrency=1 "${@:-e2e/**/*.test.ts}"
+"$@"

@@ -1,0 +1,168 @@
+// Benchmark: 500 LangGraphRuns created at once. The operator's latency from run creation to
+// Job creation is compared with Kubernetes' own Job controller's from Job creation to its
+// first Pod, measured in the same run on the same cluster.
+import { readFileSync } from "node:fs";
+import { BatchV1Api, CoreV1Api, type KubernetesObject, Watch } from "@kubernetes/client-node";
+import { createTestNamespace, kubeConfigFor } from "../e2e/lib/cluster.ts";
+import { startOperator } from "../e2e/lib/operator.ts";
+import { createRun, runManifest, setUpRunNamespace } from "../e2e/lib/runs.ts";
+
+const count = Number(process.env.BENCH_RUNS ?? 500);
+const createConcurrency = 50;
+const admin = kubeConfigFor("admin");
+const core = admin.makeApiClient(CoreV1Api);
+const batch = admin.makeApiClient(BatchV1Api);
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return (
+    sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN
+  );
+}
+
+async function inBatches<T>(
+  items: T[],
+  size: number,
+  each: (item: T) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await each(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: size }, worker));
+}
+
+/** Watches `path` and records when each object first appears, keyed by keyOf. */
+async function watchFirstSeen(path: string, keyOf: (obj: KubernetesObject) => string | undefined) {
+  const seen = new Map<string, number>();
+  const controller = await new Watch(admin).watch(
+    path,
+    {},
+    (type, obj: KubernetesObject) => {
+      const key = keyOf(obj);
+      if (type === "ADDED" && key && !seen.has(key)) seen.set(key, performance.now());
+    },
+    () => undefined,
+  );
+  return { seen, stop: () => controller.abort() };
+}
+
+async function waitForCount(
+  seen: Map<string, number>,
+  expected: number,
+  what: string,
+  timeoutMs = 600_000,
+) {
+  const deadline = Date.now() + timeoutMs;
+  while (seen.size < expected) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${seen.size}/${expected} ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function peakRssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+}
+
+async function measureOperator() {
+  const system = await createTestNamespace("bench-system");
+  const ns = await createTestNamespace("bench-runs");
+  const operator = await startOperator(system.name, ["--log-level", "warn"]);
+  await setUpRunNamespace(ns.name);
+  const names = Array.from({ length: count }, (_, i) => `run-${i}`);
+  const created = new Map<string, number>();
+  const jobs = await watchFirstSeen(
+    `/apis/batch/v1/namespaces/${ns.name}/jobs`,
+    (o) => o.metadata?.name,
+  );
+  const started = performance.now();
+  await inBatches(names, createConcurrency, async (name) => {
+    await createRun("alice", ns.name, runManifest(name));
+    created.set(name, performance.now());
+  });
+  await waitForCount(jobs.seen, count, "Jobs");
+  const allJobsMs = Math.max(...jobs.seen.values()) - started;
+  jobs.stop();
+  const latencies = names.map(
+    (n) => (jobs.seen.get(n) ?? Number.NaN) - (created.get(n) ?? Number.NaN),
+  );
+  const rssMb = peakRssMb(operator.pid());
+  await operator.stop();
+  return {
+    latencies,
+    allJobsMs,
+    rssMb,
+    cleanup: async () => {
+      await ns.remove();
+      await operator.remove();
+      await system.remove();
+    },
+  };
+}
+
+async function measureJobController() {
+  const ns = await createTestNamespace("bench-jobs");
+  await core
+    .createNamespacedServiceAccount({ namespace: ns.name, body: { metadata: { name: "default" } } })
+    .catch(() => undefined);
+  const names = Array.from({ length: count }, (_, i) => `job-${i}`);
+  const created = new Map<string, number>();
+  const pods = await watchFirstSeen(
+    `/api/v1/namespaces/${ns.name}/pods`,
+    (o) => o.metadata?.labels?.["job-name"],
+  );
+  await inBatches(names, createConcurrency, async (name) => {
+    await batch.createNamespacedJob({
+      namespace: ns.name,
+      body: {
+        metadata: { name },
+        spec: {
+          backoffLimit: 0,
+          template: {
+            spec: {
+              restartPolicy: "Never",
+              containers: [{ name: "graph", image: "example.invalid/kb-graph:1.4" }],
+            },
+          },
+        },
+      },
+    });
+    created.set(name, performance.now());
+  });
+  await waitForCount(pods.seen, count, "Pods");
+  pods.stop();
+  const latencies = names.map(
+    (n) => (pods.seen.get(n) ?? Number.NaN) - (created.get(n) ?? Number.NaN),
+  );
+  return { latencies, cleanup: () => ns.remove() };
+}
+
+const ms = (v: number) => `${v.toFixed(0)} ms`;
+const operator = await measureOperator();
+const jobController = await measureJobController();
+const rows = [
+  ["", "p50", "p99"],
+  [
+    "operator: run created -> Job created",
+    ms(percentile(operator.latencies, 50)),
+    ms(percentile(operator.latencies, 99)),
+  ],
+  [
+    "Job controller: Job created -> first Pod",
+    ms(percentile(jobController.latencies, 50)),
+    ms(percentile(jobController.latencies, 99)),
+  ],
+];
+const ratio50 = percentile(operator.latencies, 50) / percentile(jobController.latencies, 50);
+const ratio99 = percentile(operator.latencies, 99) / percentile(jobController.latencies, 99);
+console.log(`\n${count} LangGraphRuns created at once (${createConcurrency} concurrent creates)\n`);
+for (const row of rows)
+  console.log(`  ${row[0]?.padEnd(44)} ${row[1]?.padStart(10)} ${row[2]?.padStart(10)}`);
+console.log(
+  `  ${"ratio operator / Job controller".padEnd(44)} ${ratio50.toFixed(2).padStart(10)} ${ratio99.toFixed(2).padStart(10)}   (target p99 <= 1.5)`,
+);
+console.log(`  all ${count} Jobs exist after ${ms(operator.allJobsMs)}`);
+console.log(`  operator peak RSS ${operator.rssMb.toFixed(0)} MB   (target <= 200 MB)`);
+await operator.cleanup();
+await jobController.cleanup();

@@ -2,7 +2,8 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ApiException, CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { loadKubeConfig } from "../../operator/src/kube/kube-config.ts";
 
 export const repoRoot = join(import.meta.dirname, "..", "..");
 export const clusterDir = process.env.LGJIT_CLUSTER_DIR ?? join(repoRoot, ".cluster");
@@ -15,9 +16,7 @@ export function kubeConfigFor(identity: Identity): KubeConfig {
   if (!existsSync(file)) {
     throw new Error(`${file} is missing: bring the test cluster up with "make cluster-up"`);
   }
-  const kc = new KubeConfig();
-  kc.loadFromFile(file);
-  return kc;
+  return loadKubeConfig(file);
 }
 
 /** The HTTP status of a failed API call, or undefined when it did not reach the API. */
@@ -40,14 +39,14 @@ export async function expectApiError(call: Promise<unknown>): Promise<number> {
 /** Creates a namespace with a unique name; the returned function deletes it. */
 export async function createTestNamespace(
   prefix: string,
-): Promise<{ name: string; remove: () => Promise<void> }> {
+): Promise<{ name: string; remove: (timeoutMs?: number) => Promise<void> }> {
   const core = kubeConfigFor("admin").makeApiClient(CoreV1Api);
   const name = `${prefix}-${randomBytes(3).toString("hex")}`;
   await core.createNamespace({ body: { metadata: { name } } });
   return {
     name,
     // Waits until the namespace is gone, so finalizers (ours included) have run.
-    remove: async () => {
+    remove: async (timeoutMs = 60_000) => {
       await core.deleteNamespace({ name }).catch((error: unknown) => {
         if (statusOf(error) !== 404) throw error;
       });
@@ -58,7 +57,7 @@ export async function createTestNamespace(
             () => undefined,
             (error: unknown) => (statusOf(error) === 404 ? true : undefined),
           ),
-        60_000,
+        timeoutMs,
       );
     },
   };

@@ -8,6 +8,13 @@ import { clusterDir, eventually, kubeConfigFor, repoRoot, statusOf } from "./clu
 
 const main = join(repoRoot, "operator", "src", "main.ts");
 
+// An operator must not outlive the test process that started it, even when that process
+// crashes: a stray one would keep its fail-closed webhooks answering for a finished test.
+const children = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
+
 export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -90,6 +97,7 @@ export async function startOperator(
   const launch = async () => {
     const log = createWriteStream(logFile, { flags: "a" });
     child = spawn(process.execPath, [main, "run", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    children.add(child);
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
     const started = child;

@@ -13,7 +13,7 @@ import {
   BatchV1Api,
   CoreV1Api,
   CustomObjectsApi,
-  KubeConfig,
+  type KubeConfig,
   type KubernetesListObject,
   type KubernetesObject,
   NetworkingV1Api,
@@ -48,6 +48,7 @@ import { ConfigError, type OperatorConfig, parseConfig, usage } from "./config.t
 import { nothingIssuedYet } from "./credentials/revoker.ts";
 import { EventRecorder } from "./events.ts";
 import { ResilientInformer } from "./kube/informer.ts";
+import { loadKubeConfig } from "./kube/kube-config.ts";
 import { LeaderElector } from "./kube/leader-election.ts";
 import { WorkQueue } from "./kube/work-queue.ts";
 import { createLogger } from "./log.ts";
@@ -57,13 +58,6 @@ import { isConflict, RunController } from "./runs/run-controller.ts";
 const fieldManager = "langgraph-jit-operator";
 const applyPatch = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 const crdDirectory = join(import.meta.dirname, "..", "..", "crds");
-
-function loadKubeConfig(config: OperatorConfig): KubeConfig {
-  const kc = new KubeConfig();
-  if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
-  else kc.loadFromDefault();
-  return kc;
-}
 
 /** Host names and addresses the webhook certificate must cover. */
 function servingNames(config: OperatorConfig): { dnsNames: string[]; ipAddresses: string[] } {
@@ -184,7 +178,7 @@ function informer<T extends KubernetesObject>(
 }
 
 async function run(config: OperatorConfig, logger: Logger): Promise<void> {
-  const kc = loadKubeConfig(config);
+  const kc = loadKubeConfig(config.kubeconfig);
   const core = kc.makeApiClient(CoreV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
   const batch = kc.makeApiClient(BatchV1Api);
@@ -402,7 +396,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
 }
 
 async function install(config: OperatorConfig, logger: Logger): Promise<void> {
-  const kc = loadKubeConfig(config);
+  const kc = loadKubeConfig(config.kubeconfig);
   const core = kc.makeApiClient(CoreV1Api);
   await applyCrds(kc, logger);
   await ensureNamespace(core, config.namespace);

@@ -420,46 +420,18 @@ export class RunController {
     const finalizers = run.metadata?.finalizers ?? [];
     const index = finalizers.indexOf(revokeFinalizer);
     if (index < 0) return;
-    const phase = run.status?.phase ?? RunPhase.Pending;
     const namespace = run.metadata?.namespace ?? "";
-    if (!finishedPhases.has(phase)) {
-      await this.#deleteJob(namespace, boundedName(run.metadata?.name ?? ""));
-      if (phase === RunPhase.Running) {
-        await this.#writeStatus(run, RunPhase.Cancelled, { completedAt: rfc3339(this.#now()) }, [
-          {
-            type: "Ready",
-            status: "False",
-            reason: RunPhase.Cancelled,
-            message: "the run was deleted",
-          },
-          {
-            type: "Complete",
-            status: "True",
-            reason: "Deleted",
-            message: "the run was deleted while active",
-          },
-        ]).catch((error: unknown) => {
-          if (!isNotFound(error)) throw error;
-        });
-        await this.#event(
-          run,
-          "Warning",
-          RunPhase.Cancelled,
-          "Finish",
-          "the run was deleted while active",
-        );
-      }
-    }
-    if (run.status?.startedAt && !run.status.credential?.revokedAt) {
-      await this.#o.revoker.revoke(run);
-      log.info("run credentials revoked");
-      await this.#event(
+    // Only a Running run has a Job; finishing it as Cancelled removes the Job and revokes.
+    if (run.status?.phase === RunPhase.Running) {
+      await this.#finish(
         run,
-        "Normal",
-        "CredentialsRevoked",
-        "Revoke",
-        "every credential of the run was revoked",
+        RunPhase.Cancelled,
+        "Deleted",
+        "the run was deleted while active",
+        log,
       );
+    } else {
+      await this.#ensureRevoked(run, log);
     }
     try {
       await this.#custom.patchNamespacedCustomObject(

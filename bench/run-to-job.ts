@@ -47,7 +47,13 @@ async function watchFirstSeen(
   keyOf: (obj: KubernetesObject) => string | undefined,
 ) {
   const seen = new Map<string, number>();
-  const informer = new ResilientInformer<KubernetesObject>({ kc: admin, name: path, path, list, logger: quiet });
+  const informer = new ResilientInformer<KubernetesObject>({
+    kc: admin,
+    name: path,
+    path,
+    list,
+    logger: quiet,
+  });
   informer.onChange((obj) => {
     const key = keyOf(obj);
     if (key && !seen.has(key)) seen.set(key, performance.now());
@@ -99,7 +105,8 @@ async function measureOperator() {
   );
   const rssMb = peakRssMb(operator.pid());
   const metrics = await (await fetch(`${operator.metricsUrl}/metrics`)).text();
-  const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1]) / 2 ** 20;
+  const metric = (name: string) =>
+    Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1]) / 2 ** 20;
   console.error(
     `operator memory: heap used ${metric("lgjit_operator_nodejs_heap_size_used_bytes").toFixed(0)} MB, ` +
       `heap total ${metric("lgjit_operator_nodejs_heap_size_total_bytes").toFixed(0)} MB, ` +

@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NODE_MODULES := node_modules/.package-lock.json
-SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run
+SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run operator/bin/operator
 UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
 
 .PHONY: bench install run demo generate all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
@@ -55,10 +55,10 @@ OPERATOR_FLAGS ?= --kubeconfig $(KUBECONFIG) --listen 127.0.0.1:9443 --metrics-l
 	--webhook-url https://127.0.0.1:9443
 
 install: node-check
-	node operator/src/main.ts install $(OPERATOR_FLAGS)
+	operator/bin/operator install $(OPERATOR_FLAGS)
 
 run: node-check
-	node operator/src/main.ts run $(OPERATOR_FLAGS)
+	operator/bin/operator run $(OPERATOR_FLAGS)
 
 demo: node-check
 	examples/demo.sh

@@ -117,7 +117,7 @@ async function measureOperator() {
     allJobsMs,
     rssMb,
     cleanup: async () => {
-      await ns.remove();
+      await ns.remove(300_000);
       await operator.remove();
       await system.remove();
     },

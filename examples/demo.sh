@@ -16,9 +16,9 @@ e2e/cluster/up.sh
 step "operator: CRDs, webhook certificate and configurations, then the operator in the background"
 flags=(--kubeconfig "$state/admin.kubeconfig" --listen 127.0.0.1:9443 --metrics-listen 127.0.0.1:9080
   --webhook-url https://127.0.0.1:9443)
-node operator/src/main.ts install "${flags[@]}" --log-level warn
+operator/bin/operator install "${flags[@]}" --log-level warn
 if ! pid_alive "$pids/operator.pid"; then
-  setsid node operator/src/main.ts run "${flags[@]}" </dev/null >"$logs/operator.log" 2>&1 &
+  setsid operator/bin/operator run "${flags[@]}" </dev/null >"$logs/operator.log" 2>&1 &
   echo "$! $(readlink -f "$(command -v node)")" >"$pids/operator.pid"
 fi
 for _ in $(seq 60); do curl -fsS http://127.0.0.1:9080/readyz >/dev/null 2>&1 && break; sleep 0.5; done

@@ -1,19 +1,26 @@
 // Runs the real operator process against the test cluster, as `make run` would.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createWriteStream, mkdirSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { AdmissionregistrationV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { clusterDir, eventually, kubeConfigFor, repoRoot, statusOf } from "./cluster.ts";
 
-const main = join(repoRoot, "operator", "src", "main.ts");
+const operatorCommand = join(repoRoot, "operator", "bin", "operator");
 
 // An operator must not outlive the test process that started it, even when that process
 // crashes: a stray one would keep its fail-closed webhooks answering for a finished test.
 const children = new Set<ChildProcess>();
-process.on("exit", () => {
+const killChildren = () => {
   for (const child of children) child.kill("SIGKILL");
-});
+};
+process.on("exit", killChildren);
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    killChildren();
+    process.kill(process.pid, signal);
+  });
+}
 
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -66,15 +73,50 @@ function operatorArgs(
   ];
 }
 
+async function accepts(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return new Promise<boolean>((resolve) => {
+    const socket = connect(Number(port), hostname);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/**
+ * Deletes webhook configurations left by an operator of an earlier test process that died:
+ * they fail closed, so they would refuse every run of every later test.
+ */
+async function removeStaleWebhooks(): Promise<void> {
+  const api = kubeConfigFor("admin").makeApiClient(AdmissionregistrationV1Api);
+  const configurations = [
+    ...(await api.listMutatingWebhookConfiguration()).items.map((c) => ["mutating", c] as const),
+    ...(await api.listValidatingWebhookConfiguration()).items.map(
+      (c) => ["validating", c] as const,
+    ),
+  ];
+  for (const [kind, configuration] of configurations) {
+    const name = configuration.metadata?.name ?? "";
+    const url = configuration.webhooks?.[0]?.clientConfig.url;
+    if (!name.startsWith("langgraph-jit-") || !url || (await accepts(url))) continue;
+    if (kind === "mutating")
+      await api.deleteMutatingWebhookConfiguration({ name }).catch(() => undefined);
+    else await api.deleteValidatingWebhookConfiguration({ name }).catch(() => undefined);
+  }
+}
+
 /** Installs the CRDs and starts an operator whose own namespace is `namespace`. */
 export async function startOperator(
   namespace: string,
   extra: string[] = [],
 ): Promise<OperatorProcess> {
+  await removeStaleWebhooks();
   const listenPort = await freePort();
   const metricsPort = await freePort();
   const args = operatorArgs(namespace, listenPort, metricsPort, extra);
-  const installed = spawnSync(process.execPath, [main, "install", ...args], { encoding: "utf8" });
+  const installed = spawnSync(operatorCommand, ["install", ...args], { encoding: "utf8" });
   if (installed.status !== 0)
     throw new Error(`operator install failed:\n${installed.stderr}${installed.stdout}`);
   await eventually("the CRDs to be served", async () => {
@@ -96,7 +138,7 @@ export async function startOperator(
 
   const launch = async () => {
     const log = createWriteStream(logFile, { flags: "a" });
-    child = spawn(process.execPath, [main, "run", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(operatorCommand, ["run", ...args], { stdio: ["ignore", "pipe", "pipe"] });
     children.add(child);
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);

@@ -41,6 +41,7 @@ import {
   type ResolverDeps,
   resolvePeers,
 } from "./network-policy.ts";
+import { rememberFor } from "./ttl-cache.ts";
 
 /** What the controller reads from its informers. */
 export interface Cache<T> {
@@ -67,9 +68,18 @@ export interface RunControllerOptions {
 
 export type ReconcileResult = undefined | { requeueAfterMs: number };
 
+const lookupTtlMs = 30_000;
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 const jsonPatch = setHeaderOptions("Content-Type", PatchStrategy.JsonPatch);
 const applyPatch = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+
+/** Equal as JSON: listed objects are the client's model classes, watched ones plain objects. */
+function sameJson(a: unknown, b: unknown): boolean {
+  return isDeepStrictEqual(
+    JSON.parse(JSON.stringify(a ?? null)),
+    JSON.parse(JSON.stringify(b ?? null)),
+  );
+}
 
 /** Kubernetes' metav1.Time: RFC 3339 in whole seconds. */
 function rfc3339(date: Date): string {
@@ -90,6 +100,7 @@ export class RunController {
   readonly #networking: NetworkingV1Api;
   readonly #core: CoreV1Api;
   readonly #now: () => Date;
+  readonly #resolver: ResolverDeps;
 
   constructor(options: RunControllerOptions) {
     this.#o = options;
@@ -98,6 +109,20 @@ export class RunController {
     this.#networking = options.kc.makeApiClient(NetworkingV1Api);
     this.#core = options.kc.makeApiClient(CoreV1Api);
     this.#now = options.now ?? (() => new Date());
+    // Runs sharing a Connection share its lookups for a while (docs/networking.md).
+    const readService = async (namespace: string, name: string) => {
+      try {
+        return await this.#core.readNamespacedService({ namespace, name });
+      } catch (error) {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      }
+    };
+    this.#resolver = {
+      clusterDomain: options.resolver.clusterDomain,
+      readService: rememberFor(lookupTtlMs, readService),
+      resolveHost: rememberFor(lookupTtlMs, options.resolver.resolveHost),
+    };
   }
 
   async reconcile(key: string): Promise<ReconcileResult> {
@@ -331,17 +356,7 @@ export class RunController {
 
   async #ensureNetworkPolicy(run: LangGraphRun, name: string): Promise<void> {
     const namespace = run.metadata?.namespace ?? "";
-    const deps: ResolverDeps = {
-      ...this.#o.resolver,
-      readService: async (ns, service) => {
-        try {
-          return await this.#core.readNamespacedService({ namespace: ns, name: service });
-        } catch (error) {
-          if (isNotFound(error)) return undefined;
-          throw error;
-        }
-      },
-    };
+    const deps = this.#resolver;
     const targets = [];
     for (const access of run.spec.access) {
       const connection = this.#o.connections.get(namespace, access.connection);
@@ -351,7 +366,7 @@ export class RunController {
     }
     const desired = buildNetworkPolicy(run, name, targets, this.#o.operatorEgress);
     const current = this.#o.networkPolicies.get(namespace, name);
-    if (current && isDeepStrictEqual(current.spec, desired.spec)) return;
+    if (current && sameJson(current.spec, desired.spec)) return;
     await this.#networking.patchNamespacedNetworkPolicy(
       { namespace, name, body: desired, fieldManager: this.#o.fieldManager, force: true },
       applyPatch,

@@ -223,7 +223,7 @@ describe("LangGraphRun lifecycle", () => {
           .catch((error: unknown) => (statusOf(error) === 404 ? undefined : Promise.reject(error)));
         return liveJobs.length === 0 && !policy ? true : undefined;
       },
-      30_000,
+      60_000,
     );
   });
 

@@ -373,22 +373,27 @@ export class RunController {
     );
   }
 
+  // Revocation comes before the terminal status, so a finished run's status always says when
+  // its credentials were revoked; a crash in between repeats the (idempotent) revocation.
   async #finish(
     run: LangGraphRun,
     phase: RunPhase,
     reason: string,
     message: string,
     log: Logger,
-  ): Promise<ReconcileResult> {
+  ): Promise<undefined> {
     const namespace = run.metadata?.namespace ?? "";
     if (phase === RunPhase.Expired || phase === RunPhase.Cancelled) {
       await this.#deleteJob(namespace, boundedName(run.metadata?.name ?? ""));
     }
-    const now = rfc3339(this.#now());
-    const finished = await this.#writeStatus(
+    const credential = await this.#revoke(run, log);
+    await this.#writeStatus(
       run,
       phase,
-      { completedAt: run.status?.completedAt ?? now },
+      {
+        completedAt: run.status?.completedAt ?? rfc3339(this.#now()),
+        ...(credential ? { credential } : {}),
+      },
       [
         { type: "Ready", status: "False", reason: phase, message },
         { type: "Complete", status: "True", reason, message },
@@ -402,7 +407,6 @@ export class RunController {
       "Finish",
       message,
     );
-    return this.#ensureRevoked(finished, log);
   }
 
   async #deleteJob(namespace: string, name: string): Promise<void> {
@@ -414,11 +418,17 @@ export class RunController {
     }
   }
 
-  async #ensureRevoked(run: LangGraphRun, log: Logger): Promise<ReconcileResult> {
-    if (!run.status?.startedAt || run.status.credential?.revokedAt) return;
+  /** A finished run whose credentials were not yet revoked (a Running run never finished by us). */
+  async #ensureRevoked(run: LangGraphRun, log: Logger): Promise<undefined> {
+    const credential = await this.#revoke(run, log);
+    if (credential)
+      await this.#writeStatus(run, run.status?.phase ?? RunPhase.Pending, { credential }, []);
+  }
+
+  /** Revokes a started run's credentials once; returns the credential status to record. */
+  async #revoke(run: LangGraphRun, log: Logger): Promise<LangGraphRunStatus["credential"]> {
+    if (!run.status?.startedAt || run.status.credential?.revokedAt) return undefined;
     await this.#o.revoker.revoke(run);
-    const credential = { ...run.status.credential, revokedAt: rfc3339(this.#now()) };
-    await this.#writeStatus(run, run.status.phase ?? RunPhase.Pending, { credential }, []);
     log.info("run credentials revoked");
     await this.#event(
       run,
@@ -427,6 +437,7 @@ export class RunController {
       "Revoke",
       "every credential of the run was revoked",
     );
+    return { ...run.status.credential, revokedAt: rfc3339(this.#now()) };
   }
 
   // Deletion: an active run is Cancelled, its Job removed and its credentials revoked before
@@ -448,6 +459,12 @@ export class RunController {
     } else {
       await this.#ensureRevoked(run, log);
     }
+    // The garbage collector would remove it too, but on its own schedule.
+    await this.#networking
+      .deleteNamespacedNetworkPolicy({ namespace, name: boundedName(run.metadata?.name ?? "") })
+      .catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
     try {
       await this.#custom.patchNamespacedCustomObject(
         {

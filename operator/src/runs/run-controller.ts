@@ -240,15 +240,15 @@ export class RunController {
     const namespace = run.metadata?.namespace ?? "";
     const now = this.#now();
     const deadline = Date.parse(run.status?.deadline ?? "");
-    if (!(deadline > now.getTime())) {
-      return this.#finish(
+    const expire = () =>
+      this.#finish(
         run,
         RunPhase.Expired,
         "DeadlineExceeded",
         "the run reached its maxDuration",
         log,
       );
-    }
+    if (!(deadline > now.getTime())) return expire();
     const jobName = boundedName(run.metadata?.name ?? "");
     await this.#ensureNetworkPolicy(run, jobName);
     const job = this.#o.jobs.get(namespace, jobName) ?? (await this.#readJob(namespace, jobName));
@@ -272,15 +272,7 @@ export class RunController {
     const failed = jobConditions.find((c) => c.type === "Failed" && c.status === "True");
     if (complete)
       return this.#finish(run, RunPhase.Succeeded, "JobComplete", "the graph completed", log);
-    if (failed?.reason === "DeadlineExceeded") {
-      return this.#finish(
-        run,
-        RunPhase.Expired,
-        "DeadlineExceeded",
-        "the run reached its maxDuration",
-        log,
-      );
-    }
+    if (failed?.reason === "DeadlineExceeded") return expire();
     if (failed) {
       const why = failed.message || failed.reason || "the Job failed";
       return this.#finish(run, RunPhase.Failed, "JobFailed", why, log);

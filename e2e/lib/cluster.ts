@@ -2,7 +2,8 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ApiException, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { statusOf } from "../../operator/src/kube/api-errors.ts";
 import { loadKubeConfig } from "../../operator/src/kube/kube-config.ts";
 
 export const repoRoot = join(import.meta.dirname, "..", "..");
@@ -19,10 +20,7 @@ export function kubeConfigFor(identity: Identity): KubeConfig {
   return loadKubeConfig(file);
 }
 
-/** The HTTP status of a failed API call, or undefined when it did not reach the API. */
-export function statusOf(error: unknown): number | undefined {
-  return error instanceof ApiException ? error.code : undefined;
-}
+export { statusOf };
 
 /** Runs an API call expected to fail and returns its HTTP status. */
 export async function expectApiError(call: Promise<unknown>): Promise<number> {

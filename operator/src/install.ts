@@ -5,7 +5,6 @@ import { isIP } from "node:net";
 import { join } from "node:path";
 import {
   AdmissionregistrationV1Api,
-  ApiException,
   ApiextensionsV1Api,
   CoreV1Api,
   type KubeConfig,
@@ -22,6 +21,7 @@ import {
   type WebhookTarget,
 } from "./admission/webhook-configurations.ts";
 import type { OperatorConfig } from "./config.ts";
+import { isConflict } from "./kube/api-errors.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
 
 export const fieldManager = "langgraph-jit-operator";
@@ -62,7 +62,7 @@ export async function ensureNamespace(kc: KubeConfig, name: string): Promise<voi
   try {
     await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name } } });
   } catch (error) {
-    if (!(error instanceof ApiException && error.code === 409)) throw error;
+    if (!isConflict(error)) throw error;
   }
 }
 

@@ -5,12 +5,7 @@ import { createWebhookServer } from "./admission/webhook-server.ts";
 import { ConfigError, type OperatorConfig, parseConfig, usage } from "./config.ts";
 import { nothingIssuedYet } from "./credentials/revoker.ts";
 import { startHealthServer } from "./health.ts";
-import {
-  applyWebhookConfigurations,
-  ensureNamespace,
-  install,
-  webhookCertificates,
-} from "./install.ts";
+import { applyWebhookConfigurations, install, webhookCertificates } from "./install.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
 import { LeaderElector } from "./kube/leader-election.ts";
 import { createLogger } from "./log.ts";

@@ -3,9 +3,10 @@
 import "reflect-metadata";
 import { createPrivateKey, randomBytes, type webcrypto, X509Certificate } from "node:crypto";
 import { isIP, isIPv6 } from "node:net";
-import { ApiException, type CoreV1Api, type V1Secret } from "@kubernetes/client-node";
+import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
 import * as x509 from "@peculiar/x509";
 import type { Logger } from "pino";
+import { statusOf } from "../kube/api-errors.ts";
 
 x509.cryptoProvider.set(crypto);
 
@@ -391,10 +392,6 @@ type TlsSecretData = {
   "tls.crt": string;
   "tls.key": string;
 };
-
-function statusOf(error: unknown): number | undefined {
-  return error instanceof ApiException ? error.code : undefined;
-}
 
 function sameMaterial(a: WebhookTlsMaterial | undefined, b: WebhookTlsMaterial): boolean {
   return (

@@ -1,6 +1,6 @@
 // The ES256 keys the operator signs run JWTs with, shared by every replica through one
 // Secret, and the JWKS that verifiers fetch from /.well-known/jwks.json.
-import { ApiException, type CoreV1Api, type V1Secret } from "@kubernetes/client-node";
+import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
 import {
   type CryptoKey,
   calculateJwkThumbprint,
@@ -13,6 +13,7 @@ import {
   SignJWT,
 } from "jose";
 import type { Logger } from "pino";
+import { statusOf } from "../kube/api-errors.ts";
 
 const algorithm = "ES256";
 const hourMs = 60 * 60 * 1000;
@@ -437,8 +438,4 @@ function describe(value: unknown): string {
 
 function encode(text: string): string {
   return Buffer.from(text).toString("base64");
-}
-
-function statusOf(error: unknown): number | undefined {
-  return error instanceof ApiException ? error.code : undefined;
 }

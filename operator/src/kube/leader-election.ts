@@ -3,7 +3,6 @@
 // clock; writes carry the resourceVersion read, so of two racing candidates one gets a 409.
 import { setTimeout as sleep } from "node:timers/promises";
 import {
-  ApiException,
   type ConfigurationOptions,
   CoordinationV1Api,
   IsomorphicFetchHttpLibrary,
@@ -12,6 +11,7 @@ import {
   V1MicroTime,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { statusOf } from "./api-errors.ts";
 
 export interface LeaderElectorOptions {
   kc: KubeConfig;
@@ -45,10 +45,6 @@ function withTimeout(timeoutMs: number): ConfigurationOptions {
       },
     },
   };
-}
-
-function statusOf(error: unknown): number | undefined {
-  return error instanceof ApiException ? error.code : undefined;
 }
 
 export class LeaderElector {

@@ -29,10 +29,11 @@ import type { OperatorConfig } from "../config.ts";
 import type { RunRevoker } from "../credentials/revoker.ts";
 import { EventRecorder } from "../events.ts";
 import { fieldManager } from "../install.ts";
+import { isConflict } from "../kube/api-errors.ts";
 import { ResilientInformer } from "../kube/informer.ts";
 import { WorkQueue } from "../kube/work-queue.ts";
 import type { OperatorMetrics } from "../metrics.ts";
-import { isConflict, RunController } from "./run-controller.ts";
+import { RunController } from "./run-controller.ts";
 
 /** Egress to the operator's API from run pods: its pods when in-cluster, else its address. */
 function operatorEgress(config: OperatorConfig): V1NetworkPolicyEgressRule {

@@ -2,7 +2,6 @@
 // Failed | Expired | Cancelled. Each reconcile converges from what the caches hold now.
 import { isDeepStrictEqual } from "node:util";
 import {
-  ApiException,
   BatchV1Api,
   CoreV1Api,
   CustomObjectsApi,
@@ -31,6 +30,7 @@ import {
 import { requesterOf } from "../admission/run-admission.ts";
 import type { RunRevoker } from "../credentials/revoker.ts";
 import type { EventRecorder, EventType } from "../events.ts";
+import { isConflict, isNotFound, unlessNotFound } from "../kube/api-errors.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
 import { buildJob, checkTemplate, type SidecarSettings, TemplateRefused } from "./job-builder.ts";
@@ -86,13 +86,6 @@ function rfc3339(date: Date): string {
   return `${date.toISOString().slice(0, 19)}Z`;
 }
 
-function isNotFound(error: unknown): boolean {
-  return error instanceof ApiException && error.code === 404;
-}
-function isConflict(error: unknown): boolean {
-  return error instanceof ApiException && error.code === 409;
-}
-
 export class RunController {
   readonly #o: RunControllerOptions;
   readonly #custom: CustomObjectsApi;
@@ -110,14 +103,8 @@ export class RunController {
     this.#core = options.kc.makeApiClient(CoreV1Api);
     this.#now = options.now ?? (() => new Date());
     // Runs sharing a Connection share its lookups for a while (docs/networking.md).
-    const readService = async (namespace: string, name: string) => {
-      try {
-        return await this.#core.readNamespacedService({ namespace, name });
-      } catch (error) {
-        if (isNotFound(error)) return undefined;
-        throw error;
-      }
-    };
+    const readService = (namespace: string, name: string) =>
+      unlessNotFound(this.#core.readNamespacedService({ namespace, name }));
     this.#resolver = {
       clusterDomain: options.resolver.clusterDomain,
       readService: rememberFor(lookupTtlMs, readService),
@@ -251,7 +238,9 @@ export class RunController {
     if (!(deadline > now.getTime())) return expire();
     const jobName = boundedName(run.metadata?.name ?? "");
     await this.#ensureNetworkPolicy(run, jobName);
-    const job = this.#o.jobs.get(namespace, jobName) ?? (await this.#readJob(namespace, jobName));
+    const job =
+      this.#o.jobs.get(namespace, jobName) ??
+      (await unlessNotFound(this.#batch.readNamespacedJob({ namespace, name: jobName })));
     if (!job) {
       if (run.status?.jobName) {
         return this.#finish(run, RunPhase.Failed, "JobDeleted", `Job ${jobName} was deleted`, log);
@@ -286,15 +275,6 @@ export class RunController {
       },
     ]);
     return { requeueAfterMs: deadline - now.getTime() };
-  }
-
-  async #readJob(namespace: string, name: string): Promise<V1Job | undefined> {
-    try {
-      return await this.#batch.readNamespacedJob({ namespace, name });
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
   }
 
   async #createJob(
@@ -333,7 +313,7 @@ export class RunController {
       log.info({ job: jobName }, "created the run's Job");
       await this.#event(run, "Normal", "JobCreated", "Start", `created Job ${jobName}`);
     } catch (error) {
-      if (!(error instanceof ApiException && error.code === 409)) throw error;
+      if (!isConflict(error)) throw error;
     }
     await this.#writeStatus(run, RunPhase.Running, { jobName }, [
       {
@@ -545,5 +525,3 @@ export class RunController {
     );
   }
 }
-
-export { isConflict };

@@ -3,10 +3,10 @@
 import "reflect-metadata";
 import { createPrivateKey, randomBytes, type webcrypto, X509Certificate } from "node:crypto";
 import { isIP, isIPv6 } from "node:net";
-import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
+import type { CoreV1Api } from "@kubernetes/client-node";
 import * as x509 from "@peculiar/x509";
 import type { Logger } from "pino";
-import { statusOf } from "../kube/api-errors.ts";
+import { repeatEvery, SharedSecret } from "../kube/shared-secret.ts";
 
 x509.cryptoProvider.set(crypto);
 
@@ -14,7 +14,6 @@ const ecdsaP256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as con
 const dayMs = 24 * 60 * 60 * 1000;
 // Tolerates clocks that run behind the issuer's (the API server checks notBefore).
 const backdateMs = 5 * 60 * 1000;
-const maxWriteAttempts = 5;
 
 /** A certificate and its PKCS#8 private key, both PEM. */
 export interface CertificateAndKey {
@@ -156,9 +155,7 @@ export interface WebhookCertificatesOptions {
  * bundle keep trusting the served certificate in the meantime.
  */
 export class WebhookCertificates {
-  readonly #core: CoreV1Api;
-  readonly #namespace: string;
-  readonly #secretName: string;
+  readonly #secret: SharedSecret;
   readonly #dnsNames: string[];
   readonly #ipAddresses: string[];
   readonly #logger: Logger;
@@ -175,9 +172,6 @@ export class WebhookCertificates {
         throw new Error(`webhook certificate IP address "${address}" is not an IP address`);
       }
     }
-    this.#core = options.core;
-    this.#namespace = options.namespace;
-    this.#secretName = options.secretName;
     this.#dnsNames = [...options.dnsNames];
     this.#ipAddresses = [...options.ipAddresses];
     this.#caValidityDays = options.caValidityDays ?? 3650;
@@ -186,57 +180,27 @@ export class WebhookCertificates {
       component: "webhook-certs",
       secret: `${options.namespace}/${options.secretName}`,
     });
+    this.#secret = new SharedSecret({
+      core: options.core,
+      namespace: options.namespace,
+      name: options.secretName,
+      type: "kubernetes.io/tls",
+      what: "webhook certificate",
+      logger: this.#logger,
+    });
   }
 
   /** Reads the shared Secret, creating or renewing what it holds as needed. */
   async ensure(): Promise<WebhookTlsMaterial> {
-    for (let attempt = 1; attempt <= maxWriteAttempts; attempt++) {
-      const secret = await this.#read();
-      const stored = decodeSecretData(secret?.data);
-      const { data, reasons } = await this.#renew(stored, new Date());
-
-      if (secret === undefined) {
-        try {
-          await this.#core.createNamespacedSecret({
-            namespace: this.#namespace,
-            body: {
-              metadata: {
-                name: this.#secretName,
-                namespace: this.#namespace,
-                labels: { "app.kubernetes.io/managed-by": "langgraph-jit" },
-              },
-              type: "kubernetes.io/tls",
-              data: encodeSecretData(data),
-            },
-          });
-          this.#logger.info("created the webhook certificate Secret");
-          return this.#remember(data);
-        } catch (error) {
-          if (statusOf(error) !== 409) throw this.#apiError("creating", error);
-          this.#logger.debug("another replica created the Secret first; using theirs");
-          continue;
-        }
-      }
-
-      if (reasons.length === 0) return this.#remember(data);
-
-      try {
-        await this.#core.replaceNamespacedSecret({
-          name: this.#secretName,
-          namespace: this.#namespace,
-          body: { ...secret, data: encodeSecretData({ ...stored, ...data }) },
-        });
-        this.#logger.info({ reasons }, "renewed webhook certificates");
-        return this.#remember(data);
-      } catch (error) {
-        if (statusOf(error) !== 409) throw this.#apiError("updating", error);
-        this.#logger.debug("another replica updated the Secret first; re-reading");
-      }
-    }
-    throw new Error(
-      `webhook certificate Secret ${this.#namespace}/${this.#secretName} kept changing ` +
-        `under concurrent writers: gave up after ${maxWriteAttempts} attempts`,
-    );
+    const data = await this.#secret.converge(async (stored) => {
+      const { data, reasons } = await this.#renew(stored ?? {}, new Date());
+      if (stored && reasons.length === 0) return { result: data };
+      const message = stored
+        ? "renewed webhook certificates"
+        : "created the webhook certificate Secret";
+      return { result: data, write: { data, message, details: { reasons } } };
+    });
+    return this.#remember(data);
   }
 
   /**
@@ -246,46 +210,22 @@ export class WebhookCertificates {
    */
   watch(onChange: (material: WebhookTlsMaterial) => void, intervalMs = 60_000): () => void {
     let known = this.#current;
-    let stopped = false;
-    let timer: NodeJS.Timeout | undefined;
-    const tick = async () => {
-      let material: WebhookTlsMaterial | undefined;
+    return repeatEvery(intervalMs, async () => {
+      let material: WebhookTlsMaterial;
       try {
         material = await this.ensure();
       } catch (error) {
         this.#logger.warn({ err: error }, "refreshing webhook certificates failed");
+        return;
       }
-      if (material !== undefined && !stopped && !sameMaterial(known, material)) {
-        known = material;
-        try {
-          onChange(material);
-        } catch (error) {
-          this.#logger.error({ err: error }, "applying new webhook certificates failed");
-        }
+      if (sameMaterial(known, material)) return;
+      known = material;
+      try {
+        onChange(material);
+      } catch (error) {
+        this.#logger.error({ err: error }, "applying new webhook certificates failed");
       }
-      if (!stopped) schedule();
-    };
-    const schedule = () => {
-      timer = setTimeout(tick, intervalMs);
-      timer.unref();
-    };
-    schedule();
-    return () => {
-      stopped = true;
-      clearTimeout(timer);
-    };
-  }
-
-  async #read(): Promise<V1Secret | undefined> {
-    try {
-      return await this.#core.readNamespacedSecret({
-        name: this.#secretName,
-        namespace: this.#namespace,
-      });
-    } catch (error) {
-      if (statusOf(error) === 404) return undefined;
-      throw this.#apiError("reading", error);
-    }
+    });
   }
 
   /** Computes the Secret data to hold now; reasons is empty when it matches what is stored. */
@@ -374,15 +314,6 @@ export class WebhookCertificates {
     };
     return this.#current;
   }
-
-  #apiError(action: string, error: unknown): Error {
-    const status = statusOf(error);
-    return new Error(
-      `${action} webhook certificate Secret ${this.#namespace}/${this.#secretName} failed` +
-        (status === undefined ? "" : ` with HTTP ${status}`),
-      { cause: error },
-    );
-  }
 }
 
 type TlsSecretData = {
@@ -399,21 +330,6 @@ function sameMaterial(a: WebhookTlsMaterial | undefined, b: WebhookTlsMaterial):
     a.caBundlePem === b.caBundlePem &&
     a.certPem === b.certPem &&
     a.keyPem === b.keyPem
-  );
-}
-
-function decodeSecretData(data: Record<string, string> | undefined): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(data ?? {}).map(([key, value]) => [
-      key,
-      Buffer.from(value, "base64").toString("utf8"),
-    ]),
-  );
-}
-
-function encodeSecretData(data: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(data).map(([key, value]) => [key, Buffer.from(value).toString("base64")]),
   );
 }
 

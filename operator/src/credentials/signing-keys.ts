@@ -1,6 +1,6 @@
 // The ES256 keys the operator signs run JWTs with, shared by every replica through one
 // Secret, and the JWKS that verifiers fetch from /.well-known/jwks.json.
-import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
+import type { CoreV1Api } from "@kubernetes/client-node";
 import {
   type CryptoKey,
   calculateJwkThumbprint,
@@ -13,11 +13,10 @@ import {
   SignJWT,
 } from "jose";
 import type { Logger } from "pino";
-import { statusOf } from "../kube/api-errors.ts";
+import { repeatEvery, SharedSecret } from "../kube/shared-secret.ts";
 
 const algorithm = "ES256";
 const hourMs = 60 * 60 * 1000;
-const maxWriteAttempts = 5;
 /** The Secret key that holds the key document. */
 export const keyDocumentKey = "keys.json";
 
@@ -133,9 +132,7 @@ export interface SignOptions {
  * never overwritten: replacing it would invalidate every token already issued.
  */
 export class SigningKeys {
-  readonly #core: CoreV1Api;
-  readonly #namespace: string;
-  readonly #secretName: string;
+  readonly #secret: SharedSecret;
   readonly #logger: Logger;
   readonly #rotateAfterMs: number;
   readonly #retireAfterMs: number;
@@ -154,84 +151,50 @@ export class SigningKeys {
           "otherwise a key leaves the JWKS while tokens it just signed are live",
       );
     }
-    this.#core = options.core;
-    this.#namespace = options.namespace;
-    this.#secretName = options.secretName;
     this.#rotateAfterMs = rotateAfterMs;
     this.#retireAfterMs = retireAfterMs;
     this.#logger = options.logger.child({
       component: "signing-keys",
       secret: `${options.namespace}/${options.secretName}`,
     });
+    this.#secret = new SharedSecret({
+      core: options.core,
+      namespace: options.namespace,
+      name: options.secretName,
+      type: "Opaque",
+      what: "signing key",
+      logger: this.#logger,
+    });
   }
 
   /** Reads the shared Secret, creating it, rotating or retiring keys as needed. */
   async ensure(): Promise<void> {
-    for (let attempt = 1; attempt <= maxWriteAttempts; attempt++) {
-      const secret = await this.#read();
+    const keys = await this.#secret.converge(async (stored) => {
       const now = new Date();
-
-      if (secret === undefined) {
-        const keys = [await generateSigningKey(now)];
-        try {
-          await this.#core.createNamespacedSecret({
-            namespace: this.#namespace,
-            body: {
-              metadata: {
-                name: this.#secretName,
-                namespace: this.#namespace,
-                labels: { "app.kubernetes.io/managed-by": "langgraph-jit" },
-              },
-              type: "Opaque",
-              data: { [keyDocumentKey]: encode(serializeKeyDocument(keys)) },
-            },
-          });
-          this.#logger.info({ kid: keys[0]?.kid }, "created the signing key Secret");
-          await this.#remember(keys);
-          return;
-        } catch (error) {
-          if (statusOf(error) !== 409) throw this.#apiError("creating", error);
-          this.#logger.debug("another replica created the Secret first; using theirs");
-          continue;
-        }
-      }
-
-      const stored = await this.#parse(secret);
-      let keys = stored;
-      const rotated = needsRotation(keys, now, this.#rotateAfterMs);
-      if (rotated) keys = [await generateSigningKey(now), ...keys];
-      keys = retireKeys(keys, now, this.#retireAfterMs);
-      const retired = stored.filter((key) => !keys.includes(key)).map((key) => key.kid);
-      if (!rotated && retired.length === 0) {
-        await this.#remember(keys);
-        return;
-      }
-
-      try {
-        await this.#core.replaceNamespacedSecret({
-          name: this.#secretName,
-          namespace: this.#namespace,
-          // Carries the resourceVersion read above: a concurrent write makes this a 409.
-          body: {
-            ...secret,
-            data: { ...secret.data, [keyDocumentKey]: encode(serializeKeyDocument(keys)) },
-          },
-        });
-        this.#logger.info(
-          { kid: keys[0]?.kid, rotated, retired },
-          rotated ? "rotated the signing key" : "retired signing keys",
-        );
-        await this.#remember(keys);
-        return;
-      } catch (error) {
-        if (statusOf(error) !== 409) throw this.#apiError("updating", error);
-        this.#logger.debug("another replica updated the Secret first; re-reading");
-      }
-    }
-    throw new Error(
-      `signing key Secret ${this.#namespace}/${this.#secretName} kept changing under ` +
-        `concurrent writers: gave up after ${maxWriteAttempts} attempts`,
-    );
+      const current = stored ? await this.#parse(stored[keyDocumentKey]) : [];
+      const rotated = needsRotation(current, now, this.#rotateAfterMs);
+      const keys = retireKeys(
+        rotated ? [await generateSigningKey(now), ...current] : current,
+        now,
+        this.#retireAfterMs,
+      );
+      const retired = current.filter((key) => !keys.includes(key)).map((key) => key.kid);
+      if (stored && !rotated && retired.length === 0) return { result: keys };
+      const message = !stored
+        ? "created the signing key Secret"
+        : rotated
+          ? "rotated the signing key"
+          : "retired signing keys";
+      return {
+        result: keys,
+        write: {
+          data: { [keyDocumentKey]: serializeKeyDocument(keys) },
+          message,
+          details: { kid: keys[0]?.kid, rotated, retired },
+        },
+      };
+    });
+    await this.#remember(keys);
   }
 
   /** Signs claims with the newest key; the options' registered claims override claims'. */
@@ -278,9 +241,7 @@ export class SigningKeys {
    * logged and retried on the next tick. Returns a function that stops the loop.
    */
   watch(intervalMs = 60_000): () => void {
-    let stopped = false;
-    let timer: NodeJS.Timeout | undefined;
-    const tick = async () => {
+    return repeatEvery(intervalMs, async () => {
       try {
         await this.ensure();
       } catch (error) {
@@ -288,42 +249,18 @@ export class SigningKeys {
         const level = error instanceof MalformedKeyDocumentError ? "error" : "warn";
         this.#logger[level]({ err: error }, "refreshing signing keys failed");
       }
-      if (!stopped) schedule();
-    };
-    const schedule = () => {
-      timer = setTimeout(tick, intervalMs);
-      timer.unref();
-    };
-    schedule();
-    return () => {
-      stopped = true;
-      clearTimeout(timer);
-    };
-  }
-
-  async #read(): Promise<V1Secret | undefined> {
-    try {
-      return await this.#core.readNamespacedSecret({
-        name: this.#secretName,
-        namespace: this.#namespace,
-      });
-    } catch (error) {
-      if (statusOf(error) === 404) return undefined;
-      throw this.#apiError("reading", error);
-    }
+    });
   }
 
   /** The stored keys; an empty or missing document (a placeholder Secret) holds none. */
-  async #parse(secret: V1Secret): Promise<SigningKey[]> {
-    const encoded = secret.data?.[keyDocumentKey];
-    const text = encoded === undefined ? "" : Buffer.from(encoded, "base64").toString("utf8");
+  async #parse(text = ""): Promise<SigningKey[]> {
     if (text.trim() === "") return [];
     try {
       return await parseKeyDocument(text);
     } catch (error) {
       if (!(error instanceof MalformedKeyDocumentError)) throw error;
       throw new MalformedKeyDocumentError(
-        `signing key Secret ${this.#namespace}/${this.#secretName} has a malformed ` +
+        `signing key Secret ${this.#secret.ref} has a malformed ` +
           `"${keyDocumentKey}": ${error.message}; fix or delete the Secret ` +
           "(deleting it invalidates every token signed so far)",
         { cause: error },
@@ -340,15 +277,6 @@ export class SigningKeys {
       this.#signingKey = { kid: newest.kid, key };
     }
     this.#keys = keys;
-  }
-
-  #apiError(action: string, error: unknown): Error {
-    const status = statusOf(error);
-    return new Error(
-      `${action} signing key Secret ${this.#namespace}/${this.#secretName} failed` +
-        (status === undefined ? "" : ` with HTTP ${status}`),
-      { cause: error },
-    );
   }
 }
 
@@ -434,8 +362,4 @@ function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "a list";
   return typeof value === "object" ? "an object" : `a ${typeof value}`;
-}
-
-function encode(text: string): string {
-  return Buffer.from(text).toString("base64");
 }

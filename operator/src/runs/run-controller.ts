@@ -135,6 +135,7 @@ export class RunController {
     if (!requester) {
       return this.#deny(
         run,
+        log,
         "RequesterUnknown",
         "the run has no valid langgraph-jit.dev/requester annotation: it was created without the admission webhook",
       );
@@ -143,18 +144,19 @@ export class RunController {
       if (run.spec.template.spec) checkTemplate(run.spec.template.spec, this.#o.sidecar.uid);
     } catch (error) {
       if (error instanceof TemplateRefused)
-        return this.#deny(run, "TemplateRefused", error.message);
+        return this.#deny(run, log, "TemplateRefused", error.message);
       throw error;
     }
+    const maxDurationMs = parseDuration(run.spec.maxDuration);
     const decision = evaluateAccess({
       namespace,
       requester,
       access: run.spec.access,
-      maxDurationMs: parseDuration(run.spec.maxDuration),
+      maxDurationMs,
       policies: this.#o.policies.list(namespace),
       connections: this.#o.connections.list(namespace),
     });
-    if (!decision.allowed) return this.#deny(run, decision.reason, decision.message);
+    if (!decision.allowed) return this.#deny(run, log, decision.reason, decision.message);
 
     const policies = [...new Set(decision.grants.map((g) => g.policy))].join(", ");
     const authorized: ConditionUpdate = {
@@ -190,7 +192,7 @@ export class RunController {
       );
       return;
     }
-    const deadline = new Date(now.getTime() + parseDuration(run.spec.maxDuration));
+    const deadline = new Date(now.getTime() + maxDurationMs);
     // The deadline is fixed in status before anything runs, so a restart cannot extend it.
     await this.#writeStatus(
       run,
@@ -212,13 +214,13 @@ export class RunController {
     return { requeueAfterMs: 0 };
   }
 
-  async #deny(run: LangGraphRun, reason: string, message: string): Promise<undefined> {
+  async #deny(run: LangGraphRun, log: Logger, reason: string, message: string): Promise<undefined> {
     const requester = requesterOf(run);
     await this.#writeStatus(run, RunPhase.Denied, requester ? { requester } : {}, [
       { type: "Authorized", status: "False", reason, message },
       { type: "Ready", status: "False", reason: "Denied", message },
     ]);
-    this.#o.logger.info({ run: run.metadata?.name, reason, message }, "run denied");
+    log.info({ reason, message }, "run denied");
     await this.#event(run, "Warning", "Denied", "Authorize", message);
   }
 
@@ -266,6 +268,11 @@ export class RunController {
       const why = failed.message || failed.reason || "the Job failed";
       return this.#finish(run, RunPhase.Failed, "JobFailed", why, log);
     }
+    await this.#markJobRunning(run, jobName);
+    return { requeueAfterMs: deadline - now.getTime() };
+  }
+
+  async #markJobRunning(run: LangGraphRun, jobName: string): Promise<void> {
     await this.#writeStatus(run, RunPhase.Running, { jobName }, [
       {
         type: "Ready",
@@ -274,7 +281,6 @@ export class RunController {
         message: `Job ${jobName} is running the graph`,
       },
     ]);
-    return { requeueAfterMs: deadline - now.getTime() };
   }
 
   async #createJob(
@@ -288,7 +294,7 @@ export class RunController {
       this.#o.connections.get(namespace, a.connection),
     );
     if (connections.some((c) => !c)) {
-      // A Connection vanished between authorization and start: re-check policy from scratch.
+      // A Connection vanished between authorization and start: the grant no longer holds.
       return this.#finish(
         run,
         RunPhase.Failed,
@@ -315,14 +321,7 @@ export class RunController {
     } catch (error) {
       if (!isConflict(error)) throw error;
     }
-    await this.#writeStatus(run, RunPhase.Running, { jobName }, [
-      {
-        type: "Ready",
-        status: "True",
-        reason: "JobCreated",
-        message: `Job ${jobName} is running the graph`,
-      },
-    ]);
+    await this.#markJobRunning(run, jobName);
     return { requeueAfterMs: remainingMs };
   }
 

@@ -35,9 +35,13 @@ export async function expectApiError(call: Promise<unknown>): Promise<number> {
 }
 
 /** Creates a namespace with a unique name; the returned function deletes it. */
-export async function createTestNamespace(
-  prefix: string,
-): Promise<{ name: string; remove: (timeoutMs?: number) => Promise<void> }> {
+export interface TestNamespace {
+  name: string;
+  /** Deletes the namespace and waits until it is gone. */
+  remove(timeoutMs?: number): Promise<void>;
+}
+
+export async function createTestNamespace(prefix: string): Promise<TestNamespace> {
   const core = kubeConfigFor("admin").makeApiClient(CoreV1Api);
   const name = `${prefix}-${randomBytes(3).toString("hex")}`;
   await core.createNamespace({ body: { metadata: { name } } });

@@ -3,8 +3,18 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createWriteStream, mkdirSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
+import { after, before } from "node:test";
 import { AdmissionregistrationV1Api, CustomObjectsApi } from "@kubernetes/client-node";
-import { clusterDir, eventually, kubeConfigFor, repoRoot, statusOf } from "./cluster.ts";
+import {
+  clusterDir,
+  createTestNamespace,
+  eventually,
+  kubeConfigFor,
+  repoRoot,
+  statusOf,
+  type TestNamespace,
+} from "./cluster.ts";
+import { setUpRunNamespace } from "./runs.ts";
 
 const operatorCommand = join(repoRoot, "operator", "bin", "operator");
 
@@ -184,4 +194,33 @@ export async function startOperator(
       await api.deleteValidatingWebhookConfiguration({ name }).catch(ignoreMissing);
     },
   };
+}
+
+export interface OperatorSuite {
+  /** The operator's own namespace. */
+  system: TestNamespace;
+  /** Where the suite creates its runs. */
+  ns: TestNamespace;
+  operator: OperatorProcess;
+}
+
+/**
+ * Registers hooks giving the calling suite an operator of its own and a namespace for its
+ * runs (with the Connections, policy and RBAC of setUpRunNamespace when `runs` is set),
+ * removed afterwards: runs first, so the operator can finalize them.
+ */
+export function useOperator(prefix: string, options: { runs?: boolean } = {}): OperatorSuite {
+  const suite = {} as OperatorSuite;
+  before(async () => {
+    suite.system = await createTestNamespace("lgjit-system");
+    suite.ns = await createTestNamespace(prefix);
+    suite.operator = await startOperator(suite.system.name);
+    if (options.runs) await setUpRunNamespace(suite.ns.name);
+  });
+  after(async () => {
+    await suite.ns?.remove();
+    await suite.operator?.remove();
+    await suite.system?.remove();
+  });
+  return suite;
 }

@@ -1,9 +1,9 @@
 // Malformed resources are refused by the API server itself (schema and CEL rules in crds/),
 // with a message naming the field, and nothing is stored.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { createTestNamespace, statusOf } from "../lib/cluster.ts";
-import { type OperatorProcess, startOperator } from "../lib/operator.ts";
+import { describe, it } from "node:test";
+import { statusOf } from "../lib/cluster.ts";
+import { useOperator } from "../lib/operator.ts";
 import { createObject, customObjects, runManifest } from "../lib/runs.ts";
 
 const apiVersion = "langgraph-jit.dev/v1alpha1";
@@ -19,24 +19,11 @@ async function rejection(call: Promise<unknown>): Promise<string> {
 }
 
 describe("CRD validation", () => {
-  let system: Awaited<ReturnType<typeof createTestNamespace>>;
-  let ns: Awaited<ReturnType<typeof createTestNamespace>>;
-  let operator: OperatorProcess;
-
-  before(async () => {
-    system = await createTestNamespace("lgjit-system");
-    ns = await createTestNamespace("validation");
-    operator = await startOperator(system.name);
-  });
-  after(async () => {
-    await ns?.remove();
-    await operator?.remove();
-    await system?.remove();
-  });
+  const suite = useOperator("validation");
 
   it("refuses a Connection with both postgres and http", async () => {
     const message = await rejection(
-      createObject("admin", ns.name, "connections", {
+      createObject("admin", suite.ns.name, "connections", {
         apiVersion,
         kind: "Connection",
         metadata: { name: "both" },
@@ -54,7 +41,7 @@ describe("CRD validation", () => {
 
   it("refuses an http Connection whose URL is not absolute http(s)", async () => {
     const message = await rejection(
-      createObject("admin", ns.name, "connections", {
+      createObject("admin", suite.ns.name, "connections", {
         apiVersion,
         kind: "Connection",
         metadata: { name: "bad-url" },
@@ -70,7 +57,7 @@ describe("CRD validation", () => {
   it("refuses an AccessPolicy whose maxDuration is not a positive duration", async () => {
     for (const maxDuration of ["soon", "0s"]) {
       const message = await rejection(
-        createObject("admin", ns.name, "accesspolicies", {
+        createObject("admin", suite.ns.name, "accesspolicies", {
           apiVersion,
           kind: "AccessPolicy",
           metadata: { name: "bad-duration" },
@@ -87,7 +74,7 @@ describe("CRD validation", () => {
 
   it("refuses postgres-only actions in a grant with http rules, and approval beyond the actions", async () => {
     const message = await rejection(
-      createObject("admin", ns.name, "accesspolicies", {
+      createObject("admin", suite.ns.name, "accesspolicies", {
         apiVersion,
         kind: "AccessPolicy",
         metadata: { name: "bad-grant" },
@@ -110,7 +97,7 @@ describe("CRD validation", () => {
 
   it("refuses a namespace on a User subject and an unknown action on a run", async () => {
     const subject = await rejection(
-      createObject("admin", ns.name, "accesspolicies", {
+      createObject("admin", suite.ns.name, "accesspolicies", {
         apiVersion,
         kind: "AccessPolicy",
         metadata: { name: "bad-subject" },
@@ -127,14 +114,14 @@ describe("CRD validation", () => {
     const run = runManifest("bad-action", {
       access: [{ connection: "kb-postgres", actions: ["drop" as "read"] }],
     });
-    const action = await rejection(createObject("admin", ns.name, "langgraphruns", run));
+    const action = await rejection(createObject("admin", suite.ns.name, "langgraphruns", run));
     assert.match(action, /spec\.access\[0\]\.actions\[0\]: Unsupported value: "drop"/);
   });
 
   it("refuses a run without containers", async () => {
     const run = runManifest("no-containers");
     run.spec.template = { spec: { containers: [] } };
-    const message = await rejection(createObject("admin", ns.name, "langgraphruns", run));
+    const message = await rejection(createObject("admin", suite.ns.name, "langgraphruns", run));
     assert.match(
       message,
       /spec\.template\.spec\.containers: Invalid value: 0: spec\.template\.spec\.containers in body should have at least 1 items/,
@@ -146,7 +133,7 @@ describe("CRD validation", () => {
       const list = (await customObjects().listNamespacedCustomObject({
         group: "langgraph-jit.dev",
         version: "v1alpha1",
-        namespace: ns.name,
+        namespace: suite.ns.name,
         plural,
       })) as { items: unknown[] };
       assert.deepEqual(list.items, [], `no ${plural} were stored`);

@@ -1,6 +1,6 @@
 // The run lifecycle on the real control plane, acting as the real test identities.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import {
   BatchV1Api,
   CoreV1Api,
@@ -9,21 +9,14 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from "@kubernetes/client-node";
-import {
-  createTestNamespace,
-  eventually,
-  expectApiError,
-  kubeConfigFor,
-  statusOf,
-} from "../lib/cluster.ts";
-import { type OperatorProcess, startOperator } from "../lib/operator.ts";
+import { eventually, expectApiError, kubeConfigFor, statusOf } from "../lib/cluster.ts";
+import { useOperator } from "../lib/operator.ts";
 import {
   createRun,
   customObjects,
   jobsOfRun,
   readRun,
   runManifest,
-  setUpRunNamespace,
   waitForPhase,
 } from "../lib/runs.ts";
 
@@ -34,25 +27,11 @@ const networking = admin.makeApiClient(NetworkingV1Api);
 const eventsApi = admin.makeApiClient(EventsV1Api);
 
 describe("LangGraphRun lifecycle", () => {
-  let system: Awaited<ReturnType<typeof createTestNamespace>>;
-  let ns: Awaited<ReturnType<typeof createTestNamespace>>;
-  let operator: OperatorProcess;
-
-  before(async () => {
-    system = await createTestNamespace("lgjit-system");
-    ns = await createTestNamespace("agents");
-    operator = await startOperator(system.name);
-    await setUpRunNamespace(ns.name);
-  });
-  after(async () => {
-    await ns?.remove();
-    await operator?.remove();
-    await system?.remove();
-  });
+  const suite = useOperator("agents", { runs: true });
 
   it("runs alice's allowed run in a Job with the native sidecar, the projected token and loopback env", async () => {
-    await createRun("alice", ns.name, runManifest("alice-run"));
-    const run = await waitForPhase(ns.name, "alice-run", "Running");
+    await createRun("alice", suite.ns.name, runManifest("alice-run"));
+    const run = await waitForPhase(suite.ns.name, "alice-run", "Running");
     assert.equal(run.status?.requester?.username, "alice@example.com");
     assert.deepEqual(run.status?.requester?.groups?.includes("ml-platform"), true);
     assert.ok(run.status?.deadline && run.status.startedAt);
@@ -60,7 +39,7 @@ describe("LangGraphRun lifecycle", () => {
     assert.equal(run.status?.conditions?.find((c) => c.type === "Authorized")?.status, "True");
 
     const [job] = await eventually("the run's Job", async () => {
-      const jobs = await jobsOfRun(ns.name, "alice-run");
+      const jobs = await jobsOfRun(suite.ns.name, "alice-run");
       return jobs.length > 0 ? jobs : undefined;
     });
     assert.equal(job?.metadata?.ownerReferences?.[0]?.uid, run.metadata?.uid);
@@ -78,7 +57,7 @@ describe("LangGraphRun lifecycle", () => {
     assert.ok(job?.spec?.activeDeadlineSeconds && job.spec.activeDeadlineSeconds <= 1800);
 
     const policy = await networking.readNamespacedNetworkPolicy({
-      namespace: ns.name,
+      namespace: suite.ns.name,
       name: "alice-run",
     });
     assert.deepEqual(policy.spec?.podSelector?.matchLabels, {
@@ -89,8 +68,8 @@ describe("LangGraphRun lifecycle", () => {
   });
 
   it("denies mallory's run, naming the missing grant, and creates no Job", async () => {
-    await createRun("mallory", ns.name, runManifest("mallory-run"));
-    const run = await waitForPhase(ns.name, "mallory-run", "Denied");
+    await createRun("mallory", suite.ns.name, runManifest("mallory-run"));
+    const run = await waitForPhase(suite.ns.name, "mallory-run", "Denied");
     const authorized = run.status?.conditions?.find((c) => c.type === "Authorized");
     assert.equal(authorized?.status, "False");
     assert.equal(authorized?.reason, "NotGranted");
@@ -98,9 +77,9 @@ describe("LangGraphRun lifecycle", () => {
       authorized?.message ?? "",
       /grants "read" and "write" on connection "kb-postgres" to mallory@example.com/,
     );
-    assert.deepEqual(await jobsOfRun(ns.name, "mallory-run"), []);
+    assert.deepEqual(await jobsOfRun(suite.ns.name, "mallory-run"), []);
     const events = await eventsApi.listNamespacedEvent({
-      namespace: ns.name,
+      namespace: suite.ns.name,
       fieldSelector: "regarding.name=mallory-run",
     });
     assert.ok(events.items.some((e) => e.reason === "Denied" && e.type === "Warning"));
@@ -117,18 +96,18 @@ describe("LangGraphRun lifecycle", () => {
         }),
       },
     };
-    const status = await expectApiError(createRun("mallory", ns.name, forged));
+    const status = await expectApiError(createRun("mallory", suite.ns.name, forged));
     assert.equal(status, 403);
-    assert.equal(await readRun(ns.name, "forged-run"), undefined);
+    assert.equal(await readRun(suite.ns.name, "forged-run"), undefined);
   });
 
   it("rejects changing spec.access once the run has started", async () => {
-    await waitForPhase(ns.name, "alice-run", "Running");
+    await waitForPhase(suite.ns.name, "alice-run", "Running");
     const change = customObjects("alice").patchNamespacedCustomObject(
       {
         group: "langgraph-jit.dev",
         version: "v1alpha1",
-        namespace: ns.name,
+        namespace: suite.ns.name,
         plural: "langgraphruns",
         name: "alice-run",
         body: [{ op: "replace", path: "/spec/access/0/actions", value: ["read"] }],
@@ -139,8 +118,8 @@ describe("LangGraphRun lifecycle", () => {
   });
 
   it("denies a maxDuration longer than the policy allows", async () => {
-    await createRun("alice", ns.name, runManifest("long-run", { maxDuration: "2h" }));
-    const run = await waitForPhase(ns.name, "long-run", "Denied");
+    await createRun("alice", suite.ns.name, runManifest("long-run", { maxDuration: "2h" }));
+    const run = await waitForPhase(suite.ns.name, "long-run", "Denied");
     const authorized = run.status?.conditions?.find((c) => c.type === "Authorized");
     assert.equal(authorized?.reason, "DurationExceeded");
     assert.match(authorized?.message ?? "", /maxDuration 2h exceeds the 1h/);
@@ -152,22 +131,22 @@ describe("LangGraphRun lifecycle", () => {
   ] as const) {
     it(`carries a pod marked ${podPhase} through the Job to a ${runPhase} run`, async () => {
       const name = `finish-${podPhase.toLowerCase()}`;
-      await createRun("alice", ns.name, runManifest(name));
-      await waitForPhase(ns.name, name, "Running");
+      await createRun("alice", suite.ns.name, runManifest(name));
+      await waitForPhase(suite.ns.name, name, "Running");
       const pod = await eventually("the Job's pod", async () => {
         const pods = await core.listNamespacedPod({
-          namespace: ns.name,
+          namespace: suite.ns.name,
           labelSelector: `langgraph-jit.dev/run=${name}`,
         });
         return pods.items[0];
       });
       // As a kubelet would report it, through the status subresource.
       await core.replaceNamespacedPodStatus({
-        namespace: ns.name,
+        namespace: suite.ns.name,
         name: pod.metadata?.name ?? "",
         body: { ...pod, status: { ...pod.status, phase: podPhase } },
       });
-      const run = await waitForPhase(ns.name, name, runPhase);
+      const run = await waitForPhase(suite.ns.name, name, runPhase);
       assert.ok(run.status?.completedAt);
       assert.ok(run.status?.credential?.revokedAt, "credentials revoked when the run finished");
       assert.equal(run.status?.conditions?.find((c) => c.type === "Complete")?.status, "True");
@@ -175,36 +154,36 @@ describe("LangGraphRun lifecycle", () => {
   }
 
   it("expires a run that outlives its maxDuration and removes its Job", async () => {
-    await createRun("alice", ns.name, runManifest("short-run", { maxDuration: "3s" }));
-    const run = await waitForPhase(ns.name, "short-run", "Expired", 20_000);
+    await createRun("alice", suite.ns.name, runManifest("short-run", { maxDuration: "3s" }));
+    const run = await waitForPhase(suite.ns.name, "short-run", "Expired", 20_000);
     assert.equal(
       run.status?.conditions?.find((c) => c.type === "Complete")?.reason,
       "DeadlineExceeded",
     );
     await eventually("the expired run's Job to be gone", async () => {
-      const jobs = await jobsOfRun(ns.name, "short-run");
+      const jobs = await jobsOfRun(suite.ns.name, "short-run");
       return jobs.every((j) => j.metadata?.deletionTimestamp) ? true : undefined;
     });
   });
 
   it("revokes and removes Job and NetworkPolicy when an active run is deleted", async () => {
-    await createRun("alice", ns.name, runManifest("deleted-run"));
-    await waitForPhase(ns.name, "deleted-run", "Running");
+    await createRun("alice", suite.ns.name, runManifest("deleted-run"));
+    await waitForPhase(suite.ns.name, "deleted-run", "Running");
     await eventually("the Job", async () =>
-      (await jobsOfRun(ns.name, "deleted-run")).length ? true : undefined,
+      (await jobsOfRun(suite.ns.name, "deleted-run")).length ? true : undefined,
     );
     await customObjects("alice").deleteNamespacedCustomObject({
       group: "langgraph-jit.dev",
       version: "v1alpha1",
-      namespace: ns.name,
+      namespace: suite.ns.name,
       plural: "langgraphruns",
       name: "deleted-run",
     });
     await eventually("the run to be gone", async () =>
-      (await readRun(ns.name, "deleted-run")) ? undefined : true,
+      (await readRun(suite.ns.name, "deleted-run")) ? undefined : true,
     );
     const events = await eventsApi.listNamespacedEvent({
-      namespace: ns.name,
+      namespace: suite.ns.name,
       fieldSelector: "regarding.name=deleted-run",
     });
     const reasons = events.items.map((e) => e.reason);
@@ -214,12 +193,12 @@ describe("LangGraphRun lifecycle", () => {
       "Job and NetworkPolicy to be gone",
       async () => {
         const jobs = await batch.listNamespacedJob({
-          namespace: ns.name,
+          namespace: suite.ns.name,
           labelSelector: "langgraph-jit.dev/run=deleted-run",
         });
         const liveJobs = jobs.items.filter((j) => !j.metadata?.deletionTimestamp);
         const policy = await networking
-          .readNamespacedNetworkPolicy({ namespace: ns.name, name: "deleted-run" })
+          .readNamespacedNetworkPolicy({ namespace: suite.ns.name, name: "deleted-run" })
           .catch((error: unknown) => (statusOf(error) === 404 ? undefined : Promise.reject(error)));
         return liveJobs.length === 0 && !policy ? true : undefined;
       },
@@ -229,15 +208,15 @@ describe("LangGraphRun lifecycle", () => {
 
   it("converges with no duplicate Job after the operator is killed mid-way", async () => {
     const names = Array.from({ length: 12 }, (_, i) => `crash-${i}`);
-    await Promise.all(names.map((name) => createRun("alice", ns.name, runManifest(name))));
-    await operator.kill();
-    await operator.restart();
-    for (const name of names) await waitForPhase(ns.name, name, "Running");
+    await Promise.all(names.map((name) => createRun("alice", suite.ns.name, runManifest(name))));
+    await suite.operator.kill();
+    await suite.operator.restart();
+    for (const name of names) await waitForPhase(suite.ns.name, name, "Running");
     for (const name of names) {
       await eventually(`${name}'s Job`, async () =>
-        (await jobsOfRun(ns.name, name)).length ? true : undefined,
+        (await jobsOfRun(suite.ns.name, name)).length ? true : undefined,
       );
-      assert.equal((await jobsOfRun(ns.name, name)).length, 1, `${name} has exactly one Job`);
+      assert.equal((await jobsOfRun(suite.ns.name, name)).length, 1, `${name} has exactly one Job`);
     }
   });
 });

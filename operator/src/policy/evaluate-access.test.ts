@@ -1,27 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { AccessPolicy, Connection, Requester } from "../../../api/v1alpha1.ts";
+import type { AccessPolicy, Requester } from "../../../api/v1alpha1.ts";
+import { httpConnection, postgresConnection } from "../testing/connections.ts";
 import { type AccessRequest, evaluateAccess } from "./evaluate-access.ts";
 
 const alice: Requester = { username: "alice@example.com", groups: ["ml-platform"] };
 const mallory: Requester = { username: "mallory@example.com", groups: [] };
 
-const postgres: Connection = {
-  metadata: { name: "kb-postgres" },
-  spec: {
-    postgres: {
-      host: "kb.db.svc",
-      port: 5432,
-      database: "kb",
-      sslMode: "verify-full",
-      credentials: { secretRef: { name: "kb-admin" } },
-    },
-  },
-};
-const api: Connection = {
-  metadata: { name: "kb-api" },
-  spec: { http: { url: "https://kb-api.internal" } },
-};
+const postgres = postgresConnection();
+const api = httpConnection();
 
 function policy(name: string, spec: Partial<AccessPolicy["spec"]>): AccessPolicy {
   return {

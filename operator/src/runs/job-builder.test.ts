@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
+import { httpConnection, postgresConnection } from "../testing/connections.ts";
 import {
   buildJob,
   graphEnvironment,
@@ -15,22 +16,8 @@ const sidecar = {
   operatorUrl: "https://langgraph-jit.langgraph-jit.svc:8443",
 };
 
-const postgres: Connection = {
-  metadata: { name: "kb-postgres" },
-  spec: {
-    postgres: {
-      host: "kb.db.svc",
-      port: 5432,
-      database: "kb",
-      sslMode: "verify-full",
-      credentials: { secretRef: { name: "kb-admin" } },
-    },
-  },
-};
-const api: Connection = {
-  metadata: { name: "kb-api" },
-  spec: { http: { url: "https://kb-api.internal" } },
-};
+const postgres = postgresConnection();
+const api = httpConnection();
 
 function run(
   podSpec: Partial<NonNullable<LangGraphRun["spec"]["template"]["spec"]>> = {},

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { V1Service } from "@kubernetes/client-node";
-import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
+import type { LangGraphRun } from "../../../api/v1alpha1.ts";
+import { httpConnection, postgresConnection } from "../testing/connections.ts";
 import {
   buildNetworkPolicy,
   classifyHost,
@@ -25,32 +26,14 @@ function deps(services: Record<string, V1Service>, dns: Record<string, string[]>
 
 describe("connection endpoints", () => {
   it("takes host and port from a postgres connection and from an http URL", () => {
-    const pg: Connection = {
-      metadata: { name: "db" },
-      spec: {
-        postgres: {
-          host: "kb.db.svc",
-          port: 6543,
-          database: "kb",
-          sslMode: "disable",
-          credentials: { secretRef: { name: "s" } },
-        },
-      },
-    };
+    const pg = postgresConnection("db", { port: 6543 });
     assert.deepEqual(connectionEndpoint(pg), { connection: "db", host: "kb.db.svc", port: 6543 });
-    const https: Connection = {
-      metadata: { name: "api" },
-      spec: { http: { url: "https://api.example.com/v1" } },
-    };
-    assert.deepEqual(connectionEndpoint(https), {
+    assert.deepEqual(connectionEndpoint(httpConnection("api", "https://api.example.com/v1")), {
       connection: "api",
       host: "api.example.com",
       port: 443,
     });
-    const http: Connection = {
-      metadata: { name: "api" },
-      spec: { http: { url: "http://[::1]:8080" } },
-    };
+    const http = httpConnection("api", "http://[::1]:8080");
     assert.deepEqual(connectionEndpoint(http), { connection: "api", host: "::1", port: 8080 });
   });
 

@@ -4,7 +4,7 @@ import { createWriteStream, mkdirSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before } from "node:test";
-import { AdmissionregistrationV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { AdmissionregistrationV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import {
   clusterDir,
   createTestNamespace,
@@ -44,6 +44,10 @@ export async function freePort(): Promise<number> {
 export interface OperatorProcess {
   namespace: string;
   listenPort: number;
+  /** The HTTPS base URL of the webhooks and the credential API (sidecars' LGJIT_OPERATOR_URL). */
+  url: string;
+  /** The CA bundle the operator's HTTPS certificate chains to. */
+  caPem(): Promise<string>;
   /** The running process's id (for resource measurements). */
   pid(): number;
   metricsUrl: string;
@@ -74,6 +78,8 @@ function operatorArgs(
     "--metrics-listen",
     `127.0.0.1:${metricsPort}`,
     "--webhook-url",
+    `https://127.0.0.1:${listenPort}`,
+    "--operator-url",
     `https://127.0.0.1:${listenPort}`,
     "--webhook-configuration-name",
     `langgraph-jit-${namespace}`,
@@ -177,6 +183,13 @@ export async function startOperator(
   return {
     namespace,
     listenPort,
+    url: `https://127.0.0.1:${listenPort}`,
+    caPem: async () => {
+      const secret = await kubeConfigFor("admin")
+        .makeApiClient(CoreV1Api)
+        .readNamespacedSecret({ namespace, name: "langgraph-jit-webhook-tls" });
+      return Buffer.from(secret.data?.["ca-bundle.crt"] ?? "", "base64").toString("utf8");
+    },
     pid: () => child?.pid ?? -1,
     metricsUrl,
     logFile,

@@ -32,10 +32,14 @@ export async function createObject<T>(
   })) as T;
 }
 
-/** Connections, an AccessPolicy for group ml-platform and RBAC so alice and mallory may create runs. */
+/**
+ * Connections (kb-postgres and kb-api unless given), an AccessPolicy for group ml-platform and
+ * RBAC so alice and mallory may create runs.
+ */
 export async function setUpRunNamespace(
   namespace: string,
   policy: Partial<AccessPolicy["spec"]> = {},
+  connections: Connection[] = defaultConnections(namespace),
 ) {
   const admin = kubeConfigFor("admin");
   const core = admin.makeApiClient(CoreV1Api);
@@ -72,7 +76,26 @@ export async function setUpRunNamespace(
       body: { metadata: { name }, spec: { selector: { app: name }, ports: [{ port }] } },
     });
   }
-  const connections: Connection[] = [
+  for (const connection of connections)
+    await createObject("admin", namespace, "connections", connection);
+  await createObject<AccessPolicy>("admin", namespace, "accesspolicies", {
+    apiVersion: `${group}/${version}`,
+    kind: "AccessPolicy",
+    metadata: { name: "ml-platform" },
+    spec: {
+      subjects: [{ kind: "Group", name: "ml-platform" }],
+      maxDuration: "1h",
+      grants: [
+        { connection: "kb-postgres", actions: ["read", "write"] },
+        { connection: "kb-api", actions: ["read"] },
+      ],
+      ...policy,
+    },
+  });
+}
+
+function defaultConnections(namespace: string): Connection[] {
+  return [
     {
       apiVersion: `${group}/${version}`,
       kind: "Connection",
@@ -94,22 +117,6 @@ export async function setUpRunNamespace(
       spec: { http: { url: `https://kb-api.${namespace}.svc:8443` } },
     },
   ];
-  for (const connection of connections)
-    await createObject("admin", namespace, "connections", connection);
-  await createObject<AccessPolicy>("admin", namespace, "accesspolicies", {
-    apiVersion: `${group}/${version}`,
-    kind: "AccessPolicy",
-    metadata: { name: "ml-platform" },
-    spec: {
-      subjects: [{ kind: "Group", name: "ml-platform" }],
-      maxDuration: "1h",
-      grants: [
-        { connection: "kb-postgres", actions: ["read", "write"] },
-        { connection: "kb-api", actions: ["read"] },
-      ],
-      ...policy,
-    },
-  });
 }
 
 export function runManifest(name: string, spec: Partial<LangGraphRun["spec"]> = {}): LangGraphRun {

@@ -1,6 +1,7 @@
 // The operator's configuration: flags, with environment fallbacks, parsed and validated once.
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
+import { parseDuration } from "../../api/duration.ts";
 
 export interface OperatorConfig {
   command: "run" | "install";
@@ -12,6 +13,8 @@ export interface OperatorConfig {
   serviceName: string;
   webhookConfigurationName: string;
   webhookSecretName: string;
+  signingKeySecretName: string;
+  runTokenTtlMs: number;
   operatorUrl: string;
   sidecarImage: string;
   sidecarImagePullPolicy: string;
@@ -57,6 +60,16 @@ export const options = {
     "LGJIT_WEBHOOK_SECRET",
     "langgraph-jit-webhook-tls",
     "Secret shared by replicas for webhook TLS",
+  ],
+  "signing-key-secret-name": [
+    "LGJIT_SIGNING_KEY_SECRET",
+    "langgraph-jit-signing-keys",
+    "Secret shared by replicas for the run-token signing keys",
+  ],
+  "run-token-ttl": [
+    "LGJIT_RUN_TOKEN_TTL",
+    "15m",
+    "longest life of a run token (never past the run's deadline); sidecars refresh",
   ],
   "operator-url": [
     "LGJIT_OPERATOR_URL",
@@ -125,6 +138,19 @@ function integer(flag: string, value: string, min: number): number {
   return n;
 }
 
+function duration(flag: string, value: string): number {
+  const ms = (() => {
+    try {
+      return parseDuration(value);
+    } catch {
+      return 0;
+    }
+  })();
+  if (ms < 1_000)
+    throw new ConfigError(`--${flag} must be a duration of 1s or more, got "${value}"`);
+  return ms;
+}
+
 function boolean(flag: string, value: string): boolean {
   if (value === "true" || value === "false") return value === "true";
   throw new ConfigError(`--${flag} must be true or false, got "${value}"`);
@@ -167,6 +193,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     serviceName,
     webhookConfigurationName: value("webhook-configuration-name"),
     webhookSecretName: value("webhook-secret-name"),
+    signingKeySecretName: value("signing-key-secret-name"),
+    runTokenTtlMs: duration("run-token-ttl", value("run-token-ttl")),
     operatorUrl:
       value("operator-url") ||
       `https://${serviceName}.${namespace}.svc.${clusterDomain}:${listen.port}`,

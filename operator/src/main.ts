@@ -1,11 +1,21 @@
-// The operator process: webhooks and health on every replica, the run reconciler on the
-// replica holding the Lease.
+// The operator process: webhooks, the credential API and health on every replica, the run
+// reconciler on the replica holding the Lease.
+
+import { BatchV1Api, CoreV1Api } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { createWebhookServer } from "./admission/webhook-server.ts";
+import { admissionRoutes } from "./admission/webhook-server.ts";
 import { ConfigError, type OperatorConfig, parseConfig, usage } from "./config.ts";
-import { nothingIssuedYet } from "./credentials/revoker.ts";
+import { credentialRoutes } from "./credentials/credential-api.ts";
+import { CredentialIssuer } from "./credentials/credential-issuer.ts";
+import { CredentialRevoker, sweepOrphanRoles } from "./credentials/revoker.ts";
+import { SigningKeys } from "./credentials/signing-keys.ts";
+import { PodTokenReviewer } from "./credentials/token-review.ts";
+import { UpstreamCredentials } from "./credentials/upstream-credentials.ts";
+import { EventRecorder } from "./events.ts";
 import { startHealthServer } from "./health.ts";
+import { createApiServer } from "./https-server.ts";
 import { applyWebhookConfigurations, install, webhookCertificates } from "./install.ts";
+import { unlessNotFound } from "./kube/api-errors.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
 import { LeaderElector } from "./kube/leader-election.ts";
 import { createLogger } from "./log.ts";
@@ -14,33 +24,88 @@ import { RunReconciler } from "./runs/reconciler.ts";
 
 async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   const kc = loadKubeConfig(config.kubeconfig);
+  const core = kc.makeApiClient(CoreV1Api);
+  const batch = kc.makeApiClient(BatchV1Api);
   const metrics = createMetrics();
 
-  // Every replica serves admission with the one certificate all replicas share.
+  // Every replica serves admission with the one certificate all replicas share, and signs run
+  // tokens with the keys all replicas share.
   const certificates = webhookCertificates(kc, config, logger);
-  const tls = await certificates.ensure();
+  let tls = await certificates.ensure();
   await applyWebhookConfigurations(kc, config, tls);
-  const webhooks = createWebhookServer({
-    tls,
-    sidecarUid: config.sidecarUid,
-    logger: logger.child({ component: "webhooks" }),
+  const signingKeys = new SigningKeys({
+    core,
+    namespace: config.namespace,
+    secretName: config.signingKeySecretName,
+    logger,
+  });
+  await signingKeys.ensure();
+
+  const upstream = new UpstreamCredentials(core);
+  const reconciler = new RunReconciler({
+    kc,
+    config,
+    logger,
     metrics,
+    revoker: new CredentialRevoker(upstream),
+    operatorCaPem: () => tls.caBundlePem,
+  });
+  await reconciler.sync();
+  const { caches } = reconciler;
+  const issuer = new CredentialIssuer({
+    kc,
+    core,
+    readJob: (namespace, name) => unlessNotFound(batch.readNamespacedJob({ namespace, name })),
+    logger: logger.child({ component: "credentials" }),
+    events: new EventRecorder(kc, config.identity, logger),
+    signingKeys,
+    reviewer: new PodTokenReviewer({
+      kc,
+      onReview: (seconds, cached) =>
+        metrics.tokenReviewDuration.observe({ cached: String(cached) }, seconds),
+    }),
+    upstream,
+    caches,
+    issuer: config.operatorUrl,
+    tokenTtlMs: config.runTokenTtlMs,
+  });
+  const server = createApiServer({
+    tls,
+    logger,
+    routes: {
+      ...admissionRoutes({
+        sidecarUid: config.sidecarUid,
+        logger: logger.child({ component: "webhooks" }),
+        metrics,
+      }),
+      ...credentialRoutes({
+        issuer,
+        jwks: () => signingKeys.jwks(),
+        refreshKeys: () => signingKeys.ensure(),
+        issuerUrl: config.operatorUrl,
+        runs: caches.runs,
+        logger: logger.child({ component: "credentials" }),
+        metrics,
+      }),
+    },
   });
   const stopWatchingTls = certificates.watch((material) => {
     // The API server must trust the new CA before the server presents a certificate from it.
     applyWebhookConfigurations(kc, config, material)
-      .then(() => webhooks.setSecureContext({ cert: material.certPem, key: material.keyPem }))
+      .then(() => {
+        tls = material;
+        server.setSecureContext({ cert: material.certPem, key: material.keyPem });
+      })
       .catch((error: unknown) =>
         logger.error({ err: error }, "could not roll the webhook certificate"),
       );
   });
+  const stopWatchingKeys = signingKeys.watch();
   await new Promise<void>((resolve) =>
-    webhooks.listen(config.listen.port, config.listen.host, resolve),
+    server.listen(config.listen.port, config.listen.host, resolve),
   );
-  logger.info({ address: webhooks.address() }, "serving admission webhooks");
+  logger.info({ address: server.address() }, "serving webhooks and the credential API");
 
-  const reconciler = new RunReconciler({ kc, config, logger, metrics, revoker: nothingIssuedYet });
-  await reconciler.sync();
   let ready = false;
   const health = await startHealthServer(config.metricsListen, metrics.registry, () => ready);
 
@@ -49,6 +114,13 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   const startReconciling = () => {
     metrics.isLeader.set(1);
     reconciler.reconcile();
+    // Roles a crash left behind: their runs ended while no replica could revoke.
+    void sweepOrphanRoles({
+      connections: caches.connections.list(),
+      runs: caches.runs,
+      upstream,
+      logger: logger.child({ component: "sweeper" }),
+    });
   };
   if (config.leaderElection) {
     elector = new LeaderElector({
@@ -78,9 +150,10 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     shuttingDown = true;
     logger.info({ signal }, "shutting down");
     stopWatchingTls();
+    stopWatchingKeys();
     await reconciler.stop();
     await elector?.stop();
-    webhooks.close();
+    server.close();
     health.close();
     process.exit(0);
   };

@@ -32,6 +32,26 @@ export function createMetrics() {
       labelNames: ["webhook", "decision"] as const,
       registers: [registry],
     }),
+    credentialRequests: new Counter({
+      name: "lgjit_credential_requests_total",
+      help: "Credential API answers by operation and outcome (issued, or the refusal reason)",
+      labelNames: ["operation", "outcome"] as const,
+      registers: [registry],
+    }),
+    issueDuration: new Histogram({
+      name: "lgjit_credential_issue_duration_seconds",
+      help: "Time to answer POST /v1/credentials",
+      labelNames: ["outcome"] as const,
+      buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    tokenReviewDuration: new Histogram({
+      name: "lgjit_token_review_duration_seconds",
+      help: "Time to authenticate a pod token, by whether the review came from the cache",
+      labelNames: ["cached"] as const,
+      buckets: [0.0001, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers: [registry],
+    }),
     isLeader: new Gauge({
       name: "lgjit_leader",
       help: "1 while this replica holds the reconciler's Lease",

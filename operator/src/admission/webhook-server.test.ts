@@ -5,10 +5,11 @@ import { request } from "node:https";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
+import { createApiServer } from "../https-server.ts";
 import { createMetrics } from "../metrics.ts";
 import { generateCertificateAuthority, issueServingCertificate } from "./webhook-certs.ts";
 import { webhookPaths } from "./webhook-configurations.ts";
-import { createWebhookServer } from "./webhook-server.ts";
+import { admissionRoutes } from "./webhook-server.ts";
 
 const alice = { username: "alice@example.com", uid: "a-1", groups: ["ml-platform"] };
 
@@ -51,11 +52,11 @@ describe("admission webhook server", () => {
       validityDays: 1,
     });
     ca = authority.certPem;
-    const server = createWebhookServer({
-      tls: { caBundlePem: ca, certPem: serving.certPem, keyPem: serving.keyPem },
-      sidecarUid: 17337,
-      logger: pino({ level: "silent" }),
-      metrics,
+    const logger = pino({ level: "silent" });
+    const server = createApiServer({
+      tls: serving,
+      routes: admissionRoutes({ sidecarUid: 17337, logger, metrics }),
+      logger,
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     port = (server.address() as AddressInfo).port;

@@ -14,6 +14,7 @@ const sidecar = {
   imagePullPolicy: "IfNotPresent",
   uid: 17337,
   operatorUrl: "https://langgraph-jit.langgraph-jit.svc:8443",
+  operatorCaPem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
 };
 
 const postgres = postgresConnection();
@@ -113,6 +114,12 @@ describe("buildJob", () => {
     const other: Connection = { ...postgres, metadata: { name: "other-db" } };
     const names = graphEnvironment([postgres, other]).map((e) => e.name);
     assert.ok(!names.includes("DATABASE_URL"));
+  });
+
+  it("tells the sidecar where the operator is and which CA its certificate chains to", () => {
+    const env = envOf(build().spec?.template.spec?.initContainers?.[0]);
+    assert.equal(env.LGJIT_OPERATOR_URL, sidecar.operatorUrl);
+    assert.equal(env.LGJIT_OPERATOR_CA, sidecar.operatorCaPem);
   });
 
   it("locks the sidecar down: dedicated non-root UID, no capabilities, read-only root", () => {

@@ -18,6 +18,8 @@ export interface SidecarSettings {
   uid: number;
   /** Where the sidecar reaches the operator's credential and event API. */
   operatorUrl: string;
+  /** PEM of the CA(s) the operator's HTTPS certificate chains to. */
+  operatorCaPem: string;
 }
 
 export const sidecarContainerName = "langgraph-jit-sidecar";
@@ -132,6 +134,7 @@ function sidecarContainer(
       { name: "LGJIT_RUN", value: run.metadata?.name ?? "" },
       { name: "LGJIT_RUN_UID", value: run.metadata?.uid ?? "" },
       { name: "LGJIT_OPERATOR_URL", value: sidecar.operatorUrl },
+      { name: "LGJIT_OPERATOR_CA", value: sidecar.operatorCaPem },
       { name: "LGJIT_TOKEN_FILE", value: `${tokenDirectory}/token` },
       { name: "LGJIT_STATE_DIR", value: stateDirectory },
       {

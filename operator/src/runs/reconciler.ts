@@ -72,6 +72,8 @@ export interface RunReconcilerOptions {
   logger: Logger;
   metrics: OperatorMetrics;
   revoker: RunRevoker;
+  /** The CA bundle sidecars trust the operator with (it can rotate). */
+  operatorCaPem: () => string;
 }
 
 export class RunReconciler {
@@ -80,6 +82,13 @@ export class RunReconciler {
   readonly #controller: RunController;
   readonly #runs: ResilientInformer<LangGraphRun>;
   readonly #informers: ResilientInformer<KubernetesObject>[];
+  /** The informers' caches, which the credential API reads on every replica. */
+  readonly caches: {
+    runs: ResilientInformer<LangGraphRun>;
+    jobs: ResilientInformer<V1Job>;
+    policies: ResilientInformer<AccessPolicy>;
+    connections: ResilientInformer<Connection>;
+  };
   #phaseGauge: NodeJS.Timeout | undefined;
 
   constructor(options: RunReconcilerOptions) {
@@ -128,6 +137,7 @@ export class RunReconciler {
       () => networking.listNetworkPolicyForAllNamespaces({ labelSelector: labels.run }),
       labels.run,
     );
+    this.caches = { runs: this.#runs, jobs, policies, connections };
     this.#informers = [
       this.#runs,
       policies,
@@ -156,6 +166,7 @@ export class RunReconciler {
         uid: config.sidecarUid,
         operatorUrl: config.operatorUrl,
       },
+      operatorCaPem: options.operatorCaPem,
       operatorEgress: operatorEgress(config),
       resolver: { resolveHost, clusterDomain: config.clusterDomain },
       fieldManager,

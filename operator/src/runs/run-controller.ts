@@ -59,7 +59,9 @@ export interface RunControllerOptions {
   networkPolicies: Cache<V1NetworkPolicy>;
   policies: Cache<AccessPolicy>;
   connections: Cache<Connection>;
-  sidecar: SidecarSettings;
+  sidecar: Omit<SidecarSettings, "operatorCaPem">;
+  /** The CA bundle the sidecar trusts the operator's HTTPS certificate with (it can rotate). */
+  operatorCaPem: () => string;
   operatorEgress: V1NetworkPolicyEgressRule;
   resolver: Omit<ResolverDeps, "readService">;
   fieldManager: string;
@@ -306,7 +308,7 @@ export class RunController {
     const job = buildJob({
       run,
       connections: connections as Connection[],
-      sidecar: this.#o.sidecar,
+      sidecar: { ...this.#o.sidecar, operatorCaPem: this.#o.operatorCaPem() },
       jobName,
       activeDeadlineSeconds: Math.max(1, Math.ceil(remainingMs / 1000)),
     });
@@ -399,7 +401,17 @@ export class RunController {
   /** Revokes a started run's credentials once; returns the credential status to record. */
   async #revoke(run: LangGraphRun, log: Logger): Promise<LangGraphRunStatus["credential"]> {
     if (!run.status?.startedAt || run.status.credential?.revokedAt) return undefined;
-    await this.#o.revoker.revoke(run);
+    const namespace = run.metadata?.namespace ?? "";
+    const connections = run.spec.access.flatMap((a) => {
+      const connection = this.#o.connections.get(namespace, a.connection);
+      if (!connection)
+        log.warn(
+          { connection: a.connection },
+          "a Connection of the run is gone: its dynamic role expires at the run's deadline",
+        );
+      return connection ? [connection] : [];
+    });
+    await this.#o.revoker.revoke(run, connections);
     log.info("run credentials revoked");
     await this.#event(
       run,

@@ -1,0 +1,292 @@
+// Issues a run's credential bundle to the one pod that proves it belongs to the run: TokenReview,
+// owner chain by uid, the run Running and within its deadline, the grant still in force.
+import { randomUUID } from "node:crypto";
+import {
+  type CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Job,
+} from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import {
+  type CredentialBundle,
+  type GrantClaim,
+  type RunClaims,
+  runTokenAudience,
+  type UpstreamCredential,
+} from "../../../api/credentials.ts";
+import { parseDuration } from "../../../api/duration.ts";
+import {
+  type AccessPolicy,
+  type Connection,
+  group,
+  type LangGraphRun,
+  resources,
+  version,
+} from "../../../api/v1alpha1.ts";
+import { requesterOf } from "../admission/run-admission.ts";
+import type { EventRecorder } from "../events.ts";
+import { HttpError } from "../https-server.ts";
+import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
+import { evaluateAccess } from "../policy/evaluate-access.ts";
+import { setCondition } from "../runs/conditions.ts";
+import type { Cache } from "../runs/run-controller.ts";
+import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
+import type { SigningKeys } from "./signing-keys.ts";
+import type { PodIdentity, PodTokenReviewer } from "./token-review.ts";
+import type { UpstreamCredentials } from "./upstream-credentials.ts";
+
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const statusAttempts = 5;
+
+export interface CredentialIssuerOptions {
+  kc: KubeConfig;
+  core: CoreV1Api;
+  readJob(namespace: string, name: string): Promise<V1Job | undefined>;
+  logger: Logger;
+  events: EventRecorder;
+  signingKeys: SigningKeys;
+  reviewer: PodTokenReviewer;
+  upstream: UpstreamCredentials;
+  caches: {
+    runs: Cache<LangGraphRun>;
+    jobs: Cache<V1Job>;
+    policies: Cache<AccessPolicy>;
+    connections: Cache<Connection>;
+  };
+  /** The run JWT's iss: the operator URL sidecars are given. */
+  issuer: string;
+  /** A run JWT lives at most this long (and never past the deadline); sidecars refresh. */
+  tokenTtlMs: number;
+  now?: () => number;
+}
+
+/** Kubernetes' metav1.Time: RFC 3339 in whole seconds, rounded down. */
+function rfc3339(ms: number): string {
+  return `${new Date(ms).toISOString().slice(0, 19)}Z`;
+}
+
+export class CredentialIssuer {
+  readonly #o: CredentialIssuerOptions;
+  readonly #custom: CustomObjectsApi;
+  readonly #now: () => number;
+
+  constructor(options: CredentialIssuerOptions) {
+    this.#o = options;
+    this.#custom = options.kc.makeApiClient(CustomObjectsApi);
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** The bundle for the pod the token is bound to, or an HttpError saying why not. */
+  async issue(podToken: string): Promise<CredentialBundle> {
+    const identity = await this.#o.reviewer.review(podToken);
+    let run: LangGraphRun | undefined;
+    try {
+      run = await runOfPod(identity, {
+        readPod: (namespace, name) =>
+          unlessNotFound(this.#o.core.readNamespacedPod({ namespace, name })),
+        readJob: this.#o.readJob,
+        jobs: this.#o.caches.jobs,
+        runs: this.#o.caches.runs,
+      });
+      return await this.#issueToRun(run, identity);
+    } catch (error) {
+      if (error instanceof HttpError) this.#refused(identity, run, error);
+      throw error;
+    }
+  }
+
+  async #issueToRun(run: LangGraphRun, identity: PodIdentity): Promise<CredentialBundle> {
+    const now = this.#now();
+    const refusal = credentialRefusal(run, now);
+    if (refusal) throw refusal;
+    const grants = this.#grants(run);
+    const deadlineMs = Date.parse(run.status?.deadline ?? "");
+    const tokenExpiresMs = Math.min(deadlineMs, now + this.#o.tokenTtlMs);
+    const namespace = run.metadata?.namespace ?? "";
+    const credentials: Record<string, UpstreamCredential> = {};
+    const minted: Connection[] = [];
+    try {
+      await Promise.all(
+        grants.map(async ({ claim, connection }) => {
+          const credential = await this.#o.upstream.issue(
+            run,
+            connection,
+            claim,
+            new Date(deadlineMs),
+          );
+          if (credential.type === "postgres" && credential.dynamic) minted.push(connection);
+          credentials[claim.connection] = credential;
+        }),
+      );
+      const claims: RunClaims = {
+        run: {
+          namespace,
+          name: run.metadata?.name ?? "",
+          uid: run.metadata?.uid ?? "",
+          deadline: run.status?.deadline ?? "",
+        },
+        pod: { name: identity.podName, uid: identity.podUid },
+        grants: grants.map((g) => g.claim),
+      };
+      const token = await this.#o.signingKeys.sign(
+        { ...claims },
+        {
+          issuer: this.#o.issuer,
+          audience: runTokenAudience,
+          subject: claims.run.uid,
+          expiresAt: new Date(tokenExpiresMs),
+          jti: randomUUID(),
+        },
+      );
+      const expiresAtMs = Math.min(
+        Math.floor(tokenExpiresMs / 1000) * 1000,
+        ...Object.values(credentials).map((c) =>
+          c.type === "http" && c.expiresAt ? Date.parse(c.expiresAt) : Number.POSITIVE_INFINITY,
+        ),
+      );
+      // A compare-and-swap on the run: if it ended meanwhile, what was just minted is undone.
+      await this.#recordIssued(run, identity, now, expiresAtMs);
+      this.#o.logger.info(
+        { run: `${namespace}/${run.metadata?.name}`, pod: identity.podName },
+        "credential issued",
+      );
+      void this.#o.events.record(
+        runObject(run),
+        "Normal",
+        "CredentialIssued",
+        "Issue",
+        `issued to pod ${identity.podName}, expires at ${rfc3339(expiresAtMs)}`,
+      );
+      return { token, expiresAt: rfc3339(expiresAtMs), credentials };
+    } catch (error) {
+      await Promise.all(minted.map((connection) => this.#o.upstream.revoke(run, connection))).catch(
+        (undo: unknown) =>
+          this.#o.logger.error({ err: undo }, "could not drop roles minted for a refused issuance"),
+      );
+      throw error;
+    }
+  }
+
+  /** The grants in force now: the policy is evaluated again, so a withdrawn grant stops issuance. */
+  #grants(run: LangGraphRun): { claim: GrantClaim; connection: Connection }[] {
+    const namespace = run.metadata?.namespace ?? "";
+    const requester = requesterOf(run);
+    if (!requester) throw new HttpError(403, "AccessRevoked", "the run has no valid requester");
+    const decision = evaluateAccess({
+      namespace,
+      requester,
+      access: run.spec.access,
+      maxDurationMs: parseDuration(run.spec.maxDuration),
+      policies: this.#o.caches.policies.list(namespace),
+      connections: this.#o.caches.connections.list(namespace),
+    });
+    if (!decision.allowed) {
+      throw new HttpError(
+        403,
+        "AccessRevoked",
+        `the run's grant no longer holds: ${decision.message}`,
+      );
+    }
+    return decision.grants.map(({ connection, actions, grant }) => {
+      const claim: GrantClaim = {
+        connection: connection.metadata?.name ?? "",
+        type: connection.spec.postgres ? "postgres" : "http",
+        actions,
+      };
+      if (grant.http) claim.http = grant.http;
+      if (grant.masking) claim.masking = grant.masking;
+      if (grant.approval) claim.approval = grant.approval;
+      return { claim, connection };
+    });
+  }
+
+  async #recordIssued(
+    cached: LangGraphRun,
+    identity: PodIdentity,
+    issuedAtMs: number,
+    expiresAtMs: number,
+  ): Promise<void> {
+    const namespace = cached.metadata?.namespace ?? "";
+    const name = cached.metadata?.name ?? "";
+    let run = cached;
+    for (let attempt = 1; ; attempt++) {
+      const refusal = credentialRefusal(run, this.#now());
+      if (refusal) throw refusal;
+      const generation = run.metadata?.generation;
+      const status = {
+        ...run.status,
+        credential: {
+          ...run.status?.credential,
+          issuedAt: rfc3339(issuedAtMs),
+          expiresAt: rfc3339(expiresAtMs),
+        },
+        conditions: setCondition(
+          run.status?.conditions ?? [],
+          {
+            type: "CredentialIssued",
+            status: "True",
+            reason: "Issued",
+            message: `issued to pod ${identity.podName}`,
+          },
+          generation,
+          rfc3339(issuedAtMs),
+        ),
+      };
+      try {
+        await this.#custom.patchNamespacedCustomObjectStatus(
+          {
+            group,
+            version,
+            namespace,
+            plural: resources.runs,
+            name,
+            body: { metadata: { resourceVersion: run.metadata?.resourceVersion }, status },
+          },
+          mergePatch,
+        );
+        return;
+      } catch (error) {
+        if (!isConflict(error) || attempt === statusAttempts) throw error;
+      }
+      const fresh = (await unlessNotFound(
+        this.#custom.getNamespacedCustomObject({
+          group,
+          version,
+          namespace,
+          plural: resources.runs,
+          name,
+        }),
+      )) as LangGraphRun | undefined;
+      if (!fresh || fresh.metadata?.uid !== cached.metadata?.uid) {
+        throw new HttpError(403, "RunNotFound", `LangGraphRun ${namespace}/${name} is gone`);
+      }
+      run = fresh;
+    }
+  }
+
+  #refused(identity: PodIdentity, run: LangGraphRun | undefined, error: HttpError): void {
+    const pod = `${identity.namespace}/${identity.podName}`;
+    this.#o.logger.info({ pod, reason: error.reason }, `credential refused: ${error.message}`);
+    const regarding = run
+      ? runObject(run)
+      : {
+          apiVersion: "v1",
+          kind: "Pod",
+          metadata: { namespace: identity.namespace, name: identity.podName, uid: identity.podUid },
+        };
+    void this.#o.events.record(
+      regarding,
+      "Warning",
+      "CredentialRefused",
+      "Issue",
+      `refused pod ${identity.podName}: ${error.message}`,
+    );
+  }
+}
+
+function runObject(run: LangGraphRun) {
+  return { ...run, apiVersion: `${group}/${version}`, kind: "LangGraphRun" };
+}

@@ -1,0 +1,72 @@
+// The owner chain that binds a pod to a run: pod -> Job -> LangGraphRun, matched by uid at
+// every step, so a pod or run recreated under the same name is never mistaken for the old one.
+import type { V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
+import { apiVersion, finishedPhases, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
+import { HttpError } from "../https-server.ts";
+import type { Cache } from "../runs/run-controller.ts";
+import type { PodIdentity } from "./token-review.ts";
+
+export interface OwnerChainDeps {
+  readPod(namespace: string, name: string): Promise<V1Pod | undefined>;
+  readJob(namespace: string, name: string): Promise<V1Job | undefined>;
+  jobs: Cache<V1Job>;
+  runs: Cache<LangGraphRun>;
+}
+
+function controllerOf(
+  owners: V1OwnerReference[] | undefined,
+  ownerApiVersion: string,
+  kind: string,
+): V1OwnerReference | undefined {
+  return owners?.find((o) => o.controller && o.apiVersion === ownerApiVersion && o.kind === kind);
+}
+
+/** The run whose Job owns the pod, or an HttpError naming the broken link. */
+export async function runOfPod(identity: PodIdentity, deps: OwnerChainDeps): Promise<LangGraphRun> {
+  const { namespace, podName, podUid } = identity;
+  const pod = await deps.readPod(namespace, podName);
+  if (pod?.metadata?.uid !== podUid) {
+    const why = pod ? `was replaced (uid ${pod.metadata?.uid}, token for ${podUid})` : "is gone";
+    throw new HttpError(403, "PodNotFound", `pod ${namespace}/${podName} ${why}`);
+  }
+  const jobRef = controllerOf(pod.metadata?.ownerReferences, "batch/v1", "Job");
+  if (!jobRef) {
+    throw new HttpError(403, "NotARunPod", `pod ${namespace}/${podName} is not owned by a Job`);
+  }
+  const cached = deps.jobs.get(namespace, jobRef.name);
+  const job =
+    cached?.metadata?.uid === jobRef.uid ? cached : await deps.readJob(namespace, jobRef.name);
+  if (job?.metadata?.uid !== jobRef.uid) {
+    throw new HttpError(403, "NotARunPod", `Job ${namespace}/${jobRef.name} of the pod is gone`);
+  }
+  const runRef = controllerOf(job.metadata?.ownerReferences, apiVersion, "LangGraphRun");
+  if (!runRef) {
+    throw new HttpError(
+      403,
+      "NotARunPod",
+      `Job ${namespace}/${jobRef.name} of pod ${podName} is not owned by a LangGraphRun`,
+    );
+  }
+  const run = deps.runs.get(namespace, runRef.name);
+  if (run?.metadata?.uid !== runRef.uid) {
+    throw new HttpError(403, "RunNotFound", `LangGraphRun ${namespace}/${runRef.name} is gone`);
+  }
+  return run;
+}
+
+/** Why the run may not hold a credential now, or undefined while it may. */
+export function credentialRefusal(run: LangGraphRun, nowMs: number): HttpError | undefined {
+  const name = `LangGraphRun ${run.metadata?.namespace}/${run.metadata?.name}`;
+  const phase = run.status?.phase ?? RunPhase.Pending;
+  if (run.status?.credential?.revokedAt || run.metadata?.deletionTimestamp) {
+    return new HttpError(401, "Revoked", `${name} has ended and its credentials are revoked`);
+  }
+  if (phase !== RunPhase.Running) {
+    const state = finishedPhases.has(phase) ? "has finished" : "has not started";
+    return new HttpError(403, "RunNotRunning", `${name} ${state} (phase ${phase})`);
+  }
+  if (!(Date.parse(run.status?.deadline ?? "") > nowMs)) {
+    return new HttpError(403, "DeadlineExceeded", `${name} is past its deadline`);
+  }
+  return undefined;
+}

@@ -1,0 +1,109 @@
+// Authenticates a sidecar's projected service-account token with a TokenReview and names the
+// pod it is bound to. Successful reviews are cached briefly, never past the token's expiry.
+import { createHash } from "node:crypto";
+import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { decodeJwt } from "jose";
+import { podTokenAudience } from "../../../api/credentials.ts";
+import { HttpError } from "../https-server.ts";
+
+const podNameExtra = "authentication.kubernetes.io/pod-name";
+const podUidExtra = "authentication.kubernetes.io/pod-uid";
+const serviceAccountPrefix = "system:serviceaccount:";
+
+/** The pod a token was issued for, as the API server vouches. */
+export interface PodIdentity {
+  namespace: string;
+  serviceAccount: string;
+  podName: string;
+  podUid: string;
+}
+
+export interface PodTokenReviewerOptions {
+  kc: KubeConfig;
+  /** How long a successful review is reused. Defaults to 5 s. */
+  cacheTtlMs?: number;
+  /** Reviews kept at most; the oldest go first. Defaults to 10,000. */
+  cacheSize?: number;
+  onReview?: (seconds: number, cached: boolean) => void;
+  now?: () => number;
+}
+
+export class PodTokenReviewer {
+  readonly #api: AuthenticationV1Api;
+  readonly #ttlMs: number;
+  readonly #size: number;
+  readonly #now: () => number;
+  readonly #onReview: (seconds: number, cached: boolean) => void;
+  readonly #cache = new Map<string, { identity: PodIdentity; untilMs: number }>();
+
+  constructor(options: PodTokenReviewerOptions) {
+    this.#api = options.kc.makeApiClient(AuthenticationV1Api);
+    this.#ttlMs = options.cacheTtlMs ?? 5_000;
+    this.#size = options.cacheSize ?? 10_000;
+    this.#now = options.now ?? Date.now;
+    this.#onReview = options.onReview ?? (() => {});
+  }
+
+  /** The token's pod, or an HttpError 401 (TokenInvalid) / 403 (NotARunPod). */
+  async review(token: string): Promise<PodIdentity> {
+    const started = performance.now();
+    const key = createHash("sha256").update(token).digest("base64url");
+    const now = this.#now();
+    const hit = this.#cache.get(key);
+    if (hit && hit.untilMs > now) {
+      this.#onReview((performance.now() - started) / 1000, true);
+      return hit.identity;
+    }
+    this.#cache.delete(key);
+    const review = await this.#api.createTokenReview({
+      body: { spec: { token, audiences: [podTokenAudience] } },
+    });
+    this.#onReview((performance.now() - started) / 1000, false);
+    const status = review.status;
+    if (!status?.authenticated || !status.audiences?.includes(podTokenAudience)) {
+      throw new HttpError(
+        401,
+        "TokenInvalid",
+        `the token was not accepted for audience "${podTokenAudience}": ${status?.error || "not authenticated"}`,
+      );
+    }
+    const identity = identityOf(status.user?.username, status.user?.extra);
+    const expiresAtMs = tokenExpiryMs(token);
+    if (expiresAtMs !== undefined) {
+      if (this.#cache.size >= this.#size) {
+        this.#cache.delete(this.#cache.keys().next().value as string);
+      }
+      this.#cache.set(key, { identity, untilMs: Math.min(now + this.#ttlMs, expiresAtMs) });
+    }
+    return identity;
+  }
+}
+
+function identityOf(
+  username: string | undefined,
+  extra: Record<string, string[]> | undefined,
+): PodIdentity {
+  const [namespace, serviceAccount] = username?.startsWith(serviceAccountPrefix)
+    ? username.slice(serviceAccountPrefix.length).split(":")
+    : [];
+  const podName = extra?.[podNameExtra]?.[0];
+  const podUid = extra?.[podUidExtra]?.[0];
+  if (!namespace || !serviceAccount || !podName || !podUid) {
+    throw new HttpError(
+      403,
+      "NotARunPod",
+      `the token of "${username}" is not a service-account token bound to a pod`,
+    );
+  }
+  return { namespace, serviceAccount, podName, podUid };
+}
+
+/** exp of a token the API server just accepted; undefined when it has none. */
+function tokenExpiryMs(token: string): number | undefined {
+  try {
+    const { exp } = decodeJwt(token);
+    return typeof exp === "number" ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}

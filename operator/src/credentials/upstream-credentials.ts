@@ -1,0 +1,182 @@
+// The per-connection credential a run's sidecar gets: a Postgres role minted for the run, the
+// Connection's static secret, or an OAuth 2.0 token minted for the run. Only the sidecar sees it.
+import type { CoreV1Api } from "@kubernetes/client-node";
+import type {
+  GrantClaim,
+  HttpCredential,
+  PostgresCredential,
+  UpstreamCredential,
+} from "../../../api/credentials.ts";
+import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
+import { HttpError } from "../https-server.ts";
+import { isNotFound } from "../kube/api-errors.ts";
+import { mintClientCredentialsToken } from "./oauth2-client-credentials.ts";
+import {
+  dropRunRole,
+  dynamicRoleName,
+  ensureRunRole,
+  generateRolePassword,
+  type PostgresAdmin,
+  runRoleComment,
+} from "./postgres-roles.ts";
+
+type PostgresSpec = NonNullable<Connection["spec"]["postgres"]>;
+
+/** A Connection whose credential cannot be produced now; the sidecar retries. */
+function unavailable(connection: string, why: string): HttpError {
+  return new HttpError(503, "CredentialUnavailable", `connection "${connection}": ${why}`);
+}
+
+export class UpstreamCredentials {
+  readonly #core: CoreV1Api;
+
+  constructor(core: CoreV1Api) {
+    this.#core = core;
+  }
+
+  /** The credential for one granted connection, valid no longer than the run's deadline. */
+  async issue(
+    run: LangGraphRun,
+    connection: Connection,
+    grant: GrantClaim,
+    deadline: Date,
+  ): Promise<UpstreamCredential> {
+    const { postgres, http } = connection.spec;
+    if (postgres) return this.#postgres(run, connection, postgres, grant, deadline);
+    if (http) return this.#http(connection, deadline);
+    throw unavailable(grant.connection, "is neither postgres nor http");
+  }
+
+  /** Drops the run's dynamic role on a Connection; a no-op for static credentials. */
+  async revoke(run: LangGraphRun, connection: Connection): Promise<void> {
+    const postgres = connection.spec.postgres;
+    if (!postgres?.credentials.dynamic) return;
+    const admin = await this.#postgresAdmin(connection, postgres);
+    await dropRunRole(admin, dynamicRoleName(runRef(run), connection.metadata?.name ?? ""));
+  }
+
+  /** The admin login a dynamic Connection mints roles with. */
+  async postgresAdmin(connection: Connection): Promise<PostgresAdmin | undefined> {
+    const postgres = connection.spec.postgres;
+    return postgres?.credentials.dynamic ? this.#postgresAdmin(connection, postgres) : undefined;
+  }
+
+  async #postgres(
+    run: LangGraphRun,
+    connection: Connection,
+    spec: PostgresSpec,
+    grant: GrantClaim,
+    deadline: Date,
+  ): Promise<PostgresCredential> {
+    const admin = await this.#postgresAdmin(connection, spec);
+    const { host, port, database, sslMode, caPem } = admin;
+    const base = { type: "postgres" as const, host, port, database, sslMode };
+    const withCa = caPem ? { ...base, caPem } : base;
+    const dynamic = spec.credentials.dynamic;
+    if (!dynamic) {
+      return { ...withCa, username: admin.username, password: admin.password, dynamic: false };
+    }
+    const memberOf = grant.actions.map((action) => {
+      const role = dynamic.actionRoles[action];
+      if (!role) throw unavailable(grant.connection, `has no dynamic.actionRoles.${action}`);
+      return role;
+    });
+    const name = dynamicRoleName(runRef(run), grant.connection);
+    const password = generateRolePassword();
+    await ensureRunRole(admin, {
+      name,
+      password,
+      validUntil: deadline,
+      memberOf,
+      comment: runRoleComment(runRef(run), grant.connection),
+    });
+    return { ...withCa, username: name, password, dynamic: true };
+  }
+
+  async #postgresAdmin(connection: Connection, spec: PostgresSpec): Promise<PostgresAdmin> {
+    const secret = spec.credentials.secretRef.name;
+    const [username, password] = await Promise.all([
+      this.#secretValue(connection, secret, "username"),
+      this.#secretValue(connection, secret, "password"),
+    ]);
+    const caPem = spec.caSecretRef
+      ? await this.#secretValue(connection, spec.caSecretRef.name, spec.caSecretRef.key)
+      : undefined;
+    return {
+      host: spec.host,
+      port: spec.port,
+      database: spec.database,
+      sslMode: spec.sslMode,
+      ...(caPem ? { caPem } : {}),
+      username,
+      password,
+    };
+  }
+
+  async #http(connection: Connection, deadline: Date): Promise<HttpCredential> {
+    const spec = connection.spec.http;
+    if (!spec) throw new Error("not an http Connection");
+    const caPem = spec.caSecretRef
+      ? await this.#secretValue(connection, spec.caSecretRef.name, spec.caSecretRef.key)
+      : undefined;
+    const base: HttpCredential = { type: "http", url: spec.url, headers: {} };
+    if (caPem) base.caPem = caPem;
+    const auth = spec.auth;
+    if (auth?.bearer) {
+      const { name, key } = auth.bearer.secretRef;
+      const token = await this.#secretValue(connection, name, key);
+      return { ...base, headers: { authorization: `Bearer ${token}` } };
+    }
+    if (auth?.header) {
+      const { name, key } = auth.header.secretRef;
+      const value = await this.#secretValue(connection, name, key);
+      return { ...base, headers: { [auth.header.name.toLowerCase()]: value } };
+    }
+    if (auth?.oauth2ClientCredentials) {
+      const oauth2 = auth.oauth2ClientCredentials;
+      const { name, key } = oauth2.clientSecretRef;
+      const clientSecret = await this.#secretValue(connection, name, key);
+      const token = await mintClientCredentialsToken({
+        tokenUrl: oauth2.tokenUrl,
+        clientId: oauth2.clientId,
+        clientSecret,
+        scopes: oauth2.scopes ?? [],
+        ...(caPem ? { caPem } : {}),
+      }).catch((error: unknown) => {
+        throw unavailable(connection.metadata?.name ?? "", (error as Error).message);
+      });
+      const expiresAt = token.expiresAt && token.expiresAt < deadline ? token.expiresAt : deadline;
+      return {
+        ...base,
+        headers: { authorization: `${token.tokenType} ${token.accessToken}` },
+        expiresAt: expiresAt.toISOString(),
+      };
+    }
+    return base;
+  }
+
+  /** One key of a Secret in the Connection's namespace, as text. */
+  async #secretValue(connection: Connection, name: string, key: string): Promise<string> {
+    const namespace = connection.metadata?.namespace ?? "";
+    const where = `key "${key}" in Secret ${namespace}/${name}`;
+    const connectionName = connection.metadata?.name ?? "";
+    const secret = await this.#core
+      .readNamespacedSecret({ namespace, name })
+      .catch((error: unknown) => {
+        if (isNotFound(error))
+          throw unavailable(connectionName, `Secret ${namespace}/${name} does not exist`);
+        throw error;
+      });
+    const value = secret.data?.[key];
+    if (value === undefined) throw unavailable(connectionName, `has no ${where}`);
+    return Buffer.from(value, "base64").toString("utf8");
+  }
+}
+
+function runRef(run: LangGraphRun): { namespace: string; name: string; uid: string } {
+  return {
+    namespace: run.metadata?.namespace ?? "",
+    name: run.metadata?.name ?? "",
+    uid: run.metadata?.uid ?? "",
+  };
+}

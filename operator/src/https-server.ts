@@ -1,0 +1,90 @@
+// The operator's one HTTPS server: admission webhooks and the sidecar credential API share it,
+// its certificate and its error handling. Every replica serves it.
+import type { IncomingMessage } from "node:http";
+import { createServer, type Server } from "node:https";
+import type { Logger } from "pino";
+
+/** A refusal with the HTTP status and a stable reason callers can branch on. */
+export class HttpError extends Error {
+  readonly status: number;
+  readonly reason: string;
+  constructor(status: number, reason: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+export interface JsonAnswer {
+  status: number;
+  body: unknown;
+}
+
+export interface Route {
+  method: "GET" | "POST";
+  /** The signal aborts when the client goes away (long polls stop waiting). */
+  handle(request: IncomingMessage, url: URL, signal: AbortSignal): Promise<JsonAnswer>;
+}
+
+export interface ApiServerOptions {
+  tls: { certPem: string; keyPem: string };
+  routes: Record<string, Route>;
+  logger: Logger;
+}
+
+/** Reads a request body up to maxBytes; a larger one is a 413, never buffered whole. */
+export async function readBody(request: IncomingMessage, maxBytes: number): Promise<string> {
+  const declared = Number(request.headers["content-length"]);
+  if (declared > maxBytes) {
+    throw new HttpError(413, "BadRequest", `request body exceeds ${maxBytes} bytes`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBytes) {
+      throw new HttpError(413, "BadRequest", `request body exceeds ${maxBytes} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+export function createApiServer(options: ApiServerOptions): Server {
+  const { logger, routes } = options;
+  const server = createServer(
+    { cert: options.tls.certPem, key: options.tls.keyPem, minVersion: "TLSv1.2" },
+    async (request, response) => {
+      const url = new URL(request.url ?? "/", "https://operator");
+      const route = Object.hasOwn(routes, url.pathname) ? routes[url.pathname] : undefined;
+      const aborted = new AbortController();
+      response.on("close", () => aborted.abort());
+      let answer: JsonAnswer;
+      try {
+        if (!route) throw new HttpError(404, "NotFound", `no handler for ${url.pathname}`);
+        if (request.method !== route.method) {
+          throw new HttpError(405, "MethodNotAllowed", `${url.pathname} takes ${route.method}`);
+        }
+        answer = await route.handle(request, url, aborted.signal);
+      } catch (error) {
+        if (error instanceof HttpError) {
+          answer = { status: error.status, body: { error: error.message, reason: error.reason } };
+        } else {
+          logger.error({ err: error, path: url.pathname }, "request failed");
+          answer = { status: 500, body: { error: "internal error", reason: "Internal" } };
+        }
+      }
+      if (response.destroyed) return;
+      response.writeHead(answer.status, {
+        "content-type": "application/json",
+        "cache-control": "no-store",
+      });
+      response.end(JSON.stringify(answer.body));
+    },
+  );
+  // A slow or silent client must not hold a socket forever; long polls stay under this.
+  server.requestTimeout = 60_000;
+  server.headersTimeout = 10_000;
+  server.on("tlsClientError", (error) => logger.debug({ err: error }, "TLS handshake failed"));
+  return server;
+}

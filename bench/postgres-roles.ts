@@ -13,7 +13,7 @@ import {
   runRoleComment,
 } from "../operator/src/credentials/postgres-roles.ts";
 
-const perRound = Number(process.env.BENCH_PG_ROLES ?? 40);
+const perRound = Number(process.env.BENCH_PG_ROLES ?? 100);
 const rounds = Number(process.env.BENCH_PG_ROUNDS ?? 5);
 const concurrency = 8;
 

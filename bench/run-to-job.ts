@@ -13,6 +13,7 @@ import { createTestNamespace, kubeConfigFor } from "../e2e/lib/cluster.ts";
 import { startOperator } from "../e2e/lib/operator.ts";
 import { createRun, runManifest, setUpRunNamespace } from "../e2e/lib/runs.ts";
 import { ResilientInformer } from "../operator/src/kube/informer.ts";
+import { inBatches, percentile } from "./lib/stats.ts";
 
 const count = Number(process.env.BENCH_RUNS ?? 500);
 const createConcurrency = 50;
@@ -20,25 +21,6 @@ const admin = kubeConfigFor("admin");
 const core = admin.makeApiClient(CoreV1Api);
 const batch = admin.makeApiClient(BatchV1Api);
 const quiet = pino({ level: "silent" });
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return (
-    sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN
-  );
-}
-
-async function inBatches<T>(
-  items: T[],
-  size: number,
-  each: (item: T) => Promise<unknown>,
-): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await each(items[next++] as T);
-  };
-  await Promise.all(Array.from({ length: size }, worker));
-}
 
 /** Records when each object under `path` is first seen, keyed by keyOf; survives watch restarts. */
 async function watchFirstSeen(

@@ -47,7 +47,7 @@ export interface PostgresServer {
   kb: KnowledgeBase;
   /** A postgres:// URL; defaults to the superuser and the maintenance database. */
   url(user?: string, password?: string, database?: string): string;
-  /** A connected client; the caller ends it. */
+  /** A connected client (errors surface on its next query); the caller ends it. */
   connect(user?: string, password?: string, database?: string): Promise<pg.Client>;
   /** The server log so far (for failure messages). */
   log(): string;
@@ -222,6 +222,9 @@ export async function startPostgres(): Promise<PostgresServer> {
     `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
   const connect = async (user = adminUser, password = adminPassword, database = "postgres") => {
     const client = new pg.Client({ host: "127.0.0.1", port, user, password, database });
+    // A terminated idle session (a revoked role's) fails its next query; unhandled, the
+    // 'error' event would end the test process instead.
+    client.on("error", () => undefined);
     await client.connect();
     return client;
   };

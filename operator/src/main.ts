@@ -7,6 +7,7 @@ import { admissionRoutes } from "./admission/webhook-server.ts";
 import { ConfigError, type OperatorConfig, parseConfig, usage } from "./config.ts";
 import { credentialRoutes } from "./credentials/credential-api.ts";
 import { CredentialIssuer } from "./credentials/credential-issuer.ts";
+import { closeAdminSessions } from "./credentials/postgres-roles.ts";
 import { CredentialRevoker, sweepOrphanRoles } from "./credentials/revoker.ts";
 import { SigningKeys } from "./credentials/signing-keys.ts";
 import { PodTokenReviewer } from "./credentials/token-review.ts";
@@ -155,6 +156,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     await elector?.stop();
     server.close();
     health.close();
+    await closeAdminSessions();
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));

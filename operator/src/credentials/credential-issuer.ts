@@ -8,6 +8,7 @@ import {
   PatchStrategy,
   setHeaderOptions,
   type V1Job,
+  type V1Pod,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
@@ -31,7 +32,7 @@ import type { EventRecorder } from "../events.ts";
 import { HttpError } from "../https-server.ts";
 import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
-import { setCondition } from "../runs/conditions.ts";
+import { findCondition, setCondition } from "../runs/conditions.ts";
 import type { Cache } from "../runs/run-controller.ts";
 import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
 import type { SigningKeys } from "./signing-keys.ts";
@@ -40,6 +41,9 @@ import type { UpstreamCredentials } from "./upstream-credentials.ts";
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 const statusAttempts = 5;
+/** How far status.credential.expiresAt may lag a refreshed credential's expiry. */
+const statusSlackMs = 60_000;
+const refusalEventIntervalMs = 60_000;
 
 export interface CredentialIssuerOptions {
   kc: KubeConfig;
@@ -53,6 +57,7 @@ export interface CredentialIssuerOptions {
   caches: {
     runs: Cache<LangGraphRun>;
     jobs: Cache<V1Job>;
+    pods: Cache<V1Pod>;
     policies: Cache<AccessPolicy>;
     connections: Cache<Connection>;
   };
@@ -72,6 +77,7 @@ export class CredentialIssuer {
   readonly #o: CredentialIssuerOptions;
   readonly #custom: CustomObjectsApi;
   readonly #now: () => number;
+  readonly #refusalEvents = new Map<string, number>();
 
   constructor(options: CredentialIssuerOptions) {
     this.#o = options;
@@ -85,8 +91,12 @@ export class CredentialIssuer {
     let run: LangGraphRun | undefined;
     try {
       run = await runOfPod(identity, {
-        readPod: (namespace, name) =>
-          unlessNotFound(this.#o.core.readNamespacedPod({ namespace, name })),
+        readPod: (namespace, name) => {
+          // The watch removes a deleted pod from the cache; a miss asks the API server.
+          const cached = this.#o.caches.pods.get(namespace, name);
+          if (cached?.metadata?.uid === identity.podUid) return Promise.resolve(cached);
+          return unlessNotFound(this.#o.core.readNamespacedPod({ namespace, name }));
+        },
         readJob: this.#o.readJob,
         jobs: this.#o.caches.jobs,
         runs: this.#o.caches.runs,
@@ -147,19 +157,21 @@ export class CredentialIssuer {
           c.type === "http" && c.expiresAt ? Date.parse(c.expiresAt) : Number.POSITIVE_INFINITY,
         ),
       );
-      // A compare-and-swap on the run: if it ended meanwhile, what was just minted is undone.
-      await this.#recordIssued(run, identity, now, expiresAtMs);
-      this.#o.logger.info(
-        { run: `${namespace}/${run.metadata?.name}`, pod: identity.podName },
-        "credential issued",
-      );
-      void this.#o.events.record(
-        runObject(run),
-        "Normal",
-        "CredentialIssued",
-        "Issue",
-        `issued to pod ${identity.podName}, expires at ${rfc3339(expiresAtMs)}`,
-      );
+      const runKey = `${namespace}/${run.metadata?.name}`;
+      // Status and Events say which credential the run holds, not every refresh: they are
+      // written when another pod holds it or its expiry moves. The write is a compare-and-swap
+      // on the run, so a role minted for a run that ended meanwhile is undone below.
+      if (minted.length > 0 || statusIsStale(run, identity, expiresAtMs)) {
+        await this.#recordIssued(run, identity, now, expiresAtMs);
+        void this.#o.events.record(
+          runObject(run),
+          "Normal",
+          "CredentialIssued",
+          "Issue",
+          `issued to pod ${identity.podName}, expires at ${rfc3339(expiresAtMs)}`,
+        );
+      }
+      this.#o.logger.info({ run: runKey, pod: identity.podName }, "credential issued");
       return { token, expiresAt: rfc3339(expiresAtMs), credentials };
     } catch (error) {
       await Promise.all(minted.map((connection) => this.#o.upstream.revoke(run, connection))).catch(
@@ -229,7 +241,7 @@ export class CredentialIssuer {
             type: "CredentialIssued",
             status: "True",
             reason: "Issued",
-            message: `issued to pod ${identity.podName}`,
+            message: issuedMessage(identity),
           },
           generation,
           rfc3339(issuedAtMs),
@@ -270,6 +282,14 @@ export class CredentialIssuer {
   #refused(identity: PodIdentity, run: LangGraphRun | undefined, error: HttpError): void {
     const pod = `${identity.namespace}/${identity.podName}`;
     this.#o.logger.info({ pod, reason: error.reason }, `credential refused: ${error.message}`);
+    // A sidecar retries a refusal; one Event per pod and reason a minute is enough.
+    const key = `${identity.podUid}/${error.reason}`;
+    const now = this.#now();
+    if ((this.#refusalEvents.get(key) ?? Number.NEGATIVE_INFINITY) > now - refusalEventIntervalMs) {
+      return;
+    }
+    if (this.#refusalEvents.size >= 10_000) this.#refusalEvents.clear();
+    this.#refusalEvents.set(key, now);
     const regarding = run
       ? runObject(run)
       : {
@@ -285,6 +305,21 @@ export class CredentialIssuer {
       `refused pod ${identity.podName}: ${error.message}`,
     );
   }
+}
+
+/** Whether status.credential no longer describes this credential closely enough. */
+function statusIsStale(run: LangGraphRun, identity: PodIdentity, expiresAtMs: number): boolean {
+  const condition = findCondition(run.status?.conditions, "CredentialIssued");
+  const recorded = Date.parse(run.status?.credential?.expiresAt ?? "");
+  return (
+    condition?.status !== "True" ||
+    condition.message !== issuedMessage(identity) ||
+    !(Math.abs(expiresAtMs - recorded) < statusSlackMs)
+  );
+}
+
+function issuedMessage(identity: PodIdentity): string {
+  return `issued to pod ${identity.podName}`;
 }
 
 function runObject(run: LangGraphRun) {

@@ -299,7 +299,7 @@ async function withAdmin<T>(
       return result;
     } catch (error) {
       client.release(error instanceof Error ? error : new Error(String(error)));
-      
+      if (attempt === 1 && sessionLost(error)) continue;
       if (error instanceof PostgresCredentialError) throw error;
       const code = sqlState(error);
       throw new PostgresCredentialError(
@@ -498,12 +498,21 @@ export async function dropRunRole(
   const role = pg.escapeIdentifier(name);
   const heir = options.reassignTo ? pg.escapeIdentifier(options.reassignTo) : "CURRENT_USER";
   return withAdmin(admin, `drop role "${name}"`, async (client) => {
-    const found = await client.query<{ oid: number; held: boolean }>(
-      "SELECT oid, pg_has_role(CURRENT_USER, oid, 'USAGE') AS held FROM pg_roles WHERE rolname = $1",
+    const found = await client.query<{ oid: number; held: boolean; comment: string | null }>(
+      `SELECT oid, pg_has_role(CURRENT_USER, oid, 'USAGE') AS held,
+              shobj_description(oid, 'pg_authid') AS comment
+         FROM pg_roles WHERE rolname = $1`,
       [name],
     );
-    const { oid, held } = found.rows[0] ?? {};
+    const { oid, held, comment } = found.rows[0] ?? {};
     if (oid === undefined) return { dropped: false, terminatedSessions: 0 };
+    // Every role the operator mints gets its comment in the transaction that creates it.
+    if (!parseRunRoleComment(comment)) {
+      throw new PostgresCredentialError(
+        "RoleNotManaged",
+        `refusing to drop role "${name}" on ${target(admin)}: its comment does not name a langgraph-jit run, so it was not minted by langgraph-jit`,
+      );
+    }
     try {
       await client.query(`ALTER ROLE ${role} WITH NOLOGIN`);
       // A CREATEROLE admin may terminate, reassign and drop only for roles whose privileges

@@ -1,6 +1,6 @@
 // The per-connection credential a run's sidecar gets: a Postgres role minted for the run, the
 // Connection's static secret, or an OAuth 2.0 token minted for the run. Only the sidecar sees it.
-import type { CoreV1Api } from "@kubernetes/client-node";
+import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
 import type {
   GrantClaim,
   HttpCredential,
@@ -10,6 +10,7 @@ import type {
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { HttpError } from "../https-server.ts";
 import { isNotFound } from "../kube/api-errors.ts";
+import { rememberFor } from "../runs/ttl-cache.ts";
 import { mintClientCredentialsToken } from "./oauth2-client-credentials.ts";
 import {
   dropRunRole,
@@ -27,11 +28,16 @@ function unavailable(connection: string, why: string): HttpError {
   return new HttpError(503, "CredentialUnavailable", `connection "${connection}": ${why}`);
 }
 
+/** How long a Secret read is reused: a rotated Secret takes effect within this. */
+const secretTtlMs = 5_000;
+
 export class UpstreamCredentials {
-  readonly #core: CoreV1Api;
+  readonly #readSecret: (namespace: string, name: string) => Promise<V1Secret>;
 
   constructor(core: CoreV1Api) {
-    this.#core = core;
+    this.#readSecret = rememberFor(secretTtlMs, (namespace: string, name: string) =>
+      core.readNamespacedSecret({ namespace, name }),
+    );
   }
 
   /** The credential for one granted connection, valid no longer than the run's deadline. */
@@ -160,13 +166,11 @@ export class UpstreamCredentials {
     const namespace = connection.metadata?.namespace ?? "";
     const where = `key "${key}" in Secret ${namespace}/${name}`;
     const connectionName = connection.metadata?.name ?? "";
-    const secret = await this.#core
-      .readNamespacedSecret({ namespace, name })
-      .catch((error: unknown) => {
-        if (isNotFound(error))
-          throw unavailable(connectionName, `Secret ${namespace}/${name} does not exist`);
-        throw error;
-      });
+    const secret = await this.#readSecret(namespace, name).catch((error: unknown) => {
+      if (isNotFound(error))
+        throw unavailable(connectionName, `Secret ${namespace}/${name} does not exist`);
+      throw error;
+    });
     const value = secret.data?.[key];
     if (value === undefined) throw unavailable(connectionName, `has no ${where}`);
     return Buffer.from(value, "base64").toString("utf8");

@@ -4,6 +4,7 @@ import { resolve4, resolve6 } from "node:dns/promises";
 import { isIP } from "node:net";
 import {
   BatchV1Api,
+  CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
   type KubernetesListObject,
@@ -12,6 +13,7 @@ import {
   type V1Job,
   type V1NetworkPolicy,
   type V1NetworkPolicyEgressRule,
+  type V1Pod,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
@@ -86,6 +88,7 @@ export class RunReconciler {
   readonly caches: {
     runs: ResilientInformer<LangGraphRun>;
     jobs: ResilientInformer<V1Job>;
+    pods: ResilientInformer<V1Pod>;
     policies: ResilientInformer<AccessPolicy>;
     connections: ResilientInformer<Connection>;
   };
@@ -96,6 +99,7 @@ export class RunReconciler {
     const { kc, config, logger, metrics } = options;
     const custom = kc.makeApiClient(CustomObjectsApi);
     const batch = kc.makeApiClient(BatchV1Api);
+    const core = kc.makeApiClient(CoreV1Api);
     const networking = kc.makeApiClient(NetworkingV1Api);
     const informer = <T extends KubernetesObject>(
       name: string,
@@ -131,15 +135,23 @@ export class RunReconciler {
       () => batch.listJobForAllNamespaces({ labelSelector: labels.run }),
       labels.run,
     );
+    // Run pods, for the credential API's owner-chain check; the Job template carries the label.
+    const pods = informer<V1Pod>(
+      "pods",
+      "/api/v1/pods",
+      () => core.listPodForAllNamespaces({ labelSelector: labels.run }),
+      labels.run,
+    );
     const networkPolicies = informer<V1NetworkPolicy>(
       "networkpolicies",
       "/apis/networking.k8s.io/v1/networkpolicies",
       () => networking.listNetworkPolicyForAllNamespaces({ labelSelector: labels.run }),
       labels.run,
     );
-    this.caches = { runs: this.#runs, jobs, policies, connections };
+    this.caches = { runs: this.#runs, jobs, pods, policies, connections };
     this.#informers = [
       this.#runs,
+      pods,
       policies,
       connections,
       jobs,

@@ -1,0 +1,125 @@
+// Benchmark: credential issuance with 50 concurrent sidecars, each a Running run's pod holding a
+// TokenRequest-bound token, against the real operator and API server. The baseline, measured in
+// the same run with the same tokens and concurrency, is a bare TokenReview: the one API call an
+// issuer cannot avoid without its cache.
+import { AuthenticationV1Api, CoreV1Api } from "@kubernetes/client-node";
+import type { Connection } from "../api/v1alpha1.ts";
+import { createTestNamespace, kubeConfigFor } from "../e2e/lib/cluster.ts";
+import { CredentialApiClient, podOfRun, podToken } from "../e2e/lib/credentials.ts";
+import { startOperator } from "../e2e/lib/operator.ts";
+import { createRun, runManifest, setUpRunNamespace, waitForPhase } from "../e2e/lib/runs.ts";
+import { closedLoop, inBatches, ms, percentile } from "./lib/stats.ts";
+
+const sidecars = Number(process.env.BENCH_SIDECARS ?? 50);
+const durationMs = Number(process.env.BENCH_ISSUE_SECONDS ?? 15) * 1000;
+const admin = kubeConfigFor("admin");
+const core = admin.makeApiClient(CoreV1Api);
+const authentication = admin.makeApiClient(AuthenticationV1Api);
+
+const system = await createTestNamespace("bench-system");
+const ns = await createTestNamespace("bench-credentials");
+const operator = await startOperator(system.name, ["--log-level", "warn"]);
+await core.createNamespacedSecret({
+  namespace: ns.name,
+  body: { metadata: { name: "kb-api-token" }, stringData: { token: "bench-token" } },
+});
+const kbApi: Connection = {
+  apiVersion: "langgraph-jit.dev/v1alpha1",
+  kind: "Connection",
+  metadata: { name: "kb-api" },
+  spec: {
+    http: {
+      url: "https://kb-api.example.invalid",
+      auth: { bearer: { secretRef: { name: "kb-api-token", key: "token" } } },
+    },
+  },
+};
+await setUpRunNamespace(ns.name, { grants: [{ connection: "kb-api", actions: ["read"] }] }, [
+  kbApi,
+]);
+
+const names = Array.from({ length: sidecars }, (_, i) => `run-${i}`);
+await inBatches(names, 10, (name) =>
+  createRun(
+    "alice",
+    ns.name,
+    runManifest(name, { access: [{ connection: "kb-api", actions: ["read"] }] }),
+  ),
+);
+const tokens: string[] = [];
+await inBatches(names, 10, async (name) => {
+  await waitForPhase(ns.name, name, "Running", 120_000);
+  tokens.push(await podToken(await podOfRun(ns.name, name)));
+});
+
+const api = new CredentialApiClient(operator);
+const issue = async (worker: number) => {
+  const answer = await api.issue(tokens[worker] ?? "");
+  if (answer.status !== 200) throw new Error(`issuance failed: ${JSON.stringify(answer.body)}`);
+};
+const review = async (worker: number) => {
+  const answer = await authentication.createTokenReview({
+    body: { spec: { token: tokens[worker] ?? "", audiences: ["langgraph-jit"] } },
+  });
+  if (!answer.status?.authenticated) throw new Error("the baseline review failed");
+};
+
+// Cold: every sidecar's first request at once, nothing cached.
+const cold: number[] = [];
+await Promise.all(
+  tokens.map(async (_, worker) => {
+    const started = performance.now();
+    await issue(worker);
+    cold.push(performance.now() - started);
+  }),
+);
+const baseline = await closedLoop(sidecars, durationMs, review);
+const before = await scrape();
+const warm = await closedLoop(sidecars, durationMs, issue);
+const after = await scrape();
+
+const reviewSeconds = after.review - before.review;
+const issueSeconds = after.issue - before.issue;
+const perSecond = (run: { latencies: number[]; elapsedMs: number }) =>
+  (run.latencies.length / run.elapsedMs) * 1000;
+const row = (label: string, values: number[], rate?: number) =>
+  console.log(
+    `  ${label.padEnd(46)} ${ms(percentile(values, 50)).padStart(10)} ${ms(percentile(values, 99)).padStart(10)} ${rate === undefined ? "" : `${rate.toFixed(0).padStart(8)}/s`}`,
+  );
+console.log(
+  `\nCredential issuance, ${sidecars} concurrent sidecars, ${durationMs / 1000} s each\n`,
+);
+console.log(
+  `  ${"".padEnd(46)} ${"p50".padStart(10)} ${"p99".padStart(10)} ${"rate".padStart(10)}`,
+);
+row("bare TokenReview (baseline)", baseline.latencies, perSecond(baseline));
+row("issuance, first request (review not cached)", cold);
+row("issuance, steady (reviews cached)", warm.latencies, perSecond(warm));
+console.log(
+  `  ${"ratio issuance / bare TokenReview".padEnd(46)} ${(percentile(warm.latencies, 50) / percentile(baseline.latencies, 50)).toFixed(2).padStart(10)} ${(percentile(warm.latencies, 99) / percentile(baseline.latencies, 99)).toFixed(2).padStart(10)}   (target: issuance p99 <= 50 ms)`,
+);
+console.log(
+  `  time in TokenReview: ${((reviewSeconds / issueSeconds) * 100).toFixed(1)}% of issuance time ` +
+    `(${after.reviews - before.reviews} reviews, ${(((after.cachedReviews - before.cachedReviews) / Math.max(1, after.reviews - before.reviews)) * 100).toFixed(1)}% from the cache)`,
+);
+
+await api.close();
+await ns.remove(300_000);
+await operator.remove();
+await system.remove();
+
+/** The operator's own accounting of where issuance time goes. */
+async function scrape() {
+  const text = await (await fetch(`${operator.metricsUrl}/metrics`)).text();
+  const sum = (pattern: string) =>
+    [...text.matchAll(new RegExp(`^${pattern} (\\S+)$`, "gm"))].reduce(
+      (total, match) => total + Number(match[1]),
+      0,
+    );
+  return {
+    review: sum("lgjit_token_review_duration_seconds_sum\\{[^}]*\\}"),
+    reviews: sum("lgjit_token_review_duration_seconds_count\\{[^}]*\\}"),
+    cachedReviews: sum('lgjit_token_review_duration_seconds_count\\{cached="true"\\}'),
+    issue: sum('lgjit_credential_issue_duration_seconds_sum\\{outcome="issued"\\}'),
+  };
+}

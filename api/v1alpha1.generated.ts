@@ -153,6 +153,8 @@ export type ConnectionSpec = {
       /** Mints a token per run with the OAuth 2.0 client credentials grant. */
       oauth2ClientCredentials?: {
         tokenUrl: string;
+        /** The server's RFC 7009 token revocation endpoint; tokens are revoked there when the run ends. Without it a token lives until it expires. */
+        revocationUrl?: string;
         clientId: string;
         /** A key of a Secret in the same namespace. */
         clientSecretRef: {

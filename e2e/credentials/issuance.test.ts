@@ -14,10 +14,11 @@ import {
 import { createLocalJWKSet, generateKeyPair, type JSONWebKeySet, jwtVerify, SignJWT } from "jose";
 import type pg from "pg";
 import type { CredentialBundle, RunClaims } from "../../api/credentials.ts";
-import type { Connection, LangGraphRun } from "../../api/v1alpha1.ts";
+import type { Action, Connection, LangGraphRun } from "../../api/v1alpha1.ts";
 import { listRunRoles, type PostgresAdmin } from "../../operator/src/credentials/postgres-roles.ts";
 import { eventually, kubeConfigFor } from "../lib/cluster.ts";
 import { CredentialApiClient, expiredPodToken, podOfRun, podToken } from "../lib/credentials.ts";
+import { useOpenIdProvider } from "../lib/openid-provider.ts";
 import { useOperator } from "../lib/operator.ts";
 import { usePostgres } from "../lib/postgres.ts";
 import {
@@ -40,6 +41,7 @@ describe("run-scoped credentials", () => {
   // The operator's suite is removed first: finalizing its runs needs the database.
   const suite = useOperator("jit");
   const postgres = usePostgres();
+  const idp = useOpenIdProvider({ tokenTtlSeconds: 3600 });
   let api: CredentialApiClient;
   let kbAdmin: PostgresAdmin;
 
@@ -58,13 +60,20 @@ describe("run-scoped credentials", () => {
       core.createNamespacedSecret({ namespace, body: { metadata: { name }, stringData: data } });
     await secret("kb-admin", { username: kb.adminUser, password: kb.adminPassword });
     await secret("kb-api-token", { token: apiSecret });
+    const { provider } = idp;
+    await secret("kb-oauth", { clientSecret: provider.clientSecret, "ca.crt": provider.caPem });
     const connection = (name: string, spec: Connection["spec"]): Connection => ({
       apiVersion: "langgraph-jit.dev/v1alpha1",
       kind: "Connection",
       metadata: { name },
       spec,
     });
-    await setUpRunNamespace(namespace, {}, [
+    const grants = [
+      { connection: "kb-postgres", actions: ["read", "write"] as Action[] },
+      { connection: "kb-api", actions: ["read"] as Action[] },
+      { connection: "kb-oauth", actions: ["read"] as Action[] },
+    ];
+    await setUpRunNamespace(namespace, { grants }, [
       connection("kb-postgres", {
         postgres: {
           host: "127.0.0.1",
@@ -81,6 +90,21 @@ describe("run-scoped credentials", () => {
         http: {
           url: `https://kb-api.${namespace}.svc:8443`,
           auth: { bearer: { secretRef: { name: "kb-api-token", key: "token" } } },
+        },
+      }),
+      connection("kb-oauth", {
+        http: {
+          url: `https://kb-oauth.${namespace}.svc:8443`,
+          caSecretRef: { name: "kb-oauth", key: "ca.crt" },
+          auth: {
+            oauth2ClientCredentials: {
+              tokenUrl: provider.tokenUrl,
+              revocationUrl: provider.revocationUrl,
+              clientId: provider.clientId,
+              clientSecretRef: { name: "kb-oauth", key: "clientSecret" },
+              scopes: ["kb.read"],
+            },
+          },
         },
       }),
     ]);
@@ -191,6 +215,47 @@ describe("run-scoped credentials", () => {
       return c?.type === "postgres" ? c.username : "";
     };
     assert.notEqual(roleOf(a), roleOf(b));
+  });
+
+  it("mints an OAuth 2.0 token per run, never past its deadline, and revokes it when the run ends", async () => {
+    const { run, pod } = await startRun("oauth", {
+      access: [{ connection: "kb-oauth", actions: ["read"] }],
+      maxDuration: "30m",
+    });
+    const bundle = await issue(pod);
+    const credential = bundle.credentials["kb-oauth"];
+    assert.equal(credential?.type, "http");
+    if (credential?.type !== "http") return;
+    const token = credential.headers.authorization?.replace(/^Bearer /, "") ?? "";
+    const introspected = await idp.provider.introspect(token);
+    assert.equal(introspected.active, true);
+    assert.equal(introspected.scope, "kb.read");
+    // The provider's tokens live an hour; the run's credential ends with its 30-minute deadline.
+    assert.ok(Date.parse(credential.expiresAt ?? "") <= Date.parse(run.status?.deadline ?? ""));
+    assert.ok(Date.parse(bundle.expiresAt) <= Date.parse(credential.expiresAt ?? ""));
+
+    await customObjects("alice").deleteNamespacedCustomObject({
+      group: "langgraph-jit.dev",
+      version: "v1alpha1",
+      namespace: suite.ns.name,
+      plural: "langgraphruns",
+      name: "oauth",
+    });
+    const ended = Date.now();
+    await eventually(
+      "the token to be revoked at the provider",
+      async () => ((await idp.provider.introspect(token)).active ? undefined : true),
+      5_000,
+    );
+    assert.ok(Date.now() - ended <= 5_000);
+    const records = await core.listNamespacedSecret({
+      namespace: suite.system.name,
+      labelSelector: "langgraph-jit.dev/minted-tokens",
+    });
+    assert.deepEqual(
+      records.items.map((s) => s.metadata?.name),
+      [],
+    );
   });
 
   describe("refuses, issues nothing and says why", () => {

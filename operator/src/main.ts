@@ -7,8 +7,9 @@ import { admissionRoutes } from "./admission/webhook-server.ts";
 import { ConfigError, type OperatorConfig, parseConfig, usage } from "./config.ts";
 import { credentialRoutes } from "./credentials/credential-api.ts";
 import { CredentialIssuer } from "./credentials/credential-issuer.ts";
+import { MintedTokens } from "./credentials/minted-tokens.ts";
 import { closeAdminSessions } from "./credentials/postgres-roles.ts";
-import { CredentialRevoker, sweepOrphanRoles } from "./credentials/revoker.ts";
+import { CredentialRevoker, sweepOrphans } from "./credentials/revoker.ts";
 import { SigningKeys } from "./credentials/signing-keys.ts";
 import { PodTokenReviewer } from "./credentials/token-review.ts";
 import { UpstreamCredentials } from "./credentials/upstream-credentials.ts";
@@ -42,7 +43,12 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   });
   await signingKeys.ensure();
 
-  const upstream = new UpstreamCredentials(core);
+  const tokens = new MintedTokens(core, config.namespace);
+  const upstream = new UpstreamCredentials(
+    core,
+    tokens,
+    logger.child({ component: "credentials" }),
+  );
   const reconciler = new RunReconciler({
     kc,
     config,
@@ -115,11 +121,12 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   const startReconciling = () => {
     metrics.isLeader.set(1);
     reconciler.reconcile();
-    // Roles a crash left behind: their runs ended while no replica could revoke.
-    void sweepOrphanRoles({
-      connections: caches.connections.list(),
+    // Roles and tokens a crash left behind: their runs ended while no replica could revoke.
+    void sweepOrphans({
+      connections: caches.connections,
       runs: caches.runs,
       upstream,
+      tokens,
       logger: logger.child({ component: "sweeper" }),
     });
   };

@@ -37,7 +37,7 @@ import type { Cache } from "../runs/run-controller.ts";
 import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
 import type { SigningKeys } from "./signing-keys.ts";
 import type { PodIdentity, PodTokenReviewer } from "./token-review.ts";
-import type { UpstreamCredentials } from "./upstream-credentials.ts";
+import { mintedPerRun, type UpstreamCredentials } from "./upstream-credentials.ts";
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 const statusAttempts = 5;
@@ -127,7 +127,7 @@ export class CredentialIssuer {
             claim,
             new Date(deadlineMs),
           );
-          if (credential.type === "postgres" && credential.dynamic) minted.push(connection);
+          if (mintedPerRun(connection)) minted.push(connection);
           credentials[claim.connection] = credential;
         }),
       );
@@ -176,7 +176,10 @@ export class CredentialIssuer {
     } catch (error) {
       await Promise.all(minted.map((connection) => this.#o.upstream.revoke(run, connection))).catch(
         (undo: unknown) =>
-          this.#o.logger.error({ err: undo }, "could not drop roles minted for a refused issuance"),
+          this.#o.logger.error(
+            { err: undo },
+            "could not revoke what was minted for a refused issuance",
+          ),
       );
       throw error;
     }

@@ -4,6 +4,7 @@
 import type { Logger } from "pino";
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import type { Cache } from "../runs/run-controller.ts";
+import type { MintedTokens } from "./minted-tokens.ts";
 import { dropRunRole, listRunRoles } from "./postgres-roles.ts";
 import { credentialRefusal } from "./run-of-pod.ts";
 import type { UpstreamCredentials } from "./upstream-credentials.ts";
@@ -25,22 +26,29 @@ export class CredentialRevoker implements RunRevoker {
 
   async revoke(run: LangGraphRun, connections: Connection[]): Promise<void> {
     await Promise.all(connections.map((connection) => this.#upstream.revoke(run, connection)));
+    await this.#upstream.forgetTokens(run);
   }
 }
 
 /**
- * Drops the dynamic roles of every Connection whose run is gone or no longer holds a
- * credential: what a crash between a run's end and its revocation left behind.
+ * Ends what a crash between a run's end and its revocation left behind: dynamic roles and
+ * OAuth 2.0 tokens whose runs are gone or no longer hold a credential.
  */
-export async function sweepOrphanRoles(options: {
-  connections: Connection[];
+export async function sweepOrphans(options: {
+  connections: Cache<Connection>;
   runs: Cache<LangGraphRun>;
   upstream: UpstreamCredentials;
+  tokens: MintedTokens;
   logger: Logger;
-}): Promise<number> {
+}): Promise<void> {
   const { runs, upstream, logger } = options;
-  let dropped = 0;
-  for (const connection of options.connections) {
+  const live = (owner: { namespace: string; name: string; uid: string }) => {
+    const run = runs.get(owner.namespace, owner.name);
+    return (
+      run !== undefined && run.metadata?.uid === owner.uid && !credentialRefusal(run, Date.now())
+    );
+  };
+  for (const connection of options.connections.list()) {
     const namespace = connection.metadata?.namespace ?? "";
     const name = connection.metadata?.name ?? "";
     try {
@@ -49,14 +57,8 @@ export async function sweepOrphanRoles(options: {
       for (const role of await listRunRoles(admin)) {
         const owner = role.comment;
         if (owner?.run.namespace !== namespace || owner.connection !== name) continue;
-        const run = runs.get(namespace, owner.run.name);
-        const live =
-          run !== undefined &&
-          run.metadata?.uid === owner.run.uid &&
-          !credentialRefusal(run, Date.now());
-        if (live) continue;
+        if (live(owner.run)) continue;
         await dropRunRole(admin, role.name);
-        dropped++;
         logger.info(
           { connection: `${namespace}/${name}`, role: role.name },
           "dropped an orphaned run role",
@@ -66,5 +68,24 @@ export async function sweepOrphanRoles(options: {
       logger.warn({ err: error, connection: `${namespace}/${name}` }, "sweeping run roles failed");
     }
   }
-  return dropped;
+  for (const owner of await options.tokens.owners().catch(() => [])) {
+    if (live(owner)) continue;
+    const run = { metadata: { ...owner } } as LangGraphRun;
+    try {
+      for (const connection of options.connections.list(owner.namespace)) {
+        if (connection.spec.http?.auth?.oauth2ClientCredentials)
+          await upstream.revoke(run, connection);
+      }
+      await upstream.forgetTokens(run);
+      logger.info(
+        { run: `${owner.namespace}/${owner.name}` },
+        "revoked the tokens of an ended run",
+      );
+    } catch (error) {
+      logger.warn(
+        { err: error, run: `${owner.namespace}/${owner.name}` },
+        "sweeping run tokens failed",
+      );
+    }
+  }
 }

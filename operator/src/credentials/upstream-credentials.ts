@@ -1,6 +1,7 @@
 // The per-connection credential a run's sidecar gets: a Postgres role minted for the run, the
 // Connection's static secret, or an OAuth 2.0 token minted for the run. Only the sidecar sees it.
 import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
+import type { Logger } from "pino";
 import type {
   GrantClaim,
   HttpCredential,
@@ -11,7 +12,12 @@ import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { HttpError } from "../https-server.ts";
 import { isNotFound } from "../kube/api-errors.ts";
 import { rememberFor } from "../runs/ttl-cache.ts";
-import { mintClientCredentialsToken } from "./oauth2-client-credentials.ts";
+import type { MintedTokens } from "./minted-tokens.ts";
+import {
+  expiryWithinRun,
+  mintClientCredentialsToken,
+  revokeToken,
+} from "./oauth2-client-credentials.ts";
 import {
   dropRunRole,
   dynamicRoleName,
@@ -22,6 +28,9 @@ import {
 } from "./postgres-roles.ts";
 
 type PostgresSpec = NonNullable<Connection["spec"]["postgres"]>;
+type OAuth2Spec = NonNullable<
+  NonNullable<NonNullable<Connection["spec"]["http"]>["auth"]>["oauth2ClientCredentials"]
+>;
 
 /** A Connection whose credential cannot be produced now; the sidecar retries. */
 function unavailable(connection: string, why: string): HttpError {
@@ -31,10 +40,22 @@ function unavailable(connection: string, why: string): HttpError {
 /** How long a Secret read is reused: a rotated Secret takes effect within this. */
 const secretTtlMs = 5_000;
 
+/** Whether the Connection's credential is minted for each run, and so must be revoked. */
+export function mintedPerRun(connection: Connection): boolean {
+  return Boolean(
+    connection.spec.postgres?.credentials.dynamic ||
+      connection.spec.http?.auth?.oauth2ClientCredentials,
+  );
+}
+
 export class UpstreamCredentials {
   readonly #readSecret: (namespace: string, name: string) => Promise<V1Secret>;
+  readonly #tokens: MintedTokens;
+  readonly #logger: Logger;
 
-  constructor(core: CoreV1Api) {
+  constructor(core: CoreV1Api, tokens: MintedTokens, logger: Logger) {
+    this.#tokens = tokens;
+    this.#logger = logger;
     this.#readSecret = rememberFor(secretTtlMs, (namespace: string, name: string) =>
       core.readNamespacedSecret({ namespace, name }),
     );
@@ -49,16 +70,63 @@ export class UpstreamCredentials {
   ): Promise<UpstreamCredential> {
     const { postgres, http } = connection.spec;
     if (postgres) return this.#postgres(run, connection, postgres, grant, deadline);
-    if (http) return this.#http(connection, deadline);
+    if (http) return this.#http(run, connection, deadline);
     throw unavailable(grant.connection, "is neither postgres nor http");
   }
 
-  /** Drops the run's dynamic role on a Connection; a no-op for static credentials. */
+  /**
+   * Ends what was minted for the run on a Connection: drops its dynamic role, revokes its OAuth
+   * 2.0 tokens. A no-op for static credentials. Idempotent.
+   */
   async revoke(run: LangGraphRun, connection: Connection): Promise<void> {
     const postgres = connection.spec.postgres;
-    if (!postgres?.credentials.dynamic) return;
-    const admin = await this.#postgresAdmin(connection, postgres);
-    await dropRunRole(admin, dynamicRoleName(runRef(run), connection.metadata?.name ?? ""));
+    if (postgres?.credentials.dynamic) {
+      const admin = await this.#postgresAdmin(connection, postgres);
+      await dropRunRole(admin, dynamicRoleName(runRef(run), connection.metadata?.name ?? ""));
+    }
+    const oauth2 = connection.spec.http?.auth?.oauth2ClientCredentials;
+    if (oauth2) await this.#revokeTokens(run, connection, oauth2);
+  }
+
+  /** Deletes the run's token record once every Connection's tokens are revoked. */
+  async forgetTokens(run: LangGraphRun): Promise<void> {
+    await this.#tokens.remove(run.metadata?.uid ?? "");
+  }
+
+  async #revokeTokens(run: LangGraphRun, connection: Connection, oauth2: OAuth2Spec) {
+    const name = connection.metadata?.name ?? "";
+    const uid = run.metadata?.uid ?? "";
+    const tokens = await this.#tokens.list(uid, name);
+    if (tokens.length === 0) return;
+    const client = await this.#oauth2Client(connection, oauth2);
+    for (const minted of tokens) {
+      if (minted.expiresAt && Date.parse(minted.expiresAt) <= Date.now()) continue;
+      const outcome = await revokeToken(
+        { ...client, ...(oauth2.revocationUrl ? { revocationUrl: oauth2.revocationUrl } : {}) },
+        minted.token,
+      );
+      if (outcome === "unsupported") {
+        this.#logger.warn(
+          { connection: `${connection.metadata?.namespace}/${name}`, expiresAt: minted.expiresAt },
+          "an OAuth 2.0 token of the run cannot be revoked (no revocationUrl, or the server refuses); it works until it expires",
+        );
+      }
+    }
+    await this.#tokens.forget(
+      uid,
+      tokens.map((t) => t.key),
+    );
+  }
+
+  async #oauth2Client(connection: Connection, oauth2: OAuth2Spec) {
+    const { name, key } = oauth2.clientSecretRef;
+    const caRef = connection.spec.http?.caSecretRef;
+    const caPem = caRef ? await this.#secretValue(connection, caRef.name, caRef.key) : undefined;
+    return {
+      clientId: oauth2.clientId,
+      clientSecret: await this.#secretValue(connection, name, key),
+      ...(caPem ? { caPem } : {}),
+    };
   }
 
   /** The admin login a dynamic Connection mints roles with. */
@@ -119,7 +187,7 @@ export class UpstreamCredentials {
     };
   }
 
-  async #http(connection: Connection, deadline: Date): Promise<HttpCredential> {
+  async #http(run: LangGraphRun, connection: Connection, deadline: Date): Promise<HttpCredential> {
     const spec = connection.spec.http;
     if (!spec) throw new Error("not an http Connection");
     const caPem = spec.caSecretRef
@@ -140,22 +208,21 @@ export class UpstreamCredentials {
     }
     if (auth?.oauth2ClientCredentials) {
       const oauth2 = auth.oauth2ClientCredentials;
-      const { name, key } = oauth2.clientSecretRef;
-      const clientSecret = await this.#secretValue(connection, name, key);
+      const connectionName = connection.metadata?.name ?? "";
+      const client = await this.#oauth2Client(connection, oauth2);
       const token = await mintClientCredentialsToken({
+        ...client,
         tokenUrl: oauth2.tokenUrl,
-        clientId: oauth2.clientId,
-        clientSecret,
         scopes: oauth2.scopes ?? [],
-        ...(caPem ? { caPem } : {}),
       }).catch((error: unknown) => {
-        throw unavailable(connection.metadata?.name ?? "", (error as Error).message);
+        throw unavailable(connectionName, (error as Error).message);
       });
-      const expiresAt = token.expiresAt && token.expiresAt < deadline ? token.expiresAt : deadline;
+      // Recorded before it is handed out: a token nobody knows of could never be revoked.
+      await this.#tokens.remember(run, connectionName, token.accessToken, token.expiresAt);
       return {
         ...base,
         headers: { authorization: `${token.tokenType} ${token.accessToken}` },
-        expiresAt: expiresAt.toISOString(),
+        expiresAt: expiryWithinRun(token, deadline).toISOString(),
       };
     }
     return base;

@@ -2,6 +2,7 @@
 // itself with a TokenRequest-bound token and gets a bundle that works only for its grants; every
 // other caller is refused with a reason; and every kind of run end revokes within 5 seconds.
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import {
   BatchV1Api,
@@ -15,7 +16,14 @@ import { createLocalJWKSet, generateKeyPair, type JSONWebKeySet, jwtVerify, Sign
 import type pg from "pg";
 import type { CredentialBundle, RunClaims } from "../../api/credentials.ts";
 import type { Action, Connection, LangGraphRun } from "../../api/v1alpha1.ts";
-import { listRunRoles, type PostgresAdmin } from "../../operator/src/credentials/postgres-roles.ts";
+import {
+  dynamicRoleName,
+  ensureRunRole,
+  generateRolePassword,
+  listRunRoles,
+  type PostgresAdmin,
+  runRoleComment,
+} from "../../operator/src/credentials/postgres-roles.ts";
 import { eventually, kubeConfigFor } from "../lib/cluster.ts";
 import { CredentialApiClient, expiredPodToken, podOfRun, podToken } from "../lib/credentials.ts";
 import { useOpenIdProvider } from "../lib/openid-provider.ts";
@@ -483,8 +491,12 @@ describe("run-scoped credentials", () => {
 
         const again = await api.issue(token);
         assert.ok([401, 403].includes(again.status), JSON.stringify(again.body));
+        // NOLOGIN and the terminated sessions stopped it; the drop itself may finish just after.
         const role = bundle.credentials["kb-postgres"];
-        assert.ok(!(await runRoles()).includes(role?.type === "postgres" ? role.username : ""));
+        const roleName = role?.type === "postgres" ? role.username : "";
+        await eventually("the role to be dropped", async () =>
+          (await runRoles()).includes(roleName) ? undefined : true,
+        );
         if (ending !== "cancelled") {
           const finished = await readRun(suite.ns.name, name);
           assert.ok(finished?.status?.credential?.revokedAt, "revokedAt is not recorded");
@@ -495,5 +507,26 @@ describe("run-scoped credentials", () => {
         await session.end().catch(() => {});
       });
     }
+  });
+
+  // Last: it restarts the operator.
+  it("drops, when the operator starts, roles whose runs are gone", async () => {
+    const orphan = { namespace: suite.ns.name, name: "crashed", uid: randomUUID() };
+    const name = dynamicRoleName(orphan, "kb-postgres");
+    await ensureRunRole(kbAdmin, {
+      name,
+      password: generateRolePassword(),
+      validUntil: new Date(Date.now() + 3_600_000),
+      memberOf: ["kb_read"],
+      comment: runRoleComment(orphan, "kb-postgres"),
+    });
+    assert.ok((await runRoles()).includes(name));
+    await suite.operator.stop();
+    await suite.operator.restart();
+    await eventually(
+      "the orphaned role to be dropped",
+      async () => ((await runRoles()).includes(name) ? undefined : true),
+      20_000,
+    );
   });
 });

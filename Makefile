@@ -35,8 +35,10 @@ unit: node-check
 e2e: node-check
 	e2e/with-cluster.sh node --test --test-reporter=spec --test-concurrency=1 'e2e/**/*.test.ts'
 
+BENCHMARKS := bench/run-to-job.ts bench/credential-issuance.ts bench/postgres-roles.ts
+
 bench: node-check
-	e2e/with-cluster.sh node bench/run-to-job.ts
+	e2e/with-cluster.sh bash -c 'for b in $(BENCHMARKS); do node "$$b" || exit 1; done'
 
 test: lint unit e2e
 

@@ -2,12 +2,21 @@
 // TokenRequest-bound token, against the real operator and API server. The baseline, measured in
 // the same run with the same tokens and concurrency, is a bare TokenReview: the one API call an
 // issuer cannot avoid without its cache.
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { AuthenticationV1Api, CoreV1Api } from "@kubernetes/client-node";
-import type { Connection } from "../api/v1alpha1.ts";
-import { createTestNamespace, kubeConfigFor } from "../e2e/lib/cluster.ts";
+import type { Connection, LangGraphRun } from "../api/v1alpha1.ts";
+import { createTestNamespace, eventually, kubeConfigFor } from "../e2e/lib/cluster.ts";
 import { CredentialApiClient, podOfRun, podToken } from "../e2e/lib/credentials.ts";
 import { startOperator } from "../e2e/lib/operator.ts";
-import { createRun, runManifest, setUpRunNamespace, waitForPhase } from "../e2e/lib/runs.ts";
+import {
+  createRun,
+  readRun,
+  runManifest,
+  setUpRunNamespace,
+  waitForPhase,
+} from "../e2e/lib/runs.ts";
+import { readiness, startSidecar } from "../e2e/lib/sidecar.ts";
 import { closedLoop, inBatches, ms, percentile } from "./lib/stats.ts";
 
 const sidecars = Number(process.env.BENCH_SIDECARS ?? 50);
@@ -103,10 +112,37 @@ console.log(
     `(${after.reviews - before.reviews} reviews, ${(((after.cachedReviews - before.cachedReviews) / Math.max(1, after.reviews - before.reviews)) * 100).toFixed(1)}% from the cache)`,
 );
 
+// An idle sidecar holding its credential, beside an idle bare Node.js process.
+const firstRun = await readRun(ns.name, names[0] ?? "");
+const firstPod = await podOfRun(ns.name, names[0] ?? "");
+const sidecar = await startSidecar({
+  operator,
+  run: firstRun as LangGraphRun,
+  pod: firstPod,
+  token: tokens[0] ?? "",
+});
+const bare = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+await eventually("the sidecar to be ready", async () =>
+  (await readiness(sidecar)) === 200 ? true : undefined,
+);
+await new Promise((resolve) => setTimeout(resolve, 10_000));
+const sidecarRss = rssMb(sidecar.pid);
+const bareRss = rssMb(bare.pid ?? -1);
+bare.kill();
+await sidecar.stop();
+console.log(
+  `  idle sidecar RSS ${sidecarRss.toFixed(1)} MB beside a bare Node.js process's ${bareRss.toFixed(1)} MB: ratio ${(sidecarRss / bareRss).toFixed(2)}   (target <= 60 MB)`,
+);
+
 await api.close();
 await ns.remove(300_000);
 await operator.remove();
 await system.remove();
+
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+}
 
 /** The operator's own accounting of where issuance time goes. */
 async function scrape() {

@@ -195,9 +195,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     webhookSecretName: value("webhook-secret-name"),
     signingKeySecretName: value("signing-key-secret-name"),
     runTokenTtlMs: duration("run-token-ttl", value("run-token-ttl")),
-    operatorUrl:
+    // The run tokens' issuer: sidecars compare it as a string, so it has one spelling.
+    operatorUrl: (
       value("operator-url") ||
-      `https://${serviceName}.${namespace}.svc.${clusterDomain}:${listen.port}`,
+      `https://${serviceName}.${namespace}.svc.${clusterDomain}:${listen.port}`
+    ).replace(/\/+$/, ""),
     sidecarImage: value("sidecar-image"),
     sidecarImagePullPolicy: value("sidecar-image-pull-policy"),
     sidecarUid: integer("sidecar-uid", value("sidecar-uid"), 1),

@@ -1,0 +1,109 @@
+// The real sidecar process against the real operator: it turns ready only once it holds a
+// verified credential for its pod's run, drops it within 5 s of the run's end, and stops on
+// SIGTERM within a second.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { CoreV1Api } from "@kubernetes/client-node";
+import type { Connection } from "../../api/v1alpha1.ts";
+import { eventually, kubeConfigFor } from "../lib/cluster.ts";
+import { podOfRun, podToken } from "../lib/credentials.ts";
+import { useOperator } from "../lib/operator.ts";
+import {
+  createRun,
+  customObjects,
+  runManifest,
+  setUpRunNamespace,
+  waitForPhase,
+} from "../lib/runs.ts";
+import { readiness, type SidecarProcess, startSidecar } from "../lib/sidecar.ts";
+
+const core = kubeConfigFor("admin").makeApiClient(CoreV1Api);
+const access = [{ connection: "kb-api", actions: ["read" as const] }];
+
+describe("the sidecar's credential", () => {
+  const suite = useOperator("sidecar");
+  const sidecars: SidecarProcess[] = [];
+
+  before(async () => {
+    await core.createNamespacedSecret({
+      namespace: suite.ns.name,
+      body: { metadata: { name: "kb-api-token" }, stringData: { token: "sidecar-only" } },
+    });
+    const kbApi: Connection = {
+      apiVersion: "langgraph-jit.dev/v1alpha1",
+      kind: "Connection",
+      metadata: { name: "kb-api" },
+      spec: {
+        http: {
+          url: "https://kb-api.example.invalid",
+          auth: { bearer: { secretRef: { name: "kb-api-token", key: "token" } } },
+        },
+      },
+    };
+    await setUpRunNamespace(suite.ns.name, { grants: access }, [kbApi]);
+  });
+  after(async () => {
+    for (const sidecar of sidecars) await sidecar.stop();
+  });
+
+  async function sidecarOfRun(name: string, operatorUrl?: string) {
+    await createRun("alice", suite.ns.name, runManifest(name, { access }));
+    const run = await waitForPhase(suite.ns.name, name, "Running");
+    const pod = await podOfRun(suite.ns.name, name);
+    const sidecar = await startSidecar({
+      operator: suite.operator,
+      run,
+      pod,
+      token: await podToken(pod),
+      ...(operatorUrl ? { operatorUrl } : {}),
+    });
+    sidecars.push(sidecar);
+    return sidecar;
+  }
+
+  it("turns ready with its run's credential and drops it within 5 s of the run's end", async () => {
+    const sidecar = await sidecarOfRun("ready");
+    await eventually("the sidecar to be ready", async () =>
+      (await readiness(sidecar)) === 200 ? true : undefined,
+    );
+    const metrics = await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
+    assert.match(metrics, /^lgjit_sidecar_/m);
+
+    await customObjects("alice").deleteNamespacedCustomObject({
+      group: "langgraph-jit.dev",
+      version: "v1alpha1",
+      namespace: suite.ns.name,
+      plural: "langgraphruns",
+      name: "ready",
+    });
+    const ended = Date.now();
+    await eventually(
+      "the sidecar to drop its credential",
+      async () => ((await readiness(sidecar)) === 503 ? true : undefined),
+      5_000,
+    );
+    assert.ok(Date.now() - ended <= 5_000);
+  });
+
+  it("fails closed: not ready while the operator cannot be reached or trusted", async () => {
+    // An address nothing listens on, and then the operator under a name its certificate lacks.
+    const unreachable = await sidecarOfRun("unreachable", "https://127.0.0.1:1");
+    const untrusted = await sidecarOfRun(
+      "untrusted",
+      suite.operator.url.replace("127.0.0.1", "localhost"),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    assert.equal(await readiness(unreachable), 503);
+    assert.equal(await readiness(untrusted), 503);
+  });
+
+  it("exits 0 within a second of SIGTERM", async () => {
+    const sidecar = await sidecarOfRun("stopping");
+    await eventually("the sidecar to be ready", async () =>
+      (await readiness(sidecar)) === 200 ? true : undefined,
+    );
+    const { code, ms } = await sidecar.stop();
+    assert.equal(code, 0);
+    assert.ok(ms < 1_000, `took ${ms} ms`);
+  });
+});

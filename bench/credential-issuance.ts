@@ -4,8 +4,8 @@
 // issuer cannot avoid without its cache.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { AuthenticationV1Api, CoreV1Api } from "@kubernetes/client-node";
-import type { Connection, LangGraphRun } from "../api/v1alpha1.ts";
+import { AuthenticationV1Api } from "@kubernetes/client-node";
+import type { LangGraphRun } from "../api/v1alpha1.ts";
 import { createTestNamespace, eventually, kubeConfigFor } from "../e2e/lib/cluster.ts";
 import { CredentialApiClient, podOfRun, podToken } from "../e2e/lib/credentials.ts";
 import { startOperator } from "../e2e/lib/operator.ts";
@@ -13,7 +13,7 @@ import {
   createRun,
   readRun,
   runManifest,
-  setUpRunNamespace,
+  setUpBearerApiNamespace,
   waitForPhase,
 } from "../e2e/lib/runs.ts";
 import { readiness, startSidecar } from "../e2e/lib/sidecar.ts";
@@ -22,30 +22,12 @@ import { closedLoop, inBatches, ms, percentile } from "./lib/stats.ts";
 const sidecars = Number(process.env.BENCH_SIDECARS ?? 50);
 const durationMs = Number(process.env.BENCH_ISSUE_SECONDS ?? 15) * 1000;
 const admin = kubeConfigFor("admin");
-const core = admin.makeApiClient(CoreV1Api);
 const authentication = admin.makeApiClient(AuthenticationV1Api);
 
 const system = await createTestNamespace("bench-system");
 const ns = await createTestNamespace("bench-credentials");
 const operator = await startOperator(system.name, ["--log-level", "warn"]);
-await core.createNamespacedSecret({
-  namespace: ns.name,
-  body: { metadata: { name: "kb-api-token" }, stringData: { token: "bench-token" } },
-});
-const kbApi: Connection = {
-  apiVersion: "langgraph-jit.dev/v1alpha1",
-  kind: "Connection",
-  metadata: { name: "kb-api" },
-  spec: {
-    http: {
-      url: "https://kb-api.example.invalid",
-      auth: { bearer: { secretRef: { name: "kb-api-token", key: "token" } } },
-    },
-  },
-};
-await setUpRunNamespace(ns.name, { grants: [{ connection: "kb-api", actions: ["read"] }] }, [
-  kbApi,
-]);
+await setUpBearerApiNamespace(ns.name, "bench-token");
 
 const names = Array.from({ length: sidecars }, (_, i) => `run-${i}`);
 await inBatches(names, 10, (name) =>

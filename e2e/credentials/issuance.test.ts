@@ -31,7 +31,7 @@ import { useOperator } from "../lib/operator.ts";
 import { usePostgres } from "../lib/postgres.ts";
 import {
   createRun,
-  customObjects,
+  deleteRun,
   readRun,
   runManifest,
   setUpRunNamespace,
@@ -242,13 +242,7 @@ describe("run-scoped credentials", () => {
     assert.ok(Date.parse(credential.expiresAt ?? "") <= Date.parse(run.status?.deadline ?? ""));
     assert.ok(Date.parse(bundle.expiresAt) <= Date.parse(credential.expiresAt ?? ""));
 
-    await customObjects("alice").deleteNamespacedCustomObject({
-      group: "langgraph-jit.dev",
-      version: "v1alpha1",
-      namespace: suite.ns.name,
-      plural: "langgraphruns",
-      name: "oauth",
-    });
+    await deleteRun("alice", suite.ns.name, "oauth");
     const ended = Date.now();
     await eventually(
       "the token to be revoked at the provider",
@@ -414,13 +408,7 @@ describe("run-scoped credentials", () => {
         "cancelled",
         {},
         async (name) => {
-          await customObjects("alice").deleteNamespacedCustomObject({
-            group: "langgraph-jit.dev",
-            version: "v1alpha1",
-            namespace: suite.ns.name,
-            plural: "langgraphruns",
-            name,
-          });
+          await deleteRun("alice", suite.ns.name, name);
         },
       ],
     ];

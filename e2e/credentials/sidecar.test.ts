@@ -3,45 +3,25 @@
 // SIGTERM within a second.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { CoreV1Api } from "@kubernetes/client-node";
-import type { Connection } from "../../api/v1alpha1.ts";
-import { eventually, kubeConfigFor } from "../lib/cluster.ts";
+import { eventually } from "../lib/cluster.ts";
 import { podOfRun, podToken } from "../lib/credentials.ts";
 import { useOperator } from "../lib/operator.ts";
 import {
   createRun,
-  customObjects,
+  deleteRun,
   runManifest,
-  setUpRunNamespace,
+  setUpBearerApiNamespace,
   waitForPhase,
 } from "../lib/runs.ts";
 import { readiness, type SidecarProcess, startSidecar } from "../lib/sidecar.ts";
 
-const core = kubeConfigFor("admin").makeApiClient(CoreV1Api);
 const access = [{ connection: "kb-api", actions: ["read" as const] }];
 
 describe("the sidecar's credential", () => {
   const suite = useOperator("sidecar");
   const sidecars: SidecarProcess[] = [];
 
-  before(async () => {
-    await core.createNamespacedSecret({
-      namespace: suite.ns.name,
-      body: { metadata: { name: "kb-api-token" }, stringData: { token: "sidecar-only" } },
-    });
-    const kbApi: Connection = {
-      apiVersion: "langgraph-jit.dev/v1alpha1",
-      kind: "Connection",
-      metadata: { name: "kb-api" },
-      spec: {
-        http: {
-          url: "https://kb-api.example.invalid",
-          auth: { bearer: { secretRef: { name: "kb-api-token", key: "token" } } },
-        },
-      },
-    };
-    await setUpRunNamespace(suite.ns.name, { grants: access }, [kbApi]);
-  });
+  before(() => setUpBearerApiNamespace(suite.ns.name, "sidecar-only"));
   after(async () => {
     for (const sidecar of sidecars) await sidecar.stop();
   });
@@ -69,13 +49,7 @@ describe("the sidecar's credential", () => {
     const metrics = await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
     assert.match(metrics, /^lgjit_sidecar_/m);
 
-    await customObjects("alice").deleteNamespacedCustomObject({
-      group: "langgraph-jit.dev",
-      version: "v1alpha1",
-      namespace: suite.ns.name,
-      plural: "langgraphruns",
-      name: "ready",
-    });
+    await deleteRun("alice", suite.ns.name, "ready");
     const ended = Date.now();
     await eventually(
       "the sidecar to drop its credential",

@@ -149,6 +149,43 @@ export async function createRun(
   return createObject(identity, namespace, "langgraphruns", run);
 }
 
+export async function deleteRun(identity: Identity, namespace: string, name: string) {
+  await customObjects(identity).deleteNamespacedCustomObject({
+    group,
+    version,
+    namespace,
+    plural: "langgraphruns",
+    name,
+  });
+}
+
+/**
+ * A namespace whose only Connection is kb-api, an HTTP API with a bearer secret, granted to
+ * group ml-platform for read.
+ */
+export async function setUpBearerApiNamespace(namespace: string, token: string): Promise<void> {
+  await kubeConfigFor("admin")
+    .makeApiClient(CoreV1Api)
+    .createNamespacedSecret({
+      namespace,
+      body: { metadata: { name: "kb-api-token" }, stringData: { token } },
+    });
+  const kbApi: Connection = {
+    apiVersion: `${group}/${version}`,
+    kind: "Connection",
+    metadata: { name: "kb-api" },
+    spec: {
+      http: {
+        url: "https://kb-api.example.invalid",
+        auth: { bearer: { secretRef: { name: "kb-api-token", key: "token" } } },
+      },
+    },
+  };
+  await setUpRunNamespace(namespace, { grants: [{ connection: "kb-api", actions: ["read"] }] }, [
+    kbApi,
+  ]);
+}
+
 export async function readRun(namespace: string, name: string): Promise<LangGraphRun | undefined> {
   try {
     return (await customObjects().getNamespacedCustomObject({

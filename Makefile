@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NODE_MODULES := node_modules/.package-lock.json
-SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run operator/bin/operator
+SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run operator/bin/operator sidecar/bin/sidecar
 UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
 
 .PHONY: bench install run demo generate all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
@@ -54,7 +54,7 @@ cluster-down:
 # A locally run operator (kubebuilder's convention): webhooks at https://127.0.0.1:9443.
 KUBECONFIG ?= $(CURDIR)/.cluster/admin.kubeconfig
 OPERATOR_FLAGS ?= --kubeconfig $(KUBECONFIG) --listen 127.0.0.1:9443 --metrics-listen 127.0.0.1:9080 \
-	--webhook-url https://127.0.0.1:9443
+	--webhook-url https://127.0.0.1:9443 --operator-url https://127.0.0.1:9443
 
 install: node-check
 	operator/bin/operator install $(OPERATOR_FLAGS)

@@ -15,7 +15,7 @@ e2e/cluster/up.sh
 
 step "operator: CRDs, webhook certificate and configurations, then the operator in the background"
 flags=(--kubeconfig "$state/admin.kubeconfig" --listen 127.0.0.1:9443 --metrics-listen 127.0.0.1:9080
-  --webhook-url https://127.0.0.1:9443)
+  --webhook-url https://127.0.0.1:9443 --operator-url https://127.0.0.1:9443)
 operator/bin/operator install "${flags[@]}" --log-level warn
 if ! pid_alive "$pids/operator.pid"; then
   setsid operator/bin/operator run "${flags[@]}" </dev/null >"$logs/operator.log" 2>&1 &

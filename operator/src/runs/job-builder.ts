@@ -142,6 +142,7 @@ function sidecarContainer(
         value: JSON.stringify(Object.fromEntries(listenerPorts(connections))),
       },
       { name: "LGJIT_PROXY_PORT", value: String(ports.proxy) },
+      { name: "LGJIT_ADMIN_HOST", value: "0.0.0.0" },
       { name: "LGJIT_ADMIN_PORT", value: String(ports.admin) },
       fieldEnv("LGJIT_NAMESPACE", "metadata.namespace"),
       fieldEnv("LGJIT_POD_NAME", "metadata.name"),
@@ -151,14 +152,15 @@ function sidecarContainer(
       { name: "lgjit-admin", containerPort: ports.admin },
       { name: "lgjit-proxy", containerPort: ports.proxy },
     ],
-    // The graph starts only once the sidecar holds a credential.
+    // The graph starts only once the sidecar holds a credential. The kubelet probes the pod's
+    // IP from the node, so the admin server listens on every address of the pod.
     startupProbe: {
-      httpGet: { path: "/ready", port: ports.admin, host: "127.0.0.1" },
+      httpGet: { path: "/ready", port: ports.admin },
       periodSeconds: 1,
       failureThreshold: 120,
     },
     readinessProbe: {
-      httpGet: { path: "/ready", port: ports.admin, host: "127.0.0.1" },
+      httpGet: { path: "/ready", port: ports.admin },
       periodSeconds: 5,
     },
     securityContext: {

@@ -1,0 +1,170 @@
+// The sidecar's configuration: the environment the operator's Job builder sets, parsed and
+// validated once at start. Every error names the variable to fix.
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+
+export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof logLevels)[number];
+
+export interface SidecarConfig {
+  /** The LangGraphRun's name and uid; the uid is the run JWT's subject. */
+  run: string;
+  runUid: string;
+  namespace: string | undefined;
+  podName: string | undefined;
+  podUid: string | undefined;
+  /** The operator's https base URL without a trailing slash; also the run JWT's issuer. */
+  operatorUrl: string;
+  /** PEM of the CA(s) the operator's certificate must chain to; no other CA is trusted. */
+  operatorCa: string;
+  /** The projected service-account token; the kubelet rotates it, so it is read per use. */
+  tokenFile: string;
+  stateDir: string;
+  /** The loopback port of each connection's listener, by connection name. */
+  listeners: Map<string, number>;
+  proxyPort: number;
+  admin: { host: string; port: number };
+  logLevel: LogLevel;
+}
+
+/** The environment cannot configure a sidecar; the message names the variable. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+type Environment = Record<string, string | undefined>;
+
+export function loadConfig(
+  env: Environment = process.env,
+  readFile: (path: string) => string = (path) => readFileSync(path, "utf8"),
+): SidecarConfig {
+  return {
+    run: required(env, "LGJIT_RUN"),
+    runUid: required(env, "LGJIT_RUN_UID"),
+    namespace: optional(env, "LGJIT_NAMESPACE"),
+    podName: optional(env, "LGJIT_POD_NAME"),
+    podUid: optional(env, "LGJIT_POD_UID"),
+    operatorUrl: operatorUrl(required(env, "LGJIT_OPERATOR_URL")),
+    operatorCa: operatorCa(env, readFile),
+    tokenFile: required(env, "LGJIT_TOKEN_FILE"),
+    stateDir: optional(env, "LGJIT_STATE_DIR") ?? "/var/lib/langgraph-jit",
+    listeners: listeners(optional(env, "LGJIT_LISTENERS") ?? "{}"),
+    proxyPort: port(env, "LGJIT_PROXY_PORT", 15000),
+    admin: {
+      host: optional(env, "LGJIT_ADMIN_HOST") ?? "127.0.0.1",
+      port: port(env, "LGJIT_ADMIN_PORT", 15020),
+    },
+    logLevel: logLevel(optional(env, "LGJIT_LOG_LEVEL") ?? "info"),
+  };
+}
+
+function optional(env: Environment, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value ? value : undefined;
+}
+
+function required(env: Environment, name: string): string {
+  const value = optional(env, name);
+  if (value === undefined) {
+    throw new ConfigError(`${name} is not set; the operator's Job builder sets it`);
+  }
+  return value;
+}
+
+function operatorUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`LGJIT_OPERATOR_URL "${value}" is not a URL`);
+  }
+  // The pod's token is a bearer credential: it only ever travels over verified TLS.
+  if (url.protocol !== "https:") {
+    throw new ConfigError(`LGJIT_OPERATOR_URL "${value}" must be an https URL`);
+  }
+  if (url.search || url.hash || url.username || url.password) {
+    throw new ConfigError(
+      `LGJIT_OPERATOR_URL "${value}" must be a base URL, without credentials, query or fragment`,
+    );
+  }
+  // The operator signs with iss = this same string; only trailing slashes are dropped.
+  return value.replace(/\/+$/, "");
+}
+
+function operatorCa(env: Environment, readFile: (path: string) => string): string {
+  const inline = optional(env, "LGJIT_OPERATOR_CA");
+  const file = optional(env, "LGJIT_OPERATOR_CA_FILE");
+  if (inline && file) {
+    throw new ConfigError("set only one of LGJIT_OPERATOR_CA and LGJIT_OPERATOR_CA_FILE");
+  }
+  if (!inline && !file) {
+    throw new ConfigError(
+      "neither LGJIT_OPERATOR_CA (PEM) nor LGJIT_OPERATOR_CA_FILE is set: the sidecar trusts " +
+        "only the CA of the operator's certificate",
+    );
+  }
+  let pem = inline ?? "";
+  const name = file ? "LGJIT_OPERATOR_CA_FILE" : "LGJIT_OPERATOR_CA";
+  if (file) {
+    try {
+      pem = readFile(file);
+    } catch (error) {
+      throw new ConfigError(`LGJIT_OPERATOR_CA_FILE "${file}" cannot be read: ${message(error)}`);
+    }
+  }
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new ConfigError(`${name} holds no PEM certificate`);
+  for (const [index, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (error) {
+      throw new ConfigError(`${name}: certificate ${index + 1} is not valid: ${message(error)}`);
+    }
+  }
+  return blocks.join("\n");
+}
+
+function port(env: Environment, name: string, fallback: number): number {
+  const value = optional(env, name);
+  if (value === undefined) return fallback;
+  const parsed = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!(parsed >= 1 && parsed <= 65535)) {
+    throw new ConfigError(`${name} "${value}" is not a port number (1-65535)`);
+  }
+  return parsed;
+}
+
+function listeners(value: string): Map<string, number> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch (error) {
+    throw new ConfigError(`LGJIT_LISTENERS is not JSON: ${message(error)}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError("LGJIT_LISTENERS must be a JSON object of connection name to port");
+  }
+  const result = new Map<string, number>();
+  for (const [connection, listenerPort] of Object.entries(parsed)) {
+    if (!Number.isInteger(listenerPort) || listenerPort < 1 || listenerPort > 65535) {
+      throw new ConfigError(
+        `LGJIT_LISTENERS: connection "${connection}" has port ${JSON.stringify(listenerPort)}, ` +
+          "not a port number (1-65535)",
+      );
+    }
+    result.set(connection, listenerPort);
+  }
+  return result;
+}
+
+function logLevel(value: string): LogLevel {
+  const level = logLevels.find((candidate) => candidate === value);
+  if (!level) {
+    throw new ConfigError(`LGJIT_LOG_LEVEL "${value}" is not one of ${logLevels.join(", ")}`);
+  }
+  return level;
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

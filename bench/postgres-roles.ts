@@ -12,18 +12,11 @@ import {
   type PostgresAdmin,
   runRoleComment,
 } from "../operator/src/credentials/postgres-roles.ts";
+import { median } from "./lib/stats.ts";
 
 const perRound = Number(process.env.BENCH_PG_ROLES ?? 100);
 const rounds = Number(process.env.BENCH_PG_ROUNDS ?? 5);
 const concurrency = 8;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
 
 /** Runs `count` cycles with `workers` in parallel; returns cycles per second. */
 async function cyclesPerSecond(

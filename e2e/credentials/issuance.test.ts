@@ -359,6 +359,72 @@ describe("run-scoped credentials", () => {
       );
     });
 
+    it("a pod made by hand that claims a running run's Job, and a Job that claims the run", async () => {
+      const namespace = suite.ns.name;
+      const job = await batch.readNamespacedJob({ namespace, name: "refusals" });
+      const claim = (kind: string, name: string, uid: string, apiVersion: string) => [
+        { apiVersion, kind, name, uid, controller: true },
+      ];
+      // It reads the sidecar's token from its own volume: the operator must not serve it.
+      const spy = await core.createNamespacedPod({
+        namespace,
+        body: {
+          metadata: {
+            name: "spy",
+            ownerReferences: claim("Job", "refusals", job.metadata?.uid ?? "", "batch/v1"),
+          },
+          spec: {
+            containers: [
+              {
+                name: "graph",
+                image: "example.invalid/spy:1",
+                volumeMounts: [{ name: "t", mountPath: "/t" }],
+              },
+            ],
+            volumes: [
+              {
+                name: "t",
+                projected: {
+                  sources: [{ serviceAccountToken: { audience: "langgraph-jit", path: "t" } }],
+                },
+              },
+            ],
+          },
+        },
+      });
+      const spyRefusal = await expectRefused(await podToken(spy), 403, "NotARunPod");
+      assert.match(String(spyRefusal.error), /no langgraph-jit sidecar/);
+
+      await batch.createNamespacedJob({
+        namespace,
+        body: {
+          metadata: {
+            name: "impostor",
+            ownerReferences: claim(
+              "LangGraphRun",
+              "refusals",
+              refused.run.metadata?.uid ?? "",
+              "langgraph-jit.dev/v1alpha1",
+            ),
+          },
+          spec: {
+            backoffLimit: 0,
+            // The run's own pod template, sidecar and all: only the Job's name gives it away.
+            template: { spec: job.spec?.template.spec },
+          },
+        },
+      });
+      const impostor = await eventually("the impostor Job's pod", async () => {
+        const pods = await core.listNamespacedPod({
+          namespace,
+          labelSelector: "job-name=impostor",
+        });
+        return pods.items[0];
+      });
+      const impostorRefusal = await expectRefused(await podToken(impostor), 403, "NotARunPod");
+      assert.match(String(impostorRefusal.error), /is not the Job of LangGraphRun refusals/);
+    });
+
     it("a forged, an unsigned and a foreign-key run token", async () => {
       const bundle = await issue(refused.pod);
       const [header, payload] = bundle.token.split(".");

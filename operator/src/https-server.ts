@@ -1,6 +1,6 @@
 // The operator's one HTTPS server: admission webhooks and the sidecar credential API share it,
 // its certificate and its error handling. Every replica serves it.
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { Logger } from "pino";
 
@@ -54,34 +54,39 @@ export function createApiServer(options: ApiServerOptions): Server {
   const { logger, routes } = options;
   const server = createServer(
     { cert: options.tls.certPem, key: options.tls.keyPem, minVersion: "TLSv1.2" },
-    async (request, response) => {
-      const url = new URL(request.url ?? "/", "https://operator");
-      const route = Object.hasOwn(routes, url.pathname) ? routes[url.pathname] : undefined;
-      const aborted = new AbortController();
-      response.on("close", () => aborted.abort());
-      let answer: JsonAnswer;
-      try {
-        if (!route) throw new HttpError(404, "NotFound", `no handler for ${url.pathname}`);
-        if (request.method !== route.method) {
-          throw new HttpError(405, "MethodNotAllowed", `${url.pathname} takes ${route.method}`);
-        }
-        answer = await route.handle(request, url, aborted.signal);
-      } catch (error) {
-        if (error instanceof HttpError) {
-          answer = { status: error.status, body: { error: error.message, reason: error.reason } };
-        } else {
-          logger.error({ err: error, path: url.pathname }, "request failed");
-          answer = { status: 500, body: { error: "internal error", reason: "Internal" } };
-        }
-      }
-      if (response.destroyed) return;
-      response.writeHead(answer.status, {
-        "content-type": "application/json",
-        "cache-control": "no-store",
-      });
-      response.end(JSON.stringify(answer.body));
-    },
+    (request, response) => void serve(request, response),
   );
+  // Never throws: every failure becomes an answer, so no request can crash the process.
+  async function serve(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const aborted = new AbortController();
+    response.on("close", () => aborted.abort());
+    let answer: JsonAnswer;
+    let path = "";
+    try {
+      const url = URL.parse(request.url ?? "/", "https://operator");
+      if (!url) throw new HttpError(400, "BadRequest", "the request target is not a valid URL");
+      path = url.pathname;
+      const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
+      if (!route) throw new HttpError(404, "NotFound", `no handler for ${path}`);
+      if (request.method !== route.method) {
+        throw new HttpError(405, "MethodNotAllowed", `${path} takes ${route.method}`);
+      }
+      answer = await route.handle(request, url, aborted.signal);
+    } catch (error) {
+      if (error instanceof HttpError) {
+        answer = { status: error.status, body: { error: error.message, reason: error.reason } };
+      } else {
+        logger.error({ err: error, path }, "request failed");
+        answer = { status: 500, body: { error: "internal error", reason: "Internal" } };
+      }
+    }
+    if (response.destroyed || response.headersSent) return;
+    response.writeHead(answer.status, {
+      "content-type": "application/json",
+      "cache-control": "no-store",
+    });
+    response.end(JSON.stringify(answer.body));
+  }
   // A slow or silent client must not hold a socket forever; long polls stay under this.
   server.requestTimeout = 60_000;
   server.headersTimeout = 10_000;

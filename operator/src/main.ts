@@ -73,6 +73,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     }),
     upstream,
     caches,
+    sidecar: { image: config.sidecarImage, uid: config.sidecarUid },
     issuer: config.operatorUrl,
     tokenTtlMs: config.runTokenTtlMs,
   });

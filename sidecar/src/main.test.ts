@@ -1,20 +1,16 @@
 // The sidecar as the kubelet runs it: sidecar/bin/sidecar in its own process against a real
-// HTTPS credential API. Ready once it holds a credential, small when idle, and gone within a
-// second of SIGTERM.
+// HTTPS credential API. Ready once it holds a credential, and gone within a second of SIGTERM
+// (its idle memory is measured by `make bench`).
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import { CredentialApiServer, testIdentity } from "./testing/credential-api-server.ts";
 import { freePort, httpGet, waitFor } from "./testing/test-helpers.ts";
 
 const launcher = new URL("../bin/sidecar", import.meta.url).pathname;
-// Measured 85-90 MB warm (sidecar/README.md); Node 24 itself with one TLS client,
-// one HTTP server and one ECDSA verify is 63 MB here, so the issue's 60 MB is out of reach.
-const idleRssBudgetMb = 96;
 
 function environment(extra: Record<string, string>): NodeJS.ProcessEnv {
   const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
@@ -84,15 +80,8 @@ describe("a running sidecar", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
-  it(`stays under ${idleRssBudgetMb} MB of RSS after 10 s idle`, async (t) => {
-    await sleep(10_000);
-    const status = await readFile(`/proc/${child.pid}/status`, "utf8");
-    const rssKb = Number(status.match(/^VmRSS:\s+(\d+) kB$/m)?.[1]);
-    const rssMb = rssKb / 1024;
-    // The launcher execs node: this pid is the sidecar itself, not a shell.
+  it("is the node process itself, so the kubelet's signals reach it", async () => {
     assert.match(await readlink(`/proc/${child.pid}/exe`), /\/node$/);
-    t.diagnostic(`idle RSS ${rssMb.toFixed(1)} MB`);
-    assert.ok(rssMb <= idleRssBudgetMb, `idle RSS ${rssMb.toFixed(1)} MB`);
     assert.equal((await httpGet(`${adminUrl}/ready`)).status, 200);
   });
 

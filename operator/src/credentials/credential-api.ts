@@ -16,11 +16,15 @@ import { credentialRefusal } from "./run-of-pod.ts";
 import { bearerToken, runTokenVerifier, type VerifiedRunToken } from "./run-token.ts";
 
 const keyRefreshIntervalMs = 5_000;
+const maxWaitersPerRun = 8;
 
 export interface CredentialRoutesOptions {
   issuer: CredentialIssuer;
   jwks(): JSONWebKeySet;
-  /** Re-reads the shared signing keys: a token may carry a key another replica just made. */
+  /**
+   * Re-reads the shared signing keys (rotating them if due, as the periodic refresh would): a
+   * token may carry a key another replica just made.
+   */
   refreshKeys(): Promise<void>;
   /** The run JWT's iss. */
   issuerUrl: string;
@@ -77,6 +81,10 @@ export function credentialRoutes(options: CredentialRoutesOptions): Record<strin
   const waitForChange = (uid: string, ms: number, signal: AbortSignal) =>
     new Promise<void>((resolve) => {
       const set = waiters.get(uid) ?? new Set();
+      // A run has one sidecar; many waiters on one run are a misbehaving client.
+      if (set.size >= maxWaitersPerRun) {
+        throw new HttpError(429, "BadRequest", `too many status long-polls for run ${uid}`);
+      }
       waiters.set(uid, set);
       const done = () => {
         clearTimeout(timer);

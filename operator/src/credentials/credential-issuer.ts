@@ -33,6 +33,7 @@ import { HttpError } from "../https-server.ts";
 import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { findCondition, setCondition } from "../runs/conditions.ts";
+import { checkRunPod, TemplateRefused } from "../runs/job-builder.ts";
 import type { Cache } from "../runs/run-controller.ts";
 import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
 import type { SigningKeys } from "./signing-keys.ts";
@@ -61,11 +62,26 @@ export interface CredentialIssuerOptions {
     policies: Cache<AccessPolicy>;
     connections: Cache<Connection>;
   };
+  /** The sidecar a run's pod must hold, as the operator injects it. */
+  sidecar: { image: string; uid: number };
   /** The run JWT's iss: the operator URL sidecars are given. */
   issuer: string;
   /** A run JWT lives at most this long (and never past the deadline); sidecars refresh. */
   tokenTtlMs: number;
   now?: () => number;
+}
+
+/** Refusals meaning the run no longer holds a credential. */
+const runEndedReasons = new Set(["Revoked", "RunNotRunning", "DeadlineExceeded", "RunNotFound"]);
+
+/** An upstream credential that could not be made now: the sidecar retries. */
+function unavailable(error: unknown): HttpError {
+  if (error instanceof HttpError) return error;
+  return new HttpError(503, "CredentialUnavailable", (error as Error).message, { cause: error });
+}
+
+function runName(run: LangGraphRun): string {
+  return `LangGraphRun ${run.metadata?.namespace}/${run.metadata?.name}`;
 }
 
 /** Kubernetes' metav1.Time: RFC 3339 in whole seconds, rounded down. */
@@ -90,7 +106,8 @@ export class CredentialIssuer {
     const identity = await this.#o.reviewer.review(podToken);
     let run: LangGraphRun | undefined;
     try {
-      run = await runOfPod(identity, {
+      let pod: V1Pod;
+      ({ run, pod } = await runOfPod(identity, {
         readPod: (namespace, name) => {
           // The watch removes a deleted pod from the cache; a miss asks the API server.
           const cached = this.#o.caches.pods.get(namespace, name);
@@ -100,26 +117,39 @@ export class CredentialIssuer {
         readJob: this.#o.readJob,
         jobs: this.#o.caches.jobs,
         runs: this.#o.caches.runs,
-      });
-      return await this.#issueToRun(run, identity);
+      }));
+      return await this.#issueToRun(run, pod, identity);
     } catch (error) {
       if (error instanceof HttpError) this.#refused(identity, run, error);
       throw error;
     }
   }
 
-  async #issueToRun(run: LangGraphRun, identity: PodIdentity): Promise<CredentialBundle> {
+  async #issueToRun(
+    run: LangGraphRun,
+    pod: V1Pod,
+    identity: PodIdentity,
+  ): Promise<CredentialBundle> {
     const now = this.#now();
     const refusal = credentialRefusal(run, now);
     if (refusal) throw refusal;
+    try {
+      checkRunPod(pod.spec, this.#o.sidecar);
+    } catch (error) {
+      if (!(error instanceof TemplateRefused)) throw error;
+      throw new HttpError(403, "NotARunPod", `pod ${identity.podName}: ${error.message}`);
+    }
     const grants = this.#grants(run);
     const deadlineMs = Date.parse(run.status?.deadline ?? "");
     const tokenExpiresMs = Math.min(deadlineMs, now + this.#o.tokenTtlMs);
     const namespace = run.metadata?.namespace ?? "";
+    if (tokenExpiresMs - now < 1_000) {
+      throw new HttpError(403, "DeadlineExceeded", `${runName(run)} reaches its deadline now`);
+    }
     const credentials: Record<string, UpstreamCredential> = {};
     const minted: Connection[] = [];
     try {
-      await Promise.all(
+      const settled = await Promise.allSettled(
         grants.map(async ({ claim, connection }) => {
           const credential = await this.#o.upstream.issue(
             run,
@@ -131,6 +161,9 @@ export class CredentialIssuer {
           credentials[claim.connection] = credential;
         }),
       );
+      for (const result of settled) {
+        if (result.status === "rejected") throw unavailable(result.reason);
+      }
       const claims: RunClaims = {
         run: {
           namespace,
@@ -174,13 +207,17 @@ export class CredentialIssuer {
       this.#o.logger.info({ run: runKey, pod: identity.podName }, "credential issued");
       return { token, expiresAt: rfc3339(expiresAtMs), credentials };
     } catch (error) {
-      await Promise.all(minted.map((connection) => this.#o.upstream.revoke(run, connection))).catch(
-        (undo: unknown) =>
-          this.#o.logger.error(
-            { err: undo },
-            "could not revoke what was minted for a refused issuance",
-          ),
-      );
+      // What was minted for a run that ended meanwhile is undone; otherwise the run still holds
+      // it (a refresh that failed leaves the live role alone) and its revocation ends it.
+      if (error instanceof HttpError && runEndedReasons.has(error.reason)) {
+        await Promise.all(minted.map((c) => this.#o.upstream.revoke(run, c))).catch(
+          (undo: unknown) =>
+            this.#o.logger.error(
+              { err: undo },
+              "could not revoke what was minted for a run that ended during issuance",
+            ),
+        );
+      }
       throw error;
     }
   }

@@ -2,11 +2,15 @@
 // nothing here (every replica refuses it once the run's status says revoked); dynamic roles are
 // dropped with their sessions; a sweeper drops roles whose runs vanished during a crash.
 import type { Logger } from "pino";
-import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
+import {
+  type Connection,
+  finishedPhases,
+  type LangGraphRun,
+  RunPhase,
+} from "../../../api/v1alpha1.ts";
 import type { Cache } from "../runs/run-controller.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import { dropRunRole, listRunRoles } from "./postgres-roles.ts";
-import { credentialRefusal } from "./run-of-pod.ts";
 import type { UpstreamCredentials } from "./upstream-credentials.ts";
 
 export interface RunRevoker {
@@ -42,10 +46,15 @@ export async function sweepOrphans(options: {
   logger: Logger;
 }): Promise<void> {
   const { runs, upstream, logger } = options;
+  // Only an ended run's credentials go: a cache that lags another replica's issuance must not
+  // take a live run's role.
   const live = (owner: { namespace: string; name: string; uid: string }) => {
     const run = runs.get(owner.namespace, owner.name);
     return (
-      run !== undefined && run.metadata?.uid === owner.uid && !credentialRefusal(run, Date.now())
+      run !== undefined &&
+      run.metadata?.uid === owner.uid &&
+      !run.status?.credential?.revokedAt &&
+      !finishedPhases.has(run.status?.phase ?? RunPhase.Pending)
     );
   };
   for (const connection of options.connections.list()) {

@@ -21,8 +21,11 @@ function controllerOf(
   return owners?.find((o) => o.controller && o.apiVersion === ownerApiVersion && o.kind === kind);
 }
 
-/** The run whose Job owns the pod, or an HttpError naming the broken link. */
-export async function runOfPod(identity: PodIdentity, deps: OwnerChainDeps): Promise<LangGraphRun> {
+/** The run whose Job owns the pod, and the pod, or an HttpError naming the broken link. */
+export async function runOfPod(
+  identity: PodIdentity,
+  deps: OwnerChainDeps,
+): Promise<{ run: LangGraphRun; pod: V1Pod }> {
   const { namespace, podName, podUid } = identity;
   const pod = await deps.readPod(namespace, podName);
   if (pod?.metadata?.uid !== podUid) {
@@ -51,7 +54,16 @@ export async function runOfPod(identity: PodIdentity, deps: OwnerChainDeps): Pro
   if (run?.metadata?.uid !== runRef.uid) {
     throw new HttpError(403, "RunNotFound", `LangGraphRun ${namespace}/${runRef.name} is gone`);
   }
-  return run;
+  // Owner references are claims anyone may write: only the Job the operator made counts (a run
+  // that is not Running is refused next, whatever its Job).
+  if (run.status?.phase === RunPhase.Running && run.status.jobName !== jobRef.name) {
+    throw new HttpError(
+      403,
+      "NotARunPod",
+      `Job ${namespace}/${jobRef.name} is not the Job of LangGraphRun ${runRef.name}`,
+    );
+  }
+  return { run, pod };
 }
 
 /** Why the run may not hold a credential now, or undefined while it may. */

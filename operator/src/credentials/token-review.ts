@@ -5,6 +5,7 @@ import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { decodeJwt } from "jose";
 import { podTokenAudience } from "../../../api/credentials.ts";
 import { HttpError } from "../https-server.ts";
+import { apiErrorMessage } from "../kube/api-errors.ts";
 
 const podNameExtra = "authentication.kubernetes.io/pod-name";
 const podUidExtra = "authentication.kubernetes.io/pod-uid";
@@ -55,9 +56,16 @@ export class PodTokenReviewer {
       return hit.identity;
     }
     this.#cache.delete(key);
-    const review = await this.#api.createTokenReview({
-      body: { spec: { token, audiences: [podTokenAudience] } },
-    });
+    const review = await this.#api
+      .createTokenReview({ body: { spec: { token, audiences: [podTokenAudience] } } })
+      .catch((error: unknown) => {
+        throw new HttpError(
+          503,
+          "CredentialUnavailable",
+          `the API server could not review the token: ${apiErrorMessage(error)}`,
+          { cause: error },
+        );
+      });
     this.#onReview((performance.now() - started) / 1000, false);
     const status = review.status;
     if (!status?.authenticated || !status.audiences?.includes(podTokenAudience)) {

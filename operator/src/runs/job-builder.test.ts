@@ -4,6 +4,7 @@ import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { httpConnection, postgresConnection } from "../testing/connections.ts";
 import {
   buildJob,
+  checkRunPod,
   graphEnvironment,
   sidecarContainerName,
   TemplateRefused,
@@ -148,6 +149,66 @@ describe("buildJob", () => {
   it("refuses the sidecar's UID inherited from the pod security context", () => {
     const template = run({ securityContext: { runAsUser: 17337 } });
     assert.throws(() => build(template), /runs as UID 17337/);
+  });
+
+  it("refuses a graph container that mounts the sidecar's token or state volume", () => {
+    for (const name of ["langgraph-jit-token", "langgraph-jit-state"]) {
+      const template = run({
+        containers: [{ name: "graph", image: "g", volumeMounts: [{ name, mountPath: "/t" }] }],
+      });
+      assert.throws(() => build(template), new RegExp(`mounts volume "${name}"`));
+    }
+  });
+
+  it("refuses a volume projecting a token for the sidecar's audience", () => {
+    const template = run({
+      volumes: [
+        {
+          name: "mine",
+          projected: {
+            sources: [{ serviceAccountToken: { audience: "langgraph-jit", path: "t" } }],
+          },
+        },
+      ],
+    });
+    assert.throws(() => build(template), /projects a token for audience "langgraph-jit"/);
+  });
+
+  it("refuses host namespaces, a shared process namespace and SYS_PTRACE", () => {
+    for (const field of ["hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"]) {
+      assert.throws(() => build(run({ [field]: true })), new RegExp(`sets ${field}`));
+    }
+    const ptrace = run({
+      containers: [
+        {
+          name: "graph",
+          image: "g",
+          securityContext: { capabilities: { add: ["CAP_SYS_PTRACE"] } },
+        },
+      ],
+    });
+    assert.throws(() => build(ptrace), /adds the SYS_PTRACE capability/);
+  });
+
+  it("accepts as a run pod only the pod spec the operator built, with its own sidecar", () => {
+    const settings = { image: sidecar.image, uid: sidecar.uid };
+    const pod = build().spec?.template.spec;
+    assert.doesNotThrow(() => checkRunPod(pod, settings));
+    const spy = structuredClone(pod);
+    const graph = spy?.containers[0];
+    if (graph) graph.volumeMounts = [{ name: "langgraph-jit-token", mountPath: "/t" }];
+    assert.throws(() => checkRunPod(spy, settings), /mounts volume "langgraph-jit-token"/);
+    const impostor = structuredClone(pod);
+    if (impostor?.initContainers?.[0]) impostor.initContainers[0].image = "evil/sidecar:1";
+    assert.throws(() => checkRunPod(impostor, settings), /is not the operator's/);
+    const debugged = structuredClone(pod);
+    if (debugged) {
+      debugged.ephemeralContainers = [
+        { name: "debug", volumeMounts: [{ name: "langgraph-jit-token", mountPath: "/t" }] },
+      ];
+    }
+    assert.throws(() => checkRunPod(debugged, settings), /ephemeral container mounts/);
+    assert.throws(() => checkRunPod({ containers: [] }, settings), /has no langgraph-jit sidecar/);
   });
 
   it("refuses NET_ADMIN and privileged graph containers", () => {

@@ -68,9 +68,23 @@ export function graphEnvironment(connections: Connection[]): V1EnvVar[] {
   return env;
 }
 
-/** Refuses graph containers that could impersonate the sidecar or rewrite the pod's network. */
+/** Capabilities that would let a graph container bypass the sidecar or read its memory. */
+const dangerousCapabilities = new Set(["NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN", "ALL"]);
+
+/**
+ * Refuses pod specs whose graph containers could impersonate the sidecar, read its token or
+ * memory, or rewrite the pod's network.
+ */
 export function checkTemplate(spec: V1PodSpec, sidecarUid: number): void {
   const podUid = spec.securityContext?.runAsUser;
+  for (const field of ["hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"] as const) {
+    if (spec[field]) {
+      throw new TemplateRefused(`the pod sets ${field}, which could bypass the sidecar`);
+    }
+  }
+  if ((spec.ephemeralContainers ?? []).length > 0) {
+    throw new TemplateRefused("the pod template has ephemeral containers");
+  }
   for (const container of [...(spec.initContainers ?? []), ...spec.containers]) {
     if (reservedNames.has(container.name)) {
       throw new TemplateRefused(`container name "${container.name}" is reserved for langgraph-jit`);
@@ -81,10 +95,13 @@ export function checkTemplate(spec: V1PodSpec, sidecarUid: number): void {
         `container "${container.name}" runs as UID ${sidecarUid}, which is reserved for the langgraph-jit sidecar`,
       );
     }
-    const added = context.capabilities?.add ?? [];
-    if (added.some((cap) => ["NET_ADMIN", "CAP_NET_ADMIN", "ALL"].includes(cap.toUpperCase()))) {
+    const added = (context.capabilities?.add ?? []).map((cap) =>
+      cap.toUpperCase().replace(/^CAP_/, ""),
+    );
+    const dangerous = added.find((cap) => dangerousCapabilities.has(cap));
+    if (dangerous) {
       throw new TemplateRefused(
-        `container "${container.name}" adds the NET_ADMIN capability, which could bypass the sidecar`,
+        `container "${container.name}" adds the ${dangerous} capability, which could bypass the sidecar`,
       );
     }
     if (context.privileged) {
@@ -92,12 +109,59 @@ export function checkTemplate(spec: V1PodSpec, sidecarUid: number): void {
         `container "${container.name}" is privileged, which could bypass the sidecar`,
       );
     }
+    const mount = container.volumeMounts?.find((m) => reservedNames.has(m.name));
+    if (mount) {
+      throw new TemplateRefused(
+        `container "${container.name}" mounts volume "${mount.name}", which only the sidecar may`,
+      );
+    }
   }
   for (const volume of spec.volumes ?? []) {
     if (reservedNames.has(volume.name)) {
       throw new TemplateRefused(`volume name "${volume.name}" is reserved for langgraph-jit`);
     }
+    const token = volume.projected?.sources?.find(
+      (source) => source.serviceAccountToken?.audience === tokenAudience,
+    );
+    if (token) {
+      throw new TemplateRefused(
+        `volume "${volume.name}" projects a token for audience "${tokenAudience}", which only the sidecar may hold`,
+      );
+    }
   }
+}
+
+/**
+ * Checks a pod the credential API is asked to serve: its sidecar is the operator's, unaltered,
+ * and nothing else in it could read the sidecar's token (a pod made by hand that claims a run's
+ * Job as its owner fails here).
+ */
+export function checkRunPod(spec: V1PodSpec | undefined, sidecar: { image: string; uid: number }) {
+  const ours = spec?.initContainers?.find((c) => c.name === sidecarContainerName);
+  if (!spec || !ours) throw new TemplateRefused("the pod has no langgraph-jit sidecar");
+  if (ours.image !== sidecar.image || ours.command || ours.args) {
+    throw new TemplateRefused("the pod's langgraph-jit sidecar is not the operator's");
+  }
+  const token = spec.volumes?.find((v) => v.name === tokenVolume);
+  if (token?.projected?.sources?.[0]?.serviceAccountToken?.audience !== tokenAudience) {
+    throw new TemplateRefused("the pod's token volume is not the operator's");
+  }
+  if (
+    (spec.ephemeralContainers ?? []).some((c) =>
+      c.volumeMounts?.some((m) => reservedNames.has(m.name)),
+    )
+  ) {
+    throw new TemplateRefused("an ephemeral container mounts the sidecar's volumes");
+  }
+  checkTemplate(
+    {
+      ...spec,
+      ephemeralContainers: [],
+      initContainers: spec.initContainers?.filter((c) => c !== ours),
+      volumes: spec.volumes?.filter((v) => !reservedNames.has(v.name)),
+    },
+    sidecar.uid,
+  );
 }
 
 export function ownerReference(run: LangGraphRun): V1OwnerReference {

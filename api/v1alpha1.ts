@@ -60,3 +60,8 @@ export type Grant = AccessPolicySpec["grants"][number];
 export function runKey(run: Pick<LangGraphRun, "metadata">): string {
   return `${run.metadata?.namespace}/${run.metadata?.name}`;
 }
+
+/** The run with its apiVersion and kind, which watched and listed objects may lack. */
+export function typedRun(run: LangGraphRun): LangGraphRun {
+  return { ...run, apiVersion, kind: "LangGraphRun" };
+}

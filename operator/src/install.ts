@@ -8,8 +8,6 @@ import {
   ApiextensionsV1Api,
   CoreV1Api,
   type KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
   type V1CustomResourceDefinition,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -23,9 +21,9 @@ import {
 import type { OperatorConfig } from "./config.ts";
 import { isConflict } from "./kube/api-errors.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
+import { patchAs } from "./kube/meta.ts";
 
 export const fieldManager = "langgraph-jit-operator";
-const applyPatch = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 const crdDirectory = join(import.meta.dirname, "..", "..", "crds");
 
 /** Host names and addresses the webhook certificate must cover. */
@@ -83,11 +81,11 @@ export async function applyWebhookConfigurations(
   const options = { name: target.name, fieldManager, force: true };
   await api.patchMutatingWebhookConfiguration(
     { ...options, body: mutatingConfiguration(target) },
-    applyPatch,
+    patchAs.apply,
   );
   await api.patchValidatingWebhookConfiguration(
     { ...options, body: validatingConfiguration(target) },
-    applyPatch,
+    patchAs.apply,
   );
 }
 
@@ -100,7 +98,7 @@ async function applyCrds(kc: KubeConfig, logger: Logger): Promise<void> {
     const name = crd.metadata?.name ?? "";
     await api.patchCustomResourceDefinition(
       { name, body: crd, fieldManager, force: true },
-      applyPatch,
+      patchAs.apply,
     );
     logger.info({ crd: name }, "applied CRD");
   }

@@ -5,8 +5,6 @@ import {
   type CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
   type V1Job,
   type V1Pod,
 } from "@kubernetes/client-node";
@@ -25,12 +23,14 @@ import {
   group,
   type LangGraphRun,
   resources,
+  typedRun,
   version,
 } from "../../../api/v1alpha1.ts";
 import { requesterOf } from "../admission/run-admission.ts";
 import type { EventRecorder } from "../events.ts";
 import { HttpError } from "../https-server.ts";
 import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
+import { metaTime, patchAs } from "../kube/meta.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { findCondition, setCondition } from "../runs/conditions.ts";
 import { checkRunPod, TemplateRefused } from "../runs/job-builder.ts";
@@ -40,7 +40,6 @@ import type { SigningKeys } from "./signing-keys.ts";
 import type { PodIdentity, PodTokenReviewer } from "./token-review.ts";
 import { mintedPerRun, type UpstreamCredentials } from "./upstream-credentials.ts";
 
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 const statusAttempts = 5;
 /** How far status.credential.expiresAt may lag a refreshed credential's expiry. */
 const statusSlackMs = 60_000;
@@ -82,11 +81,6 @@ function unavailable(error: unknown): HttpError {
 
 function runName(run: LangGraphRun): string {
   return `LangGraphRun ${run.metadata?.namespace}/${run.metadata?.name}`;
-}
-
-/** Kubernetes' metav1.Time: RFC 3339 in whole seconds, rounded down. */
-function rfc3339(ms: number): string {
-  return `${new Date(ms).toISOString().slice(0, 19)}Z`;
 }
 
 export class CredentialIssuer {
@@ -192,20 +186,21 @@ export class CredentialIssuer {
       );
       const runKey = `${namespace}/${run.metadata?.name}`;
       // Status and Events say which credential the run holds, not every refresh: they are
-      // written when another pod holds it or its expiry moves. The write is a compare-and-swap
-      // on the run, so a role minted for a run that ended meanwhile is undone below.
+      // written when another pod holds it, its expiry moves, or something was minted. That
+      // write is a compare-and-swap on the run, so what was minted for a run that ended
+      // meanwhile is undone below.
       if (minted.length > 0 || statusIsStale(run, identity, expiresAtMs)) {
         await this.#recordIssued(run, identity, now, expiresAtMs);
         void this.#o.events.record(
-          runObject(run),
+          typedRun(run),
           "Normal",
           "CredentialIssued",
           "Issue",
-          `issued to pod ${identity.podName}, expires at ${rfc3339(expiresAtMs)}`,
+          `issued to pod ${identity.podName}, expires at ${metaTime(expiresAtMs)}`,
         );
       }
       this.#o.logger.info({ run: runKey, pod: identity.podName }, "credential issued");
-      return { token, expiresAt: rfc3339(expiresAtMs), credentials };
+      return { token, expiresAt: metaTime(expiresAtMs), credentials };
     } catch (error) {
       // What was minted for a run that ended meanwhile is undone; otherwise the run still holds
       // it (a refresh that failed leaves the live role alone) and its revocation ends it.
@@ -272,8 +267,8 @@ export class CredentialIssuer {
         ...run.status,
         credential: {
           ...run.status?.credential,
-          issuedAt: rfc3339(issuedAtMs),
-          expiresAt: rfc3339(expiresAtMs),
+          issuedAt: metaTime(issuedAtMs),
+          expiresAt: metaTime(expiresAtMs),
         },
         conditions: setCondition(
           run.status?.conditions ?? [],
@@ -284,7 +279,7 @@ export class CredentialIssuer {
             message: issuedMessage(identity),
           },
           generation,
-          rfc3339(issuedAtMs),
+          metaTime(issuedAtMs),
         ),
       };
       try {
@@ -297,7 +292,7 @@ export class CredentialIssuer {
             name,
             body: { metadata: { resourceVersion: run.metadata?.resourceVersion }, status },
           },
-          mergePatch,
+          patchAs.merge,
         );
         return;
       } catch (error) {
@@ -331,7 +326,7 @@ export class CredentialIssuer {
     if (this.#refusalEvents.size >= 10_000) this.#refusalEvents.clear();
     this.#refusalEvents.set(key, now);
     const regarding = run
-      ? runObject(run)
+      ? typedRun(run)
       : {
           apiVersion: "v1",
           kind: "Pod",
@@ -360,8 +355,4 @@ function statusIsStale(run: LangGraphRun, identity: PodIdentity, expiresAtMs: nu
 
 function issuedMessage(identity: PodIdentity): string {
   return `issued to pod ${identity.podName}`;
-}
-
-function runObject(run: LangGraphRun) {
-  return { ...run, apiVersion: `${group}/${version}`, kind: "LangGraphRun" };
 }

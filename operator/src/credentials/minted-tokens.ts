@@ -1,16 +1,11 @@
 // OAuth 2.0 tokens minted for runs, kept in one Secret per run in the operator's own namespace
 // until the run ends: any replica, even after a crash, can then revoke them (RFC 7009).
 import { createHash } from "node:crypto";
-import {
-  type CoreV1Api,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Secret,
-} from "@kubernetes/client-node";
+import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
 import { isConflict, isNotFound, unlessNotFound } from "../kube/api-errors.ts";
+import { patchAs } from "../kube/meta.ts";
 
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 export const mintedTokensLabel = "langgraph-jit.dev/minted-tokens";
 const runUidLabel = "langgraph-jit.dev/run-uid";
 
@@ -56,7 +51,7 @@ export class MintedTokens {
       try {
         await this.#core.patchNamespacedSecret(
           { namespace: this.#namespace, name, body: { data } },
-          mergePatch,
+          patchAs.merge,
         );
         return;
       } catch (error) {
@@ -100,7 +95,7 @@ export class MintedTokens {
     await this.#core
       .patchNamespacedSecret(
         { namespace: this.#namespace, name: secretName(runUid), body: { data } },
-        mergePatch,
+        patchAs.merge,
       )
       .catch((error: unknown) => {
         if (!isNotFound(error)) throw error;

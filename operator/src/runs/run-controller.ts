@@ -7,8 +7,6 @@ import {
   CustomObjectsApi,
   type KubeConfig,
   NetworkingV1Api,
-  PatchStrategy,
-  setHeaderOptions,
   type V1Job,
   type V1NetworkPolicy,
   type V1NetworkPolicyEgressRule,
@@ -25,12 +23,14 @@ import {
   RunPhase,
   resources,
   revokeFinalizer,
+  typedRun,
   version,
 } from "../../../api/v1alpha1.ts";
 import { requesterOf } from "../admission/run-admission.ts";
 import type { RunRevoker } from "../credentials/revoker.ts";
 import type { EventRecorder, EventType } from "../events.ts";
 import { isConflict, isNotFound, unlessNotFound } from "../kube/api-errors.ts";
+import { metaTime, patchAs } from "../kube/meta.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
 import { buildJob, checkTemplate, type SidecarSettings, TemplateRefused } from "./job-builder.ts";
@@ -71,9 +71,6 @@ export interface RunControllerOptions {
 export type ReconcileResult = undefined | { requeueAfterMs: number };
 
 const lookupTtlMs = 30_000;
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
-const jsonPatch = setHeaderOptions("Content-Type", PatchStrategy.JsonPatch);
-const applyPatch = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 
 /** Equal as JSON: listed objects are the client's model classes, watched ones plain objects. */
 function sameJson(a: unknown, b: unknown): boolean {
@@ -81,11 +78,6 @@ function sameJson(a: unknown, b: unknown): boolean {
     JSON.parse(JSON.stringify(a ?? null)),
     JSON.parse(JSON.stringify(b ?? null)),
   );
-}
-
-/** Kubernetes' metav1.Time: RFC 3339 in whole seconds. */
-function rfc3339(date: Date): string {
-  return `${date.toISOString().slice(0, 19)}Z`;
 }
 
 export class RunController {
@@ -199,7 +191,7 @@ export class RunController {
     await this.#writeStatus(
       run,
       RunPhase.Running,
-      { requester, startedAt: rfc3339(now), deadline: rfc3339(deadline) },
+      { requester, startedAt: metaTime(now), deadline: metaTime(deadline) },
       [
         authorized,
         { type: "Ready", status: "False", reason: "Starting", message: "creating the run's Job" },
@@ -342,7 +334,7 @@ export class RunController {
     if (current && sameJson(current.spec, desired.spec)) return;
     await this.#networking.patchNamespacedNetworkPolicy(
       { namespace, name, body: desired, fieldManager: this.#o.fieldManager, force: true },
-      applyPatch,
+      patchAs.apply,
     );
   }
 
@@ -364,7 +356,7 @@ export class RunController {
       run,
       phase,
       {
-        completedAt: run.status?.completedAt ?? rfc3339(this.#now()),
+        completedAt: run.status?.completedAt ?? metaTime(this.#now()),
         ...(credential ? { credential } : {}),
       },
       [
@@ -402,25 +394,26 @@ export class RunController {
   async #revoke(run: LangGraphRun, log: Logger): Promise<LangGraphRunStatus["credential"]> {
     if (!run.status?.startedAt || run.status.credential?.revokedAt) return undefined;
     const namespace = run.metadata?.namespace ?? "";
-    const connections = run.spec.access.flatMap((a) => {
-      const connection = this.#o.connections.get(namespace, a.connection);
-      if (!connection)
-        log.warn(
-          { connection: a.connection },
-          "a Connection of the run is gone: its dynamic role expires at the run's deadline",
-        );
-      return connection ? [connection] : [];
-    });
+    const names = run.spec.access.map((a) => a.connection);
+    const connections = names.flatMap((name) => this.#o.connections.get(namespace, name) ?? []);
+    const gone = names.filter((name) => !this.#o.connections.get(namespace, name));
     await this.#o.revoker.revoke(run, connections);
-    log.info("run credentials revoked");
-    await this.#event(
-      run,
-      "Normal",
-      "CredentialsRevoked",
-      "Revoke",
-      "every credential of the run was revoked",
-    );
-    return { ...run.status.credential, revokedAt: rfc3339(this.#now()) };
+    if (gone.length === 0) {
+      log.info("run credentials revoked");
+      await this.#event(
+        run,
+        "Normal",
+        "CredentialsRevoked",
+        "Revoke",
+        "every credential of the run was revoked",
+      );
+    } else {
+      // Nothing is left to reach them with: the role's VALID UNTIL and the token's expiry bound them.
+      const message = `the run's credentials were revoked except on deleted Connection(s) ${gone.join(", ")}: what was minted there lasts until the run's deadline or its own expiry`;
+      log.warn({ connections: gone }, message);
+      await this.#event(run, "Warning", "CredentialsRevoked", "Revoke", message);
+    }
+    return { ...run.status.credential, revokedAt: metaTime(this.#now()) };
   }
 
   // Deletion: an active run is Cancelled, its Job removed and its credentials revoked before
@@ -461,7 +454,7 @@ export class RunController {
             { op: "remove", path: `/metadata/finalizers/${index}` },
           ],
         },
-        jsonPatch,
+        patchAs.json,
       );
     } catch (error) {
       if (!isNotFound(error)) throw error;
@@ -485,7 +478,7 @@ export class RunController {
         name: run.metadata?.name ?? "",
         body,
       },
-      jsonPatch,
+      patchAs.json,
     );
   }
 
@@ -499,7 +492,7 @@ export class RunController {
     fields: Partial<LangGraphRunStatus>,
     conditions: ConditionUpdate[],
   ): Promise<LangGraphRun> {
-    const now = rfc3339(this.#now());
+    const now = metaTime(this.#now());
     const generation = run.metadata?.generation;
     const status: LangGraphRunStatus = {
       ...run.status,
@@ -521,18 +514,12 @@ export class RunController {
         name: run.metadata?.name ?? "",
         body: { metadata: { resourceVersion: run.metadata?.resourceVersion }, status },
       },
-      mergePatch,
+      patchAs.merge,
     )) as LangGraphRun;
     return updated;
   }
 
   async #event(run: LangGraphRun, type: EventType, reason: string, action: string, note: string) {
-    await this.#o.events.record(
-      { ...run, apiVersion: `${group}/${version}`, kind: "LangGraphRun" },
-      type,
-      reason,
-      action,
-      note,
-    );
+    await this.#o.events.record(typedRun(run), type, reason, action, note);
   }
 }

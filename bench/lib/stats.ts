@@ -50,4 +50,26 @@ export async function closedLoop(
   return { latencies, elapsedMs: performance.now() - started };
 }
 
+/**
+ * Starts call at a fixed rate for durationMs, whatever earlier calls are doing, and measures
+ * each from when it was due (so a stall counts against every call it delays).
+ */
+export async function openLoop(
+  perSecond: number,
+  durationMs: number,
+  call: (index: number) => Promise<void>,
+): Promise<number[]> {
+  const latencies: number[] = [];
+  const started = performance.now();
+  const pending: Promise<void>[] = [];
+  for (let index = 0; index < (perSecond * durationMs) / 1000; index++) {
+    const due = started + (index * 1000) / perSecond;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    pending.push(call(index).then(() => void latencies.push(performance.now() - due)));
+  }
+  await Promise.all(pending);
+  return latencies;
+}
+
 export const ms = (v: number) => `${v.toFixed(1)} ms`;

@@ -6,9 +6,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ -d "$state" ]] || { log "nothing to tear down"; exit 0; }
 
-# Stop in reverse start order (the demo's operator first) so nothing logs a storm of errors
+# Stop in reverse start order (the demo's sidecar and operator first) so nothing logs a storm of errors
 # about a vanished peer.
-for name in operator kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in sidecar operator kube-scheduler kube-controller-manager kube-apiserver etcd; do
   file="$pids/$name.pid"
   pid_alive "$file" || continue
   read -r pid _ <"$file"

@@ -29,6 +29,8 @@ export const annotations = {
   access: "langgraph-jit.dev/access",
 } as const;
 export const revokeFinalizer = "langgraph-jit.dev/revoke";
+/** Holds a Connection's deletion while a run may hold an unrevoked credential through it. */
+export const connectionFinalizer = "langgraph-jit.dev/connection-in-use";
 
 export type RunPhase = NonNullable<LangGraphRunStatus["phase"]>;
 export const RunPhase = {

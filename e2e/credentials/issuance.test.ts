@@ -24,13 +24,14 @@ import {
   type PostgresAdmin,
   runRoleComment,
 } from "../../operator/src/credentials/postgres-roles.ts";
-import { eventually, kubeConfigFor } from "../lib/cluster.ts";
+import { eventually, kubeConfigFor, statusOf } from "../lib/cluster.ts";
 import { CredentialApiClient, expiredPodToken, podOfRun, podToken } from "../lib/credentials.ts";
 import { useOpenIdProvider } from "../lib/openid-provider.ts";
 import { useOperator } from "../lib/operator.ts";
 import { usePostgres } from "../lib/postgres.ts";
 import {
   createRun,
+  customObjects,
   deleteRun,
   readRun,
   runManifest,
@@ -80,20 +81,23 @@ describe("run-scoped credentials", () => {
       { connection: "kb-postgres", actions: ["read", "write"] as Action[] },
       { connection: "kb-api", actions: ["read"] as Action[] },
       { connection: "kb-oauth", actions: ["read"] as Action[] },
+      { connection: "kb-archive", actions: ["read"] as Action[] },
     ];
     await setUpRunNamespace(namespace, { grants }, [
-      connection("kb-postgres", {
-        postgres: {
-          host: "127.0.0.1",
-          port,
-          database: kb.database,
-          sslMode: "disable",
-          credentials: {
-            secretRef: { name: "kb-admin" },
-            dynamic: { actionRoles: kb.actionRoles },
+      ...["kb-postgres", "kb-archive"].map((name) =>
+        connection(name, {
+          postgres: {
+            host: "127.0.0.1",
+            port,
+            database: kb.database,
+            sslMode: "disable",
+            credentials: {
+              secretRef: { name: "kb-admin" },
+              dynamic: { actionRoles: kb.actionRoles },
+            },
           },
-        },
-      }),
+        }),
+      ),
       connection("kb-api", {
         http: {
           url: `https://kb-api.${namespace}.svc:8443`,
@@ -257,6 +261,45 @@ describe("run-scoped credentials", () => {
     assert.deepEqual(
       records.items.map((s) => s.metadata?.name),
       [],
+    );
+  });
+
+  it("holds a Connection's deletion until the runs holding credentials through it are revoked", async () => {
+    const { pod } = await startRun("archive", {
+      access: [{ connection: "kb-archive", actions: ["read"] }],
+    });
+    const bundle = await issue(pod);
+    const role = bundle.credentials["kb-archive"];
+    const roleName = role?.type === "postgres" ? role.username : "";
+    const custom = customObjects();
+    const target = {
+      group: "langgraph-jit.dev",
+      version: "v1alpha1",
+      namespace: suite.ns.name,
+      plural: "connections",
+      name: "kb-archive",
+    };
+    await eventually("the Connection to be protected", async () => {
+      const current = (await custom.getNamespacedCustomObject(target)) as Connection;
+      return current.metadata?.finalizers?.includes("langgraph-jit.dev/connection-in-use")
+        ? true
+        : undefined;
+    });
+    await custom.deleteNamespacedCustomObject(target);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const deleting = (await custom.getNamespacedCustomObject(target)) as Connection;
+    assert.ok(deleting.metadata?.deletionTimestamp, "the Connection is not being deleted");
+    assert.ok((await runRoles()).includes(roleName));
+
+    await deleteRun("alice", suite.ns.name, "archive");
+    await eventually("the role to be dropped", async () =>
+      (await runRoles()).includes(roleName) ? undefined : true,
+    );
+    await eventually("the Connection to be gone", async () =>
+      custom.getNamespacedCustomObject(target).then(
+        () => undefined,
+        (error: unknown) => (statusOf(error) === 404 ? true : undefined),
+      ),
     );
   });
 

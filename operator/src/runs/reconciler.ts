@@ -28,6 +28,7 @@ import {
   version,
 } from "../../../api/v1alpha1.ts";
 import type { OperatorConfig } from "../config.ts";
+import { ConnectionProtection } from "../credentials/connection-protection.ts";
 import type { RunRevoker } from "../credentials/revoker.ts";
 import { EventRecorder } from "../events.ts";
 import { fieldManager } from "../install.ts";
@@ -81,6 +82,8 @@ export interface RunReconcilerOptions {
 export class RunReconciler {
   readonly #o: RunReconcilerOptions;
   readonly #queue: WorkQueue;
+  readonly #connectionQueue = new WorkQueue({ name: "connections" });
+  readonly #protection: ConnectionProtection;
   readonly #controller: RunController;
   readonly #runs: ResilientInformer<LangGraphRun>;
   readonly #informers: ResilientInformer<KubernetesObject>[];
@@ -196,7 +199,14 @@ export class RunReconciler {
         if (!finishedPhases.has(run.status?.phase ?? RunPhase.Pending)) this.#queue.add(keyOf(run));
       }
     };
-    this.#runs.onChange((run) => this.#queue.add(keyOf(run)));
+    this.#protection = new ConnectionProtection(kc, connections, this.#runs);
+    this.#runs.onChange((run) => {
+      this.#queue.add(keyOf(run));
+      for (const { connection } of run.spec.access ?? []) {
+        this.#connectionQueue.add(`${run.metadata?.namespace}/${connection}`);
+      }
+    });
+    connections.onChange((connection) => this.#connectionQueue.add(keyOf(connection)));
     jobs.onChange(enqueueOwner);
     networkPolicies.onChange(enqueueOwner);
     policies.onChange(enqueueNamespace);
@@ -234,11 +244,23 @@ export class RunReconciler {
       },
     );
     for (const run of this.#runs.list()) this.#queue.add(keyOf(run));
+    this.#connectionQueue.start((key) => this.#protection.reconcile(key), {
+      concurrency: 1,
+      isQuiet: isConflict,
+      onError: (key, error, failures) =>
+        logger.warn(
+          { connection: key, err: error, failures },
+          "connection protection failed; retrying",
+        ),
+    });
+    for (const connection of this.caches.connections.list()) {
+      this.#connectionQueue.add(keyOf(connection));
+    }
   }
 
   async stop(): Promise<void> {
     clearInterval(this.#phaseGauge);
-    await this.#queue.shutdown();
+    await Promise.all([this.#queue.shutdown(), this.#connectionQueue.shutdown()]);
     for (const informer of this.#informers) informer.stop();
   }
 

@@ -1,0 +1,83 @@
+// The Helm chart: it lints, its values are checked by values.schema.json, and what it renders is
+// accepted by the real API server (server-side dry run against the cluster's OpenAPI).
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { clusterDir, createTestNamespace, repoRoot } from "../lib/cluster.ts";
+
+const chart = join(repoRoot, "charts", "langgraph-jit");
+const helm = join(clusterDir, "bin", "helm");
+const kubectl = join(clusterDir, "bin", "kubectl");
+const kubeVersion = ["--kube-version", "1.34.4"];
+
+function run(command: string, args: string[], input?: string) {
+  const result = spawnSync(command, args, { encoding: "utf8", input });
+  return { status: result.status, out: `${result.stdout}${result.stderr}` };
+}
+
+function render(namespace: string, ...set: string[]) {
+  return run(helm, [
+    "template",
+    "lgjit",
+    chart,
+    "--namespace",
+    namespace,
+    "--include-crds",
+    ...kubeVersion,
+    ...set.flatMap((value) => ["--set", value]),
+  ]);
+}
+
+describe("the Helm chart", () => {
+  it("lints clean", () => {
+    const { status, out } = run(helm, ["lint", "--strict", chart, ...kubeVersion]);
+    assert.equal(status, 0, out);
+  });
+
+  it("renders objects the API server accepts (server-side dry run)", async () => {
+    const ns = await createTestNamespace("chart");
+    try {
+      const rendered = render(ns.name);
+      assert.equal(rendered.status, 0, rendered.out);
+      for (const kind of ["Deployment", "Service", "ClusterRole", "PodDisruptionBudget"]) {
+        assert.match(rendered.out, new RegExp(`^kind: ${kind}$`, "m"));
+      }
+      const applied = run(
+        kubectl,
+        [
+          "--kubeconfig",
+          join(clusterDir, "admin.kubeconfig"),
+          "apply",
+          "--dry-run=server",
+          "--namespace",
+          ns.name,
+          "-f",
+          "-",
+        ],
+        rendered.out,
+      );
+      assert.equal(applied.status, 0, applied.out);
+      assert.match(applied.out, /deployment\.apps\/lgjit-langgraph-jit created \(server dry run\)/);
+    } finally {
+      await ns.remove();
+    }
+  });
+
+  it("refuses values its schema does not allow, naming them", () => {
+    const zero = render("x", "replicaCount=0");
+    assert.notEqual(zero.status, 0);
+    assert.match(zero.out, /replicaCount/);
+    const unknown = render("x", "replicas=2");
+    assert.notEqual(unknown.status, 0);
+    assert.match(unknown.out, /replicas/);
+    const ttl = render("x", "runTokenTtl=soon");
+    assert.notEqual(ttl.status, 0);
+    assert.match(ttl.out, /runTokenTtl/);
+  });
+
+  it("keeps one replica through a drain only when there are several", () => {
+    assert.doesNotMatch(render("x", "replicaCount=1").out, /PodDisruptionBudget/);
+    assert.match(render("x", "replicaCount=2").out, /kind: PodDisruptionBudget/);
+  });
+});

@@ -123,15 +123,20 @@ async function removeStaleWebhooks(): Promise<void> {
   }
 }
 
-/** Installs the CRDs and starts an operator whose own namespace is `namespace`. */
+/**
+ * Installs the CRDs (as admin) and starts an operator whose own namespace is `namespace`,
+ * running with `runKubeconfig` when given (an identity with only the chart's RBAC), else admin.
+ */
 export async function startOperator(
   namespace: string,
   extra: string[] = [],
+  runKubeconfig?: string,
 ): Promise<OperatorProcess> {
   await removeStaleWebhooks();
   const listenPort = await freePort();
   const metricsPort = await freePort();
   const args = operatorArgs(namespace, listenPort, metricsPort, extra);
+  const runArgs = runKubeconfig ? [...args, "--kubeconfig", runKubeconfig] : args;
   const installed = spawnSync(operatorCommand, ["install", ...args], { encoding: "utf8" });
   if (installed.status !== 0)
     throw new Error(`operator install failed:\n${installed.stderr}${installed.stdout}`);
@@ -154,7 +159,7 @@ export async function startOperator(
 
   const launch = async () => {
     const log = createWriteStream(logFile, { flags: "a" });
-    child = spawn(operatorCommand, ["run", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(operatorCommand, ["run", ...runArgs], { stdio: ["ignore", "pipe", "pipe"] });
     children.add(child);
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);

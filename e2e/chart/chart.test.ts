@@ -4,6 +4,12 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import { parseAllDocuments } from "yaml";
+import {
+  mutatingConfiguration,
+  validatingConfiguration,
+} from "../../operator/src/admission/webhook-configurations.ts";
 import { clusterDir, createTestNamespace, repoRoot } from "../lib/cluster.ts";
 
 const chart = join(repoRoot, "charts", "langgraph-jit");
@@ -74,6 +80,26 @@ describe("the Helm chart", () => {
     const ttl = render("x", "runTokenTtl=soon");
     assert.notEqual(ttl.status, 0);
     assert.match(ttl.out, /runTokenTtl/);
+  });
+
+  it("renders the webhook configurations the operator applies, but for the CA it fills in", () => {
+    const rendered = render("lgjit-system");
+    const objects = parseAllDocuments(rendered.out).map((d) => d.toJS() as KubernetesObject);
+    const target = {
+      name: "lgjit-langgraph-jit",
+      namespace: "lgjit-system",
+      caBundlePem: "",
+      service: { name: "lgjit-langgraph-jit", port: 8443 },
+    };
+    for (const expected of [mutatingConfiguration(target), validatingConfiguration(target)]) {
+      const chartWebhook = objects.find((o) => o.kind === expected.kind) as typeof expected;
+      assert.ok(chartWebhook, `the chart renders no ${expected.kind}`);
+      const operatorWebhooks = expected.webhooks?.map(({ clientConfig, ...rest }) => ({
+        ...rest,
+        clientConfig: { service: clientConfig.service },
+      }));
+      assert.deepEqual(chartWebhook.webhooks, operatorWebhooks);
+    }
   });
 
   it("keeps one replica through a drain only when there are several", () => {

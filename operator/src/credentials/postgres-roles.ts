@@ -7,6 +7,7 @@ import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
 import { isIP } from "node:net";
 import { promisify } from "node:util";
 import pg from "pg";
+import type { PostgresCredential } from "../../../api/credentials.ts";
 
 /** Every role the operator mints starts with this; no other role is ever altered or dropped. */
 export const runRolePrefix = "lgjit_";
@@ -27,16 +28,9 @@ export interface RunRef {
   uid: string;
 }
 
-/** How the operator reaches a Connection's server with its admin credential. */
-export interface PostgresAdmin {
-  host: string;
-  port: number;
-  database: string;
-  sslMode: "disable" | "require" | "verify-full";
-  caPem?: string;
-  username: string;
-  password: string;
-}
+/** How the operator reaches a Connection's server with its admin credential: a login, as a
+ * sidecar gets one, without the wire type's tags. */
+export type PostgresAdmin = Omit<PostgresCredential, "type" | "dynamic">;
 
 /** Stored as the role's COMMENT so a sweeper can tell which run it belongs to. */
 export interface RunRoleComment {

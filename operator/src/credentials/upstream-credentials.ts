@@ -11,7 +11,7 @@ import type {
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { HttpError } from "../https-server.ts";
 import { isNotFound } from "../kube/api-errors.ts";
-import { rememberFor } from "../runs/ttl-cache.ts";
+import { rememberFor } from "../ttl-cache.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import {
   expiryWithinRun,
@@ -120,8 +120,7 @@ export class UpstreamCredentials {
 
   async #oauth2Client(connection: Connection, oauth2: OAuth2Spec) {
     const { name, key } = oauth2.clientSecretRef;
-    const caRef = connection.spec.http?.caSecretRef;
-    const caPem = caRef ? await this.#secretValue(connection, caRef.name, caRef.key) : undefined;
+    const caPem = await this.#caPem(connection, connection.spec.http?.caSecretRef);
     return {
       clientId: oauth2.clientId,
       clientSecret: await this.#secretValue(connection, name, key),
@@ -143,13 +142,8 @@ export class UpstreamCredentials {
     deadline: Date,
   ): Promise<PostgresCredential> {
     const admin = await this.#postgresAdmin(connection, spec);
-    const { host, port, database, sslMode, caPem } = admin;
-    const base = { type: "postgres" as const, host, port, database, sslMode };
-    const withCa = caPem ? { ...base, caPem } : base;
     const dynamic = spec.credentials.dynamic;
-    if (!dynamic) {
-      return { ...withCa, username: admin.username, password: admin.password, dynamic: false };
-    }
+    if (!dynamic) return { type: "postgres", ...admin, dynamic: false };
     const memberOf = grant.actions.map((action) => {
       const role = dynamic.actionRoles[action];
       if (!role) throw unavailable(grant.connection, `has no dynamic.actionRoles.${action}`);
@@ -164,7 +158,7 @@ export class UpstreamCredentials {
       memberOf,
       comment: runRoleComment(runRef(run), grant.connection),
     });
-    return { ...withCa, username: name, password, dynamic: true };
+    return { type: "postgres", ...admin, username: name, password, dynamic: true };
   }
 
   async #postgresAdmin(connection: Connection, spec: PostgresSpec): Promise<PostgresAdmin> {
@@ -173,9 +167,7 @@ export class UpstreamCredentials {
       this.#secretValue(connection, secret, "username"),
       this.#secretValue(connection, secret, "password"),
     ]);
-    const caPem = spec.caSecretRef
-      ? await this.#secretValue(connection, spec.caSecretRef.name, spec.caSecretRef.key)
-      : undefined;
+    const caPem = await this.#caPem(connection, spec.caSecretRef);
     return {
       host: spec.host,
       port: spec.port,
@@ -190,9 +182,7 @@ export class UpstreamCredentials {
   async #http(run: LangGraphRun, connection: Connection, deadline: Date): Promise<HttpCredential> {
     const spec = connection.spec.http;
     if (!spec) throw new Error("not an http Connection");
-    const caPem = spec.caSecretRef
-      ? await this.#secretValue(connection, spec.caSecretRef.name, spec.caSecretRef.key)
-      : undefined;
+    const caPem = await this.#caPem(connection, spec.caSecretRef);
     const base: HttpCredential = { type: "http", url: spec.url, headers: {} };
     if (caPem) base.caPem = caPem;
     const auth = spec.auth;
@@ -226,6 +216,11 @@ export class UpstreamCredentials {
       };
     }
     return base;
+  }
+
+  /** The CA a Connection names, as PEM; undefined when it names none. */
+  async #caPem(connection: Connection, ref: { name: string; key: string } | undefined) {
+    return ref ? this.#secretValue(connection, ref.name, ref.key) : undefined;
   }
 
   /** One key of a Secret in the Connection's namespace, as text. */

@@ -32,6 +32,7 @@ import type { EventRecorder, EventType } from "../events.ts";
 import { isConflict, isNotFound, unlessNotFound } from "../kube/api-errors.ts";
 import { metaTime, patchAs } from "../kube/meta.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
+import { rememberFor } from "../ttl-cache.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
 import { buildJob, checkTemplate, type SidecarSettings, TemplateRefused } from "./job-builder.ts";
 import { boundedName } from "./names.ts";
@@ -41,7 +42,6 @@ import {
   type ResolverDeps,
   resolvePeers,
 } from "./network-policy.ts";
-import { rememberFor } from "./ttl-cache.ts";
 
 /** What the controller reads from its informers. */
 export interface Cache<T> {

@@ -1,5 +1,5 @@
-// Remembers an async lookup's answers for a while, so reconciling many runs that share
-// Connections does not repeat the same Service read or DNS query for each run.
+// Remembers an async lookup's answers for a while: Service and DNS lookups shared by runs, and the
+// Secrets every credential issuance reads.
 export function rememberFor<A extends unknown[], R>(
   ttlMs: number,
   lookup: (...args: A) => Promise<R>,

@@ -82,6 +82,7 @@ describe("run-scoped credentials", () => {
       { connection: "kb-api", actions: ["read"] as Action[] },
       { connection: "kb-oauth", actions: ["read"] as Action[] },
       { connection: "kb-archive", actions: ["read"] as Action[] },
+      { connection: "kb-broken", actions: ["read"] as Action[] },
     ];
     await setUpRunNamespace(namespace, { grants }, [
       ...["kb-postgres", "kb-archive"].map((name) =>
@@ -102,6 +103,12 @@ describe("run-scoped credentials", () => {
         http: {
           url: `https://kb-api.${namespace}.svc:8443`,
           auth: { bearer: { secretRef: { name: "kb-api-token", key: "token" } } },
+        },
+      }),
+      connection("kb-broken", {
+        http: {
+          url: `https://kb-broken.${namespace}.svc:8443`,
+          auth: { bearer: { secretRef: { name: "kb-broken-token", key: "token" } } },
         },
       }),
       connection("kb-oauth", {
@@ -466,6 +473,20 @@ describe("run-scoped credentials", () => {
       });
       const impostorRefusal = await expectRefused(await podToken(impostor), 403, "NotARunPod");
       assert.match(String(impostorRefusal.error), /is not the Job of LangGraphRun refusals/);
+    });
+
+    it("a credential the operator cannot produce: 503, and no bundle at all (fail closed)", async () => {
+      const { pod } = await startRun("broken", {
+        access: [
+          { connection: "kb-postgres", actions: ["read"] },
+          { connection: "kb-broken", actions: ["read"] },
+        ],
+      });
+      const answer = await api.issue(await podToken(pod));
+      assert.deepEqual([answer.status, answer.body.reason], [503, "CredentialUnavailable"]);
+      assert.match(String(answer.body.error), /Secret .*\/kb-broken-token does not exist/);
+      assert.equal(answer.body.token, undefined);
+      assert.equal(answer.body.credentials, undefined);
     });
 
     it("a forged, an unsigned and a foreign-key run token", async () => {

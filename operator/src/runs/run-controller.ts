@@ -394,9 +394,12 @@ export class RunController {
   async #revoke(run: LangGraphRun, log: Logger): Promise<LangGraphRunStatus["credential"]> {
     if (!run.status?.startedAt || run.status.credential?.revokedAt) return undefined;
     const namespace = run.metadata?.namespace ?? "";
-    const names = run.spec.access.map((a) => a.connection);
-    const connections = names.flatMap((name) => this.#o.connections.get(namespace, name) ?? []);
-    const gone = names.filter((name) => !this.#o.connections.get(namespace, name));
+    const found = run.spec.access.map((a) => ({
+      name: a.connection,
+      connection: this.#o.connections.get(namespace, a.connection),
+    }));
+    const connections = found.flatMap((f) => f.connection ?? []);
+    const gone = found.filter((f) => !f.connection).map((f) => f.name);
     await this.#o.revoker.revoke(run, connections);
     if (gone.length === 0) {
       log.info("run credentials revoked");

@@ -6,7 +6,7 @@ NODE_MODULES := node_modules/.package-lock.json
 SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run operator/bin/operator sidecar/bin/sidecar
 UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
 
-.PHONY: bench install run demo generate all build lint format unit e2e test cluster-build cluster-up cluster-down node-check clean
+.PHONY: bench install run demo generate all build lint format unit e2e test cluster-build cluster-up cluster-down images node-check clean
 
 all: build
 
@@ -20,16 +20,22 @@ node-check: $(NODE_MODULES)
 build: node-check
 	tsc -p tsconfig.json
 
-lint: node-check
+lint: node-check examples/graph/node_modules
 	biome check .
 	shellcheck $(SHELL_SCRIPTS)
 	tsc -p tsconfig.json --noEmit
+	tsc -p examples/graph --noEmit
 
 format: node-check
 	biome check --write .
 
-unit: node-check
+unit: node-check examples/graph/node_modules
 	node --test --test-reporter=spec $(UNIT_TESTS)
+	cd examples/graph && node --test --test-reporter=spec
+
+# The example graph is its own package (its image carries only LangGraph).
+examples/graph/node_modules: examples/graph/package-lock.json
+	cd examples/graph && npm ci --no-audit --no-fund && touch node_modules
 
 # Both bring the test cluster up when it is not, and tear down only what they started.
 e2e: node-check
@@ -50,6 +56,10 @@ cluster-up:
 
 cluster-down:
 	e2e/cluster/down.sh
+
+# Rebuilds the project's images (operator, sidecar, example graph) into the running node.
+images:
+	e2e/cluster/images.sh
 
 # A locally run operator (kubebuilder's convention): webhooks at https://127.0.0.1:9443.
 KUBECONFIG ?= $(CURDIR)/.cluster/admin.kubeconfig

@@ -8,8 +8,10 @@ source "$here/versions.env"
 
 cache_root="${LGJIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/langgraph-jit}"
 bin="$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
-k8s_components=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-wanted=("${k8s_components[@]}" etcd helm)
+k8s_components=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+# The node's tools have their own cache folders (linked into bin), so bumping one rebuilds only it.
+node_tools=(coredns crictl)
+wanted=("${k8s_components[@]}" etcd helm "${node_tools[@]}")
 
 log() { printf '[cluster-build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -83,9 +85,27 @@ build_helm() {
     -o "$bin/helm" helm.sh/helm/v3/cmd/helm
 }
 
+# build_tool NAME VERSION MODULE PACKAGE: builds a Go command into its own cache folder.
+build_tool() {
+  local name="$1" version="$2" module="$3" package="$4" dir="$work/$1"
+  local out="$cache_root/$name-$version"
+  if [[ ! -x "$out/$name" ]]; then
+    mkdir -p "$dir" "$out" && cd "$dir"
+    log "building $name $version"
+    printf 'module lgjit.local/%s-build\n\ngo 1.24\n\nrequire %s %s\n' "$name" "$module" "$version" >go.mod
+    printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" >tools.go
+    go mod tidy >&2
+    go build -trimpath -ldflags "-s -w" -o "$out/$name.partial" "$package"
+    mv "$out/$name.partial" "$out/$name"
+  fi
+  ln -sfn "$out/$name" "$bin/$name"
+}
+
+build_tool coredns "$COREDNS_VERSION" github.com/coredns/coredns github.com/coredns/coredns
+build_tool crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl
 [[ -x "$bin/etcd" ]] || build_etcd
 [[ -x "$bin/helm" ]] || build_helm
-build_kubernetes
+for c in "${k8s_components[@]}"; do [[ -x "$bin/$c" ]] || { build_kubernetes; break; }; done
 all_built || { log "some binaries are missing from $bin"; exit 1; }
 log "all binaries are in $bin"
 echo "$bin"

@@ -10,6 +10,19 @@ logs="$state/logs"
 log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# stop NAME: stops a component started by `start`, SIGKILL after 5 s, and forgets its pid file.
+stop() {
+  local file="$pids/$1.pid" pid
+  if pid_alive "$file"; then
+    read -r pid _ <"$file"
+    log "stopping $1 (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do pid_alive "$file" || break; sleep 0.1; done
+    if pid_alive "$file"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$file"
+}
+
 # True when the pid file names a live process running the binary it was started from.
 pid_alive() {
   local file="$1" pid exe
@@ -31,5 +44,55 @@ free_port() {
     handed_out_ports[$port]=1
     echo "$port"
     return
+  done
+}
+
+# The test node (NODE=0 leaves it out). Its addresses are fixed: one test cluster per machine.
+with_node="${NODE:-1}"
+node_name=lgjit-node
+node_dir="$state/node"
+bridge=lgjit0
+node_ip=10.244.0.1
+pod_cidr=10.244.0.0/24
+service_cidr=10.96.0.0/16
+dns_ip=10.96.0.10
+# Keep pod traffic on this machine: nothing is forwarded between the bridge and another link.
+guard_comment="langgraph-jit test node: pod traffic stays on the machine"
+forward_guards=(
+  "-i $bridge ! -o $bridge"
+  "! -i $bridge -o $bridge"
+)
+# Host settings the bridge plugin and the kubelet change; put back as they were by node-down.
+node_sysctls=(net.ipv4.ip_forward net.ipv4.conf.all.accept_redirects kernel.panic kernel.panic_on_oops vm.overcommit_memory)
+
+# start NAME ARGS...: runs a component in its own session, its pid file naming pid and binary.
+# NAME is a binary in the cluster's bin folder, or on PATH (containerd).
+start() {
+  local name="$1" exe; shift
+  exe="$state/bin/$name"
+  [[ -x "$exe" ]] || exe="$(command -v "$name")"
+  setsid "$exe" "$@" </dev/null >"$logs/$name.log" 2>&1 &
+  echo "$! $(readlink -f "$exe")" >"$pids/$name.pid"
+}
+
+# wait_until WHAT SECONDS COMMAND...: polls until COMMAND succeeds, failing with the logs, or
+# as soon as a component it started has exited.
+wait_until() {
+  local what="$1" seconds="$2" deadline file
+  shift 2
+  deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "timed out after ${seconds}s waiting for $what; last log lines:"
+      tail -n 20 "$logs"/*.log >&2
+      exit 1
+    fi
+    for file in "$pids"/*.pid; do
+      if [[ ! -f "$file" ]] || pid_alive "$file"; then continue; fi
+      log "$(basename "$file" .pid) exited; its log:"
+      tail -n 30 "$logs/$(basename "$file" .pid).log" >&2
+      exit 1
+    done
+    sleep 0.5
   done
 }

@@ -31,11 +31,20 @@ extendedKeyUsage=clientAuth"
 sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:${SERVICE_IP:-10.96.0.1},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:$node_ip,IP:${SERVICE_IP:-10.96.0.1},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 
 sign admin "/CN=admin/O=system:masters" "$client"
 sign kube-controller-manager "/CN=system:kube-controller-manager" "$client"
 sign kube-scheduler "/CN=system:kube-scheduler" "$client"
+# The node: the Node authorizer and NodeRestriction know a kubelet by exactly this name and group.
+sign kubelet "/CN=system:node:$node_name/O=system:nodes" "$client"
+sign kube-proxy "/CN=system:kube-proxy" "$client"
+sign kubelet-serving "/CN=$node_name" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:$node_ip,DNS:$node_name"
+# The apiserver's identity towards the kubelet (logs, exec, port-forward).
+sign apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client/O=system:masters" "$client"
 
 # Test identities: what the product sees as requesters and approvers.
 sign alice "/CN=alice@example.com/O=ml-platform" "$client"

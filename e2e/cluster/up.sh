@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Starts the test cluster on loopback: etcd, kube-apiserver, kube-controller-manager and
-# kube-scheduler built from upstream, with kubeconfigs for admin and the test identities.
+# Starts the test cluster: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+# built from upstream, with kubeconfigs for admin and the test identities, then the node
+# (node-up.sh; NODE=0 leaves it out and keeps everything on loopback).
 # Idempotent: when the cluster is already up it says so and changes nothing.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
-service_cidr=10.96.0.0/16
+((with_node)) && components+=(containerd kubelet kube-proxy)
 export SERVICE_IP=10.96.0.1
 # Tokens live no longer than the run they serve; this is the issuer pods' tokens carry.
 sa_issuer=https://kubernetes.default.svc.cluster.local
@@ -45,7 +46,14 @@ API_PORT=$api_port
 KUBE_CONTROLLER_MANAGER_PORT=$kcm_port
 KUBE_SCHEDULER_PORT=$scheduler_port
 PORTS
-server="https://127.0.0.1:$api_port"
+api_address=127.0.0.1
+if ((with_node)); then
+  # Pods reach the apiserver through the kubernetes Service, whose endpoint is the advertised
+  # address: it must be one they can route to, the bridge's, which exists before the apiserver.
+  "$cluster_scripts/node-network.sh" up
+  api_address="$node_ip"
+fi
+server="https://$api_address:$api_port"
 
 # write_kubeconfig NAME: a kubeconfig for the client certificate pki/NAME.{crt,key}.
 write_kubeconfig() {
@@ -70,38 +78,9 @@ current-context: $name@langgraph-jit-test
 KUBECONFIG
   chmod 600 "$state/$name.kubeconfig"
 }
-for identity in admin kube-controller-manager kube-scheduler alice bob mallory; do
+for identity in admin kube-controller-manager kube-scheduler kubelet kube-proxy alice bob mallory; do
   write_kubeconfig "$identity"
 done
-
-# start NAME ARGS...: runs a component in its own session, its pid file naming pid and binary.
-start() {
-  local name="$1"; shift
-  setsid "$bin/$name" "$@" </dev/null >"$logs/$name.log" 2>&1 &
-  echo "$! $(readlink -f "$bin/$name")" >"$pids/$name.pid"
-}
-
-# wait_until WHAT SECONDS COMMAND...: polls until COMMAND succeeds, failing with the logs.
-wait_until() {
-  local what="$1" seconds="$2" deadline
-  shift 2
-  deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then
-      log "timed out after ${seconds}s waiting for $what; last log lines:"
-      tail -n 20 "$logs"/*.log >&2
-      exit 1
-    fi
-    for c in "${components[@]}"; do
-      if [[ -f "$pids/$c.pid" ]] && ! pid_alive "$pids/$c.pid"; then
-        log "$c exited; its log:"
-        tail -n 30 "$logs/$c.log" >&2
-        exit 1
-      fi
-    done
-    sleep 0.5
-  done
-}
 
 log "starting etcd on 127.0.0.1:$etcd_port"
 # --unsafe-no-fsync: a throwaway test store on a shared VM disk; durability buys nothing here.
@@ -116,10 +95,14 @@ wait_until "etcd" 60 curl -fsS "http://127.0.0.1:$etcd_port/health"
 log "starting kube-apiserver on $server"
 start kube-apiserver \
   --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --bind-address "$api_address" --advertise-address "$api_address" --secure-port "$api_port" \
   --cert-dir "$state/apiserver-certs" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
+  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$pki/ca.crt" \
+  --kubelet-preferred-address-types InternalIP \
   --authorization-mode Node,RBAC \
   --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,NodeRestriction,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota \
   --service-account-issuer "$sa_issuer" \
@@ -157,4 +140,5 @@ wait_until "kube-scheduler /healthz" 60 curl -fsSk "https://127.0.0.1:$scheduler
 wait_until "the default service account" 60 \
   "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" -n default get serviceaccount default
 
+((with_node)) && "$cluster_scripts/node-up.sh"
 log "up: export KUBECONFIG=$state/admin.kubeconfig (apiserver $server)"

@@ -1,0 +1,223 @@
+// A deterministic LangGraph workflow (no LLM) that checks what the langgraph-jit operator
+// promises a graph container: loopback-only connections and no credential in sight.
+import { open } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Annotation, END, type Runtime, START, StateGraph } from "@langchain/langgraph";
+
+export const graphName = "langgraph-jit-example";
+/** Where the sidecar's projected token is mounted; only the sidecar may read it. */
+export const sidecarTokenFile = "/var/run/secrets/langgraph-jit/token";
+
+export type Environment = Record<string, string | undefined>;
+
+export interface Connection {
+  name: string;
+  url: string;
+}
+
+export interface Summary {
+  graph: typeof graphName;
+  ok: boolean;
+  run: string | null;
+  connections: Connection[];
+  steps: string[];
+  error?: string;
+}
+
+export interface GraphInputs {
+  env: Environment;
+  /** The sidecar's token file, which must not be readable here. */
+  tokenFile?: string;
+  /** Aborting stops the run promptly, even in the middle of `work`. */
+  signal?: AbortSignal;
+  /** Receives one progress line per step. */
+  log?: (line: string) => void;
+}
+
+/** The variables the operator sets for each connection, e.g. LGJIT_KB_API_URL. */
+const connectionVariable = /^LGJIT_([A-Z0-9_]+)_URL$/;
+const secretLookingName = /(PASSWORD|SECRET|TOKEN|API_KEY|PRIVATE_KEY)/i;
+/** The schemes of the sidecar's listeners: an HTTP proxy, or Postgres for a database connection. */
+const listenerProtocols = new Set(["http:", "postgres:"]);
+const loopback = "127.0.0.1";
+/** The longest delay one timer accepts (2^31 - 1 ms); longer ones fire at once. */
+const longestTimerMs = 2 ** 31 - 1;
+
+const RunState = Annotation.Root({
+  connections: Annotation<Connection[]>({ reducer: (_, next) => next, default: () => [] }),
+  /** Every problem found so far, each naming what was wrong; any one fails the run. */
+  findings: Annotation<string[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
+  steps: Annotation<string[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
+  summary: Annotation<Summary | undefined>,
+});
+type State = typeof RunState.State;
+type Update = typeof RunState.Update;
+
+// Run inputs travel as LangGraph context, so no node reads process globals.
+const RunContext = Annotation.Root({
+  env: Annotation<Environment>,
+  tokenFile: Annotation<string>,
+  log: Annotation<(line: string) => void>,
+});
+type Context = typeof RunContext.State;
+
+function contextOf(runtime: Runtime<Context>): Context {
+  if (!runtime.context) throw new Error("the graph was invoked without its context");
+  return runtime.context;
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
+/** "KB_API" -> "kb-api", the reverse of the operator's connection env naming. */
+function connectionName(envPart: string): string {
+  return envPart.toLowerCase().replaceAll("_", "-");
+}
+
+function checkListenerUrl(variable: string, value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return `${variable} is not a URL`;
+  }
+  if (!listenerProtocols.has(url.protocol)) {
+    return `${variable} must use http: or postgres: (a sidecar listener), not ${url.protocol}`;
+  }
+  if (url.hostname !== loopback) {
+    return `${variable} must point at the sidecar on ${loopback}, not "${url.hostname}"`;
+  }
+  if (url.password) return `${variable} carries a password, which only the sidecar may hold`;
+  return undefined;
+}
+
+async function discover(_: State, runtime: Runtime<Context>): Promise<Update> {
+  const { env, log } = contextOf(runtime);
+  const connections: Connection[] = [];
+  const findings: string[] = [];
+  for (const variable of Object.keys(env).sort()) {
+    const envPart = connectionVariable.exec(variable)?.[1];
+    const value = env[variable];
+    if (envPart === undefined || value === undefined) continue;
+    const problem = checkListenerUrl(variable, value);
+    if (problem) findings.push(problem);
+    else connections.push({ name: connectionName(envPart), url: value });
+  }
+  if (connections.length === 0 && findings.length === 0) {
+    findings.push("no connections: no LGJIT_<CONNECTION>_URL variable is set");
+  }
+  connections.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const problems = findings.length > 0 ? ` and ${plural(findings.length, "problem")}` : "";
+  log(`discover found ${plural(connections.length, "connection")}${problems}`);
+  return { connections, findings, steps: ["discover"] };
+}
+
+async function isReadable(file: string): Promise<boolean> {
+  try {
+    await (await open(file, "r")).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function checkNoSecrets(_: State, runtime: Runtime<Context>): Promise<Update> {
+  const { env, tokenFile, log } = contextOf(runtime);
+  const findings: string[] = [];
+  if (await isReadable(tokenFile)) {
+    findings.push(`the sidecar's token file ${tokenFile} is readable by the graph`);
+  }
+  // Connection variables were checked by discover: credential-free loopback URLs.
+  const secretLooking = Object.keys(env)
+    .filter((name) => secretLookingName.test(name) && !connectionVariable.test(name))
+    .sort();
+  for (const name of secretLooking) {
+    findings.push(`environment variable ${name} looks like a secret`);
+  }
+  log(`check-no-secrets found ${plural(findings.length, "problem")}`);
+  return { findings, steps: ["check-no-secrets"] };
+}
+
+/** GRAPH_WORK_SECONDS: unset means 0; otherwise a non-negative decimal number of seconds. */
+function parseWorkSeconds(value: string | undefined): number | string {
+  if (value === undefined) return 0;
+  if (!/^\d+(\.\d+)?$/.test(value)) {
+    return `GRAPH_WORK_SECONDS must be a non-negative number of seconds, not ${JSON.stringify(value)}`;
+  }
+  return Number(value);
+}
+
+async function work(_: State, runtime: Runtime<Context>): Promise<Update> {
+  const { env, log } = contextOf(runtime);
+  const seconds = parseWorkSeconds(env.GRAPH_WORK_SECONDS);
+  if (typeof seconds === "string") return { findings: [seconds], steps: ["work"] };
+  log(`work for ${seconds} s`);
+  for (let left = seconds * 1000; left > 0; left -= longestTimerMs) {
+    await sleep(Math.min(left, longestTimerMs), undefined, { signal: runtime.signal });
+  }
+  return { steps: ["work"] };
+}
+
+function summarize(state: Partial<State>, env: Environment, error?: string): Summary {
+  const findings = error ? [...(state.findings ?? []), error] : (state.findings ?? []);
+  return {
+    graph: graphName,
+    ok: findings.length === 0,
+    run: env.LGJIT_RUN ?? null,
+    connections: state.connections ?? [],
+    steps: state.steps ?? [],
+    ...(findings.length > 0 && { error: findings.join("; ") }),
+  };
+}
+
+async function report(state: State, runtime: Runtime<Context>): Promise<Update> {
+  const { env, log } = contextOf(runtime);
+  const steps = [...state.steps, "report"];
+  const summary = summarize({ ...state, steps }, env);
+  log(summary.ok ? "report: ok" : `report: failed: ${summary.error}`);
+  return { summary, steps: ["report"] };
+}
+
+/** Any finding skips the work: the run has already failed. */
+function afterChecks(state: State): "work" | "report" {
+  return state.findings.length > 0 ? "report" : "work";
+}
+
+export const graph = new StateGraph(RunState, RunContext)
+  .addNode("discover", discover)
+  .addNode("check-no-secrets", checkNoSecrets)
+  .addNode("work", work)
+  .addNode("report", report)
+  .addEdge(START, "discover")
+  .addEdge("discover", "check-no-secrets")
+  .addConditionalEdges("check-no-secrets", afterChecks, ["work", "report"])
+  .addEdge("work", "report")
+  .addEdge("report", END)
+  .compile({ name: graphName });
+
+/** Runs the graph once; never throws: a failure or an abort is a summary with ok false. */
+export async function runGraph({
+  env,
+  tokenFile = sidecarTokenFile,
+  signal,
+  log = () => {},
+}: GraphInputs): Promise<Summary> {
+  let last: Partial<State> = {};
+  try {
+    // "values" streams the whole state after each step, so an abort still reports progress.
+    const states = await graph.stream(
+      { steps: [] },
+      { context: { env, tokenFile, log }, signal, streamMode: "values" },
+    );
+    for await (const state of states) last = state;
+  } catch (error) {
+    const reason = signal?.aborted
+      ? `stopped by ${String(signal.reason)}`
+      : error instanceof Error
+        ? error.message
+        : String(error);
+    return summarize(last, env, reason);
+  }
+  return last.summary ?? summarize(last, env, "the graph ended without a report");
+}

@@ -7,10 +7,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ -d "$state" ]] || { log "nothing to tear down"; exit 0; }
 
-# The demo's processes first, then the node, then the control plane in reverse start order,
-# so nothing logs a storm of errors about a vanished peer.
-stop sidecar
-stop operator
+# The node first, then the control plane in reverse start order, so nothing logs a storm of
+# errors about a vanished peer.
 "$cluster_scripts/node-down.sh"
 for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
 rm -rf "$state"

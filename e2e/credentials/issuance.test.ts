@@ -415,12 +415,14 @@ describe("run-scoped credentials", () => {
       const claim = (kind: string, name: string, uid: string, apiVersion: string) => [
         { apiVersion, kind, name, uid, controller: true },
       ];
-      // It reads the sidecar's token from its own volume: the operator must not serve it.
+      // It reads the sidecar's token from its own volume: the operator must not serve it. It
+      // carries the Job's labels, so the Job controller keeps it rather than releasing it.
       const spy = await core.createNamespacedPod({
         namespace,
         body: {
           metadata: {
             name: "spy",
+            labels: job.spec?.template.metadata?.labels,
             ownerReferences: claim("Job", "refusals", job.metadata?.uid ?? "", "batch/v1"),
           },
           spec: {

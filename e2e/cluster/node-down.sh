@@ -51,4 +51,18 @@ rmdir /run/containerd/s /run/containerd /var/lib/cni/results /var/lib/cni 2>/dev
 
 "$cluster_scripts/node-network.sh" down
 rm -rf "$node_dir"
-log "node removed"
+
+# Say so if anything the node made is still there.
+leftovers="$(
+  findmnt -rn -o TARGET | grep "^$node_dir/"
+  ip link show "$bridge" 2>/dev/null | head -n1
+  iptables-save 2>/dev/null | grep -E "^:KUBE-|$guard_comment"
+  pgrep -a -f "containerd-shim-runc-v2 .*-address $node_dir/"
+  ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null
+)" || true
+if [[ -n "$leftovers" ]]; then
+  log "the node left these behind:"
+  printf '%s\n' "$leftovers" >&2
+  exit 1
+fi
+log "node removed, nothing left behind"

@@ -40,6 +40,7 @@ describe("a running sidecar", () => {
   let directory: string;
   let child: ChildProcess;
   let adminUrl: string;
+  let listenerPort: number;
   let output = "";
 
   before(async () => {
@@ -48,6 +49,7 @@ describe("a running sidecar", () => {
     directory = await mkdtemp(join(tmpdir(), "lgjit-sidecar-main-"));
     await writeFile(join(directory, "token"), "pod-token\n");
     const adminPort = await freePort();
+    listenerPort = await freePort();
     adminUrl = `http://127.0.0.1:${adminPort}`;
     child = spawn(launcher, [], {
       env: environment({
@@ -60,7 +62,7 @@ describe("a running sidecar", () => {
         LGJIT_OPERATOR_CA: server.caPem,
         LGJIT_TOKEN_FILE: join(directory, "token"),
         LGJIT_STATE_DIR: directory,
-        LGJIT_LISTENERS: '{"kb-api":15432}',
+        LGJIT_LISTENERS: JSON.stringify({ "kb-api": listenerPort }),
         LGJIT_ADMIN_PORT: String(adminPort),
       }),
       stdio: ["ignore", "pipe", "inherit"],
@@ -83,6 +85,13 @@ describe("a running sidecar", () => {
   it("is the node process itself, so the kubelet's signals reach it", async () => {
     assert.match(await readlink(`/proc/${child.pid}/exe`), /\/node$/);
     assert.equal((await httpGet(`${adminUrl}/ready`)).status, 200);
+  });
+
+  it("serves its HTTP connection on loopback, failing closed on an unreachable upstream", async () => {
+    const answer = await httpGet(`http://127.0.0.1:${listenerPort}/v1/docs`);
+    assert.equal(answer.status, 502);
+    assert.equal(JSON.parse(answer.body).reason, "UpstreamUnavailable");
+    assert.match(output, /"event":\{[^}]*"kind":"error"/);
   });
 
   it("exits 0 within a second of SIGTERM, while a status long-poll is held", async () => {

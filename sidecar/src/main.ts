@@ -4,7 +4,8 @@ import type { Server } from "node:http";
 import { pino } from "pino";
 import { closeAdminServer, startAdminServer } from "./admin-server.ts";
 import { ConfigError, loadConfig, type SidecarConfig } from "./config.ts";
-import { CredentialClient } from "./credentials/credential-client.ts";
+import { CredentialClient, type Readiness } from "./credentials/credential-client.ts";
+import { HttpListeners } from "./http/http-listeners.ts";
 import { createSidecarMetrics } from "./metrics.ts";
 
 // The kubelet waits terminationGracePeriodSeconds; the sidecar promises far less.
@@ -48,6 +49,31 @@ const credentials = new CredentialClient({
   logger,
   metrics,
 });
+// Until session events ship to the operator, each request is one structured log line.
+const httpListeners = new HttpListeners({
+  ports: config.listeners,
+  run: `${config.namespace ?? ""}/${config.run}`,
+  credentials,
+  record: (record) => {
+    metrics.httpRequests.inc({
+      connection: record.connection ?? "",
+      kind: record.kind,
+      status: String(record.status ?? 0),
+    });
+    logger.info({ event: record }, "session event");
+  },
+  logger,
+});
+
+// Ready once the credential is held and every HTTP connection it covers is listening.
+function readiness(): Readiness {
+  const held = credentials.readiness();
+  const waiting = held.ready ? httpListeners.notListening() : [];
+  return waiting.length === 0
+    ? held
+    : { ready: false, reason: `connections ${waiting.join(", ")} are not listening yet` };
+}
+
 let admin: Server | undefined;
 let stopping = false;
 async function shutdown(signal: NodeJS.Signals): Promise<void> {
@@ -58,7 +84,11 @@ async function shutdown(signal: NodeJS.Signals): Promise<void> {
     logger.warn({ afterMs: shutdownDeadlineMs }, "shutdown did not finish in time; exiting");
     process.exit(0);
   }, shutdownDeadlineMs).unref();
-  await Promise.allSettled([credentials.stop(), admin && closeAdminServer(admin)]);
+  await Promise.allSettled([
+    credentials.stop(),
+    httpListeners.close(),
+    admin && closeAdminServer(admin),
+  ]);
   logger.info("stopped");
   process.exit(0);
 }
@@ -68,7 +98,7 @@ process.on("SIGINT", (signal) => void shutdown(signal));
 admin = await startAdminServer({
   ...config.admin,
   registry: metrics.registry,
-  readiness: () => credentials.readiness(),
+  readiness,
   logger,
 }).catch((error: unknown) => {
   const where = `${config.admin.host}:${config.admin.port}`;

@@ -54,6 +54,12 @@ export function createSidecarMetrics() {
       labelNames: ["reason"] as const,
       registers: [registry],
     }),
+    httpRequests: new Counter({
+      name: "lgjit_sidecar_http_requests_total",
+      help: "Requests the graph made through a connection's HTTP proxy, by connection, kind (request, denied, error) and status",
+      labelNames: ["connection", "kind", "status"] as const,
+      registers: [registry],
+    }),
     expirySeconds: new Gauge({
       name: "lgjit_sidecar_credential_expiry_seconds",
       help: "Seconds until the held credential expires; 0 while none is held",

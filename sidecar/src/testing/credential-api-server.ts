@@ -17,6 +17,7 @@ import {
 import {
   type CredentialBundle,
   credentialApi,
+  type HttpCredential,
   type RunClaims,
   runTokenAudience,
 } from "../../../api/credentials.ts";
@@ -89,6 +90,12 @@ export class CredentialApiServer {
   readonly statusRequests: SeenRequest[] = [];
   jwksRequests = 0;
   revoked = false;
+  /** The kb-api connection's credential in every bundle; tests point it at their upstream. */
+  kbApi: HttpCredential = {
+    type: "http",
+    url: "https://kb-api.internal",
+    headers: { authorization: "Bearer upstream-secret" },
+  };
   readonly #server: Server;
   readonly #heldPolls = new Set<() => void>();
   #port: number;
@@ -179,13 +186,7 @@ export class CredentialApiServer {
     return {
       token,
       expiresAt: expiresAt ?? new Date((exp ?? 0) * 1000).toISOString(),
-      credentials: {
-        "kb-api": {
-          type: "http",
-          url: "https://kb-api.internal",
-          headers: { authorization: "Bearer upstream-secret" },
-        },
-      },
+      credentials: { "kb-api": this.kbApi },
     };
   }
 

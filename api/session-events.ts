@@ -1,0 +1,45 @@
+// The session event schema shared by the sidecar (which records) and the operator (which
+// stores and serves): one event per request, denial, tunnel or credential change on a run's
+// connections. No credential and no masked value ever appears in an event.
+
+export const sessionEventSchemaVersion = 1;
+
+export const sessionEventKinds = [
+  "request",
+  "denied",
+  "masked",
+  "tunnel",
+  "credential-refresh",
+  "error",
+] as const;
+export type SessionEventKind = (typeof sessionEventKinds)[number];
+
+/** What a data path reports; the sidecar's event buffer adds the run and the sequence number. */
+export interface SessionRecord {
+  /** RFC 3339 with milliseconds, when the request arrived. */
+  time: string;
+  kind: SessionEventKind;
+  connection?: string;
+  method?: string;
+  /** The normalized path the rules matched (never the query string: it may carry secrets). */
+  path?: string;
+  /** The status the graph received. */
+  status?: number;
+  /** Request body bytes from the graph, and response body bytes to it. */
+  bytesIn?: number;
+  bytesOut?: number;
+  durationMs?: number;
+  /** The grant's rule that allowed the request, or the one that came closest to a denial. */
+  rule?: string;
+  /** CamelCase, why it was denied or failed. */
+  reason?: string;
+  /** How many values each detector or JSON path masked. */
+  masked?: Record<string, number>;
+}
+
+export interface SessionEvent extends SessionRecord {
+  schema: typeof sessionEventSchemaVersion;
+  run: { namespace: string; name: string; uid: string };
+  /** Per run, from 1, without gaps: the operator deduplicates on (run uid, seq). */
+  seq: number;
+}

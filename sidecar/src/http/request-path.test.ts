@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { maxPathSegments, normalizePath } from "./request-path.ts";
+
+function normalized(raw: string) {
+  const result = normalizePath(raw);
+  assert.ok(result.ok, `${raw} was refused: ${result.ok ? "" : result.reason}`);
+  return result;
+}
+
+function refusal(raw: string): string {
+  const result = normalizePath(raw);
+  assert.ok(!result.ok, `${raw} was accepted as ${result.ok ? result.path : ""}`);
+  return result.reason;
+}
+
+describe("normalizePath", () => {
+  it("resolves dot-segments, encoded or not, before anything matches", () => {
+    assert.equal(normalized("/v1/docs/../admin").path, "/v1/admin");
+    assert.equal(normalized("/v1/docs/%2e%2e/admin").path, "/v1/admin");
+    assert.equal(normalized("/v1/docs/%2E%2E/%2E/admin").path, "/v1/admin");
+    assert.equal(normalized("/v1/./docs/.").path, "/v1/docs/");
+    assert.equal(normalized("/../../etc/passwd").path, "/etc/passwd");
+    assert.equal(normalized("/v1/docs/..").path, "/v1/");
+  });
+
+  it("drops duplicate slashes and keeps one trailing slash", () => {
+    assert.equal(normalized("//v1///docs//").path, "/v1/docs/");
+    assert.equal(normalized("/").path, "/");
+    assert.equal(normalized("/v1/docs").path, "/v1/docs");
+  });
+
+  it("decodes percent-escapes for matching and re-encodes what the upstream receives", () => {
+    const result = normalized("/v1/docs/a%20b/%C3%A9t%C3%A9/%41");
+    assert.equal(result.path, "/v1/docs/a b/été/A");
+    assert.equal(result.encoded, "/v1/docs/a%20b/%C3%A9t%C3%A9/A");
+    assert.equal(normalized("/v1/a:b@c;d=e,f+g$h&i").encoded, "/v1/a:b@c;d=e,f+g$h&i");
+    assert.equal(normalized("/v1/%23frag%3F").encoded, "/v1/%23frag%3F");
+  });
+
+  it("reads a raw UTF-8 path as Node hands it over (latin1, one character per byte)", () => {
+    const latin1 = Buffer.from("/été", "utf8").toString("latin1");
+    assert.equal(normalized(latin1).path, "/été");
+  });
+
+  it("refuses what would change shape after matching, naming the segment", () => {
+    assert.match(refusal("/v1/docs%2F..%2Fadmin"), /docs%2F\.\.%2Fadmin.*slash/);
+    assert.match(refusal("/v1/docs%5cadmin"), /backslash/);
+    assert.match(refusal("/v1\\admin"), /backslash/);
+    assert.match(refusal("/v1/%00"), /control/);
+    assert.match(refusal("/v1/%zz"), /not valid percent-encoded/);
+    assert.match(refusal("/v1/%C3%28"), /not valid percent-encoded UTF-8/);
+    assert.match(refusal("v1/docs"), /does not start with \//);
+    assert.match(refusal("*"), /does not start with \//);
+  });
+
+  it("refuses paths with more segments than any API needs", () => {
+    assert.match(refusal("/a".repeat(maxPathSegments + 1)), /more than 512 segments/);
+    assert.ok(normalizePath("/a".repeat(maxPathSegments)).ok);
+  });
+});

@@ -1,0 +1,117 @@
+// The grant's HTTP rules: which action a method needs, and `*`/`**` path globs matched against
+// normalized paths. Default deny: a request must need a granted action and, when the grant
+// lists rules, match one of them by method and path.
+import type { GrantClaim } from "../../../api/credentials.ts";
+
+export type HttpAction = "read" | "write";
+
+const actionOfMethod: Record<string, HttpAction> = {
+  GET: "read",
+  HEAD: "read",
+  OPTIONS: "read",
+  POST: "write",
+  PUT: "write",
+  PATCH: "write",
+  DELETE: "write",
+};
+
+export type Decision =
+  | { allowed: true; rule: string }
+  | {
+      allowed: false;
+      rule?: string;
+      reason: "MethodNotAllowed" | "ActionNotGranted" | "NoRuleMatched";
+      message: string;
+    };
+
+export interface HttpPolicy {
+  decide(method: string, path: string): Decision;
+}
+
+/** Compiles an HTTP grant once per credential; decide() then runs per request. */
+export function compileHttpPolicy(grant: GrantClaim): HttpPolicy {
+  const actions = new Set(grant.actions);
+  const rules = (grant.http?.rules ?? []).map((rule) => ({
+    methods: new Set<string>(rule.methods),
+    globs: rule.paths.map(compileGlob),
+    label: `${rule.methods.join(",")} ${rule.paths.join(" ")}`,
+  }));
+  return {
+    decide(method, path) {
+      const action = actionOfMethod[method];
+      if (!action) {
+        return {
+          allowed: false,
+          reason: "MethodNotAllowed",
+          message: `method ${method} is never proxied`,
+        };
+      }
+      if (!actions.has(action)) {
+        return {
+          allowed: false,
+          reason: "ActionNotGranted",
+          message: `${method} needs "${action}" on connection "${grant.connection}", which the run was not granted`,
+        };
+      }
+      if (rules.length === 0) return { allowed: true, rule: `actions ${[...actions].join(",")}` };
+      const segments = segmentsOf(path);
+      const matched = rules.find(
+        (rule) => rule.methods.has(method) && rule.globs.some((glob) => glob(segments)),
+      );
+      if (matched) return { allowed: true, rule: matched.label };
+      return {
+        allowed: false,
+        reason: "NoRuleMatched",
+        message: `no rule of the grant on connection "${grant.connection}" allows ${method} ${path}`,
+      };
+    },
+  };
+}
+
+function segmentsOf(path: string): string[] {
+  return path.split("/").filter((segment) => segment !== "");
+}
+
+/** `**` matches any number of segments (none included), `*` within a segment any characters but "/". */
+export function compileGlob(pattern: string): (segments: string[]) => boolean {
+  const parts = segmentsOf(pattern).map((part) =>
+    part === "**" ? ("**" as const) : segmentMatcher(part),
+  );
+  return (segments) => matchFrom(parts, segments, 0, 0, new Set());
+}
+
+type Part = "**" | ((segment: string) => boolean);
+
+// `failed` remembers (part, segment) positions known not to match: with it, patterns with
+// several "**" stay polynomial in the path's length however the graph shapes its paths.
+function matchFrom(
+  parts: Part[],
+  segments: string[],
+  p: number,
+  s: number,
+  failed: Set<number>,
+): boolean {
+  const key = p * (segments.length + 1) + s;
+  if (failed.has(key)) return false;
+  const part = parts[p];
+  let matched: boolean;
+  if (part === undefined) matched = s === segments.length;
+  else if (part === "**") {
+    matched =
+      matchFrom(parts, segments, p + 1, s, failed) ||
+      (s < segments.length && matchFrom(parts, segments, p, s + 1, failed));
+  } else {
+    const segment = segments[s];
+    matched =
+      segment !== undefined && part(segment) && matchFrom(parts, segments, p + 1, s + 1, failed);
+  }
+  if (!matched) failed.add(key);
+  return matched;
+}
+
+function segmentMatcher(part: string): (segment: string) => boolean {
+  if (!part.includes("*")) return (segment) => segment === part;
+  const escaped = part.split("*").map((literal) => literal.replace(/[.+?^${}()|[\]\\]/g, "\\$&"));
+  const regex = new RegExp(`^${escaped.join("[^/]*")}$`);
+  return (segment) => regex.test(segment);
+}

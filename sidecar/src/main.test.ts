@@ -91,7 +91,9 @@ describe("a running sidecar", () => {
     const answer = await httpGet(`http://127.0.0.1:${listenerPort}/v1/docs`);
     assert.equal(answer.status, 502);
     assert.equal(JSON.parse(answer.body).reason, "UpstreamUnavailable");
-    assert.match(output, /"event":\{[^}]*"kind":"error"/);
+    await waitFor("the request's session event in the log", () =>
+      /"event":\{[^}]*"kind":"error"/.test(output),
+    );
   });
 
   it("exits 0 within a second of SIGTERM, while a status long-poll is held", async () => {

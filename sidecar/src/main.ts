@@ -52,6 +52,7 @@ const credentials = new CredentialClient({
 // Until session events ship to the operator, each request is one structured log line.
 const httpListeners = new HttpListeners({
   ports: config.listeners,
+  proxyPort: config.proxyPort,
   run: `${config.namespace ?? ""}/${config.run}`,
   credentials,
   record: (record) => {
@@ -71,7 +72,7 @@ function readiness(): Readiness {
   const waiting = held.ready ? httpListeners.notListening() : [];
   return waiting.length === 0
     ? held
-    : { ready: false, reason: `connections ${waiting.join(", ")} are not listening yet` };
+    : { ready: false, reason: `${waiting.join(", ")} not listening yet` };
 }
 
 let admin: Server | undefined;

@@ -3,9 +3,11 @@
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:https";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, it } from "node:test";
+import { connect as tlsConnect } from "node:tls";
 import { pino } from "pino";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import { issueServingCertificate } from "../../../operator/src/admission/webhook-certs.ts";
@@ -23,6 +25,8 @@ let operator: CredentialApiServer;
 let upstream: Server;
 let directory: string;
 const seenAuthorization: Array<string | undefined> = [];
+let upstreamPort: number;
+let authorityPem: string;
 
 before(async () => {
   operator = await CredentialApiServer.create();
@@ -40,6 +44,8 @@ before(async () => {
   await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
   const address = upstream.address();
   assert.ok(address && typeof address === "object");
+  upstreamPort = address.port;
+  authorityPem = authority.certPem;
   operator.kbApi = {
     type: "http",
     url: `https://127.0.0.1:${address.port}`,
@@ -57,6 +63,15 @@ after(async () => {
   await rm(directory, { recursive: true, force: true });
 });
 
+/** Sends raw bytes to a port; resolves with the first chunk of the answer and the socket. */
+function rawExchange(port: number, bytes: string): Promise<{ first: string; socket: Socket }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.write(bytes));
+    socket.once("data", (chunk: Buffer) => resolve({ first: chunk.toString(), socket }));
+    socket.once("error", reject);
+  });
+}
+
 it("listens with the held credential, and closes within moments of revocation", async () => {
   const logger = pino({ level: "silent" });
   const credentials = new CredentialClient({
@@ -68,9 +83,11 @@ it("listens with the held credential, and closes within moments of revocation", 
     metrics: createSidecarMetrics(),
   });
   const port = await freePort();
+  const proxyPort = await freePort();
   const records: SessionRecord[] = [];
   const listeners = new HttpListeners({
     ports: new Map([["kb-api", port]]),
+    proxyPort,
     run: "agents/kb-refresh",
     credentials,
     record: (record) => records.push(record),
@@ -88,13 +105,57 @@ it("listens with the held credential, and closes within moments of revocation", 
     assert.deepEqual(seenAuthorization, ["Bearer upstream-secret"]);
     assert.equal(records[0]?.kind, "request");
 
+    // The forward proxy: plain HTTP to the granted host is enforced like the connection's port.
+    const viaProxy = await rawExchange(
+      proxyPort,
+      `GET http://127.0.0.1:${upstreamPort}/v1/docs/2 HTTP/1.1\r\nHost: 127.0.0.1:${upstreamPort}\r\nConnection: close\r\n\r\n`,
+    );
+    viaProxy.socket.destroy();
+    assert.match(viaProxy.first, /^HTTP\/1.1 200/);
+    assert.equal(seenAuthorization.at(-1), "Bearer upstream-secret");
+    const elsewhere = await rawExchange(
+      proxyPort,
+      "GET http://example.invalid/ HTTP/1.1\r\nHost: example.invalid\r\nConnection: close\r\n\r\n",
+    );
+    elsewhere.socket.destroy();
+    assert.match(elsewhere.first, /^HTTP\/1.1 403[\s\S]*"reason":"HostNotGranted"/);
+    const refusedTunnel = await rawExchange(
+      proxyPort,
+      "CONNECT example.invalid:443 HTTP/1.1\r\nHost: example.invalid:443\r\n\r\n",
+    );
+    refusedTunnel.socket.destroy();
+    assert.match(refusedTunnel.first, /^HTTP\/1.1 403/);
+
+    // CONNECT to the granted host and port: a tunnel, TLS end to end, recorded with its bytes.
+    const tunnel = await rawExchange(
+      proxyPort,
+      `CONNECT 127.0.0.1:${upstreamPort} HTTP/1.1\r\nHost: 127.0.0.1:${upstreamPort}\r\n\r\n`,
+    );
+    assert.match(tunnel.first, /^HTTP\/1.1 200 Connection Established/);
+    const secure = tlsConnect({ socket: tunnel.socket, ca: authorityPem, servername: "127.0.0.1" });
+    secure.write("GET /through-tunnel HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const answered = await new Promise<string>((resolve) => {
+      let text = "";
+      secure.on("data", (chunk: Buffer) => {
+        text += chunk;
+      });
+      secure.on("close", () => resolve(text));
+    });
+    assert.match(answered, /^HTTP\/1.1 200[\s\S]*answer$/);
+    assert.equal(seenAuthorization.at(-1), undefined, "a credential was added inside a tunnel");
+    await waitFor("the tunnel's record", () => records.some((r) => r.kind === "tunnel"));
+    const tunnelRecord = records.find((r) => r.kind === "tunnel");
+    assert.equal(tunnelRecord?.connection, "kb-api");
+    assert.ok((tunnelRecord?.bytesIn ?? 0) > 0 && (tunnelRecord?.bytesOut ?? 0) > 0);
+
     operator.revoke();
+    const refused = async (at: number) =>
+      (await httpGet(`http://127.0.0.1:${at}/`).catch(
+        (error: NodeJS.ErrnoException) => error.code,
+      )) === "ECONNREFUSED";
     await waitFor(
-      "the listener to close",
-      async () =>
-        (await httpGet(`http://127.0.0.1:${port}/`).catch(
-          (error: NodeJS.ErrnoException) => error.code,
-        )) === "ECONNREFUSED",
+      "both listeners to close",
+      async () => (await refused(port)) && (await refused(proxyPort)),
       5_000,
     );
   } finally {

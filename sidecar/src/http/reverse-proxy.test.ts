@@ -11,7 +11,9 @@ import type { SessionRecord } from "../../../api/session-events.ts";
 import { issueServingCertificate } from "../../../operator/src/admission/webhook-certs.ts";
 import { createTestAuthority } from "../testing/credential-api-server.ts";
 import { freePort } from "../testing/test-helpers.ts";
-import { type HttpTarget, ReverseProxy } from "./reverse-proxy.ts";
+import { Forwarder, type HttpTarget } from "./forwarder.ts";
+import type { LoopbackServer } from "./loopback-server.ts";
+import { createReverseProxy } from "./reverse-proxy.ts";
 
 interface Seen {
   method: string;
@@ -41,7 +43,8 @@ describe("a connection's reverse proxy", () => {
   let upstream: Server;
   let upstreamUrl: string;
   let caPem: string;
-  let proxy: ReverseProxy;
+  let proxy: LoopbackServer;
+  let forwarder: Forwarder;
   let port: number;
   let base: string;
   let target: HttpTarget | undefined;
@@ -102,19 +105,24 @@ describe("a connection's reverse proxy", () => {
     upstreamUrl = `https://127.0.0.1:${address.port}`;
     port = await freePort();
     base = `http://127.0.0.1:${port}`;
-    proxy = new ReverseProxy({
+    const logger = pino({ level: "silent" });
+    const record = (entry: SessionRecord) => records.push(entry);
+    forwarder = new Forwarder({ run: "agents/kb-search", record, logger });
+    proxy = createReverseProxy({
       connection: "kb-api",
       port,
       run: "agents/kb-search",
       target: () => target,
-      record: (record) => records.push(record),
-      logger: pino({ level: "silent" }),
+      forwarder,
+      record,
+      logger,
     });
     await proxy.listen();
   });
 
   after(async () => {
     await proxy.close();
+    await forwarder.close();
     await new Promise<void>((resolve) => upstream.close(() => resolve()));
   });
 

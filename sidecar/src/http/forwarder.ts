@@ -1,0 +1,267 @@
+// The one path every proxied HTTP request takes, whichever listener received it: the grant
+// decides on the normalized path, the graph's credential and hop-by-hop headers are dropped,
+// the connection's credential is added, and the bodies stream through a keep-alive pool to
+// the upstream over verified TLS. Denied requests never reach the upstream; all are recorded.
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { Logger } from "pino";
+import { Pool } from "undici";
+import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
+import type { SessionRecord } from "../../../api/session-events.ts";
+import type { DenialBody } from "./loopback-server.ts";
+import { normalizePath } from "./request-path.ts";
+import { compileHttpPolicy, type HttpPolicy } from "./rules.ts";
+
+/** What a request needs from the held credential; undefined while none is held (fail closed). */
+export interface HttpTarget {
+  credential: HttpCredential;
+  grant: GrantClaim;
+}
+
+export interface ForwardRequest {
+  connection: string;
+  target: HttpTarget | undefined;
+  /** The request target's path and query, origin-form ("/v1/docs?q=1"). */
+  pathAndQuery: string;
+}
+
+export interface ForwarderOptions {
+  run: string;
+  record: (record: SessionRecord) => void;
+  logger: Logger;
+}
+
+// Hop-by-hop headers (RFC 9110 7.6.1): never forwarded in either direction.
+const hopByHop = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authenticate",
+  "proxy-authorization",
+]);
+// The graph's own credentials and claims about the route: the sidecar sets these itself.
+const neverFromGraph = new Set([
+  "authorization",
+  "host",
+  "via",
+  "forwarded",
+  "x-forwarded-for",
+  "x-forwarded-host",
+  "x-forwarded-proto",
+]);
+
+export class Forwarder {
+  readonly #options: ForwarderOptions;
+  readonly #pools = new Map<string, Pool>();
+  readonly #policies = new WeakMap<GrantClaim, HttpPolicy>();
+
+  constructor(options: ForwarderOptions) {
+    this.#options = options;
+  }
+
+  async forward(req: IncomingMessage, res: ServerResponse, request: ForwardRequest): Promise<void> {
+    const started = performance.now();
+    const time = new Date().toISOString();
+    const method = req.method ?? "";
+    const { connection, target } = request;
+    const record = (fields: Omit<SessionRecord, "time" | "connection" | "method">) =>
+      this.#options.record({
+        time,
+        connection,
+        method,
+        durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+        ...fields,
+      });
+    const deny = (
+      status: number,
+      reason: string,
+      error: string,
+      fields: { path?: string } = {},
+    ) => {
+      this.answer(res, status, { error, run: this.#options.run, connection, rule: null, reason });
+      req.resume();
+      record({ kind: "denied", status, reason, ...fields });
+    };
+
+    if (!target) {
+      return deny(
+        503,
+        "CredentialUnavailable",
+        "the sidecar holds no credential for this run; nothing is forwarded",
+      );
+    }
+    const queryAt = request.pathAndQuery.indexOf("?");
+    const rawPath = queryAt === -1 ? request.pathAndQuery : request.pathAndQuery.slice(0, queryAt);
+    const normalized = normalizePath(rawPath);
+    if (!normalized.ok)
+      return deny(400, "BadPath", `the request path was refused: ${normalized.reason}`);
+    const path = normalized.path;
+    const decision = this.#policy(target.grant).decide(method, path);
+    if (!decision.allowed) return deny(403, decision.reason, decision.message, { path });
+
+    const upstream = new URL(target.credential.url);
+    const basePath = upstream.pathname.replace(/\/+$/, "");
+    const query = queryAt === -1 ? "" : request.pathAndQuery.slice(queryAt);
+    const bytesIn = new ByteCounter();
+    const bytesOut = new ByteCounter();
+    const aborted = new AbortController();
+    res.once("close", () => {
+      if (!res.writableFinished) aborted.abort(new Error("the graph closed the connection"));
+    });
+    try {
+      const answer = await this.#pool(target.credential).request({
+        method,
+        path: `${basePath}${normalized.encoded}${query}`,
+        headers: upstreamHeaders(req, target.credential, upstream),
+        body: hasBody(req) ? req.pipe(bytesIn) : null,
+        signal: aborted.signal,
+      });
+      res.writeHead(answer.statusCode, responseHeaders(answer.headers));
+      await pipeline(answer.body, bytesOut, res);
+      record({
+        kind: "request",
+        path,
+        status: answer.statusCode,
+        rule: decision.rule,
+        bytesIn: bytesIn.bytes,
+        bytesOut: bytesOut.bytes,
+      });
+    } catch (error) {
+      const graphLeft = aborted.signal.aborted;
+      if (!res.headersSent) {
+        this.answer(res, 502, {
+          error: `the upstream ${upstream.origin} could not be reached: ${message(error)}`,
+          run: this.#options.run,
+          connection,
+          rule: decision.rule,
+          reason: "UpstreamUnavailable",
+        });
+      } else {
+        res.destroy();
+      }
+      req.resume();
+      record({
+        kind: "error",
+        path,
+        status: res.statusCode,
+        reason: graphLeft ? "GraphDisconnected" : "UpstreamUnavailable",
+        rule: decision.rule,
+        bytesIn: bytesIn.bytes,
+        bytesOut: bytesOut.bytes,
+      });
+      this.#options.logger.debug({ err: error, connection, path }, "upstream request failed");
+    }
+  }
+
+  /** Answers the graph with a JSON body of the contract's shape. */
+  answer(res: ServerResponse, status: number, body: DenialBody): void {
+    const json = JSON.stringify(body);
+    res.writeHead(status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(json),
+      via: "1.1 langgraph-jit",
+    });
+    res.end(json);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#pools.values()].map((pool) => pool.destroy()));
+    this.#pools.clear();
+  }
+
+  #policy(grant: GrantClaim): HttpPolicy {
+    let policy = this.#policies.get(grant);
+    if (!policy) {
+      policy = compileHttpPolicy(grant);
+      this.#policies.set(grant, policy);
+    }
+    return policy;
+  }
+
+  // One keep-alive pool per upstream origin and CA; a refreshed credential reuses it.
+  #pool(credential: HttpCredential): Pool {
+    const origin = new URL(credential.url).origin;
+    const key = `${origin}\n${credential.caPem ?? ""}`;
+    let pool = this.#pools.get(key);
+    if (!pool) {
+      pool = new Pool(origin, {
+        connections: 64,
+        connect: credential.caPem ? { ca: credential.caPem } : {},
+      });
+      this.#pools.set(key, pool);
+    }
+    return pool;
+  }
+}
+
+/** The graph's headers minus hop-by-hop and credential headers, plus the connection's own. */
+function upstreamHeaders(
+  req: IncomingMessage,
+  credential: HttpCredential,
+  upstream: URL,
+): Record<string, string | string[]> {
+  const listed = namedByConnection(req.headers);
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || hopByHop.has(name) || listed.has(name)) continue;
+    if (neverFromGraph.has(name) || name in credential.headers) continue;
+    headers[name] = value;
+  }
+  headers.via = "1.1 langgraph-jit";
+  const host = String(req.headers.host ?? upstream.host).replace(/["\\]/g, "");
+  headers.forwarded = `proto=http;host="${host}"`;
+  return { ...headers, ...credential.headers };
+}
+
+function responseHeaders(
+  headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>,
+): Record<string, string | string[]> {
+  const listed = namedByConnection(headers);
+  const result: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || hopByHop.has(name) || listed.has(name)) continue;
+    result[name] = value;
+  }
+  result.via = result.via ? `${result.via}, 1.1 langgraph-jit` : "1.1 langgraph-jit";
+  return result;
+}
+
+/** Headers a Connection header lists are hop-by-hop too. */
+function namedByConnection(headers: Record<string, string | string[] | undefined>): Set<string> {
+  return new Set(
+    String(headers.connection ?? "")
+      .split(",")
+      .map((name) => name.trim().toLowerCase())
+      .filter(Boolean),
+  );
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  return (
+    req.headers["transfer-encoding"] !== undefined || Number(req.headers["content-length"] ?? 0) > 0
+  );
+}
+
+/** Passes bytes through and counts them (request and response body sizes for the record). */
+class ByteCounter extends Transform {
+  bytes = 0;
+  override _transform(
+    chunk: Buffer,
+    _encoding: BufferEncoding,
+    done: (error?: Error | null, data?: Buffer) => void,
+  ): void {
+    this.bytes += chunk.length;
+    done(null, chunk);
+  }
+}
+
+function message(error: unknown): string {
+  const cause =
+    error instanceof Error && error.cause instanceof Error ? `: ${error.cause.message}` : "";
+  return error instanceof Error ? `${error.message}${cause}` : String(error);
+}

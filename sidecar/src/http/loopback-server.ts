@@ -1,0 +1,130 @@
+// An HTTP server on 127.0.0.1 for the graph, hardened the same way for every listener of the
+// sidecar: bounded headers, malformed requests (smuggling attempts included) answered with a
+// 4xx and recorded before the socket closes, and close() cutting every connection at once.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { SessionRecord } from "../../../api/session-events.ts";
+
+/** The JSON body of every answer the sidecar gives itself (DESIGN.md section 4). */
+export interface DenialBody {
+  error: string;
+  run: string;
+  connection: string;
+  rule: string | null;
+  reason: string;
+}
+
+export interface LoopbackServerOptions {
+  port: number;
+  run: string;
+  /** The connection named in denials and records; "" for the forward proxy. */
+  connection: string;
+  record: (record: SessionRecord) => void;
+  onRequest: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+  /** CONNECT; refused when absent. */
+  onConnect?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+}
+
+const maxHeaderBytes = 16 * 1024;
+
+export class LoopbackServer {
+  readonly #options: LoopbackServerOptions;
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+
+  constructor(options: LoopbackServerOptions) {
+    this.#options = options;
+    // Node's parser refuses Content-Length with Transfer-Encoding, duplicate lengths, bad
+    // header names and oversized heads; each arrives here as a clientError.
+    this.#server = createServer(
+      { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, headersTimeout: 30_000 },
+      (req, res) => void options.onRequest(req, res),
+    );
+    this.#server.on("connection", (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.once("close", () => this.#sockets.delete(socket));
+    });
+    this.#server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
+      if (error.code === "ECONNRESET" || !socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
+      const why = `the request was malformed (${error.code ?? "parse error"}); nothing was forwarded`;
+      this.refuseSocket(socket, { status, reason: "MalformedRequest", error: why });
+    });
+    // Upgraded protocols cannot be checked request by request.
+    this.#server.on("upgrade", (req: IncomingMessage, socket: Duplex) =>
+      this.refuseSocket(socket, {
+        status: 501,
+        reason: "UpgradeNotSupported",
+        error: "protocol upgrades are not proxied",
+        method: req.method,
+      }),
+    );
+    this.#server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (options.onConnect) return options.onConnect(req, socket, head);
+      this.refuseSocket(socket, {
+        status: 405,
+        reason: "ConnectNotAllowed",
+        error: "CONNECT goes to the forward proxy, not a connection's port",
+        method: req.method,
+      });
+    });
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen(this.#options.port, "127.0.0.1", () => {
+        this.#server.off("error", reject);
+        resolve();
+      });
+    });
+  }
+
+  /** Stops listening and cuts every connection at once. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const socket of this.#sockets) socket.destroy();
+    await closed;
+  }
+
+  denial(
+    error: string,
+    reason: string,
+    rule?: string,
+    connection = this.#options.connection,
+  ): DenialBody {
+    return { error, run: this.#options.run, connection, rule: rule ?? null, reason };
+  }
+
+  /** Answers on a raw socket (no ServerResponse exists for it), closes it and records it. */
+  refuseSocket(
+    socket: Duplex,
+    refusal: {
+      status: number;
+      reason: string;
+      error: string;
+      method?: string;
+      connection?: string;
+    },
+  ): void {
+    const body = JSON.stringify(
+      this.denial(refusal.error, refusal.reason, undefined, refusal.connection),
+    );
+    socket.end(
+      `HTTP/1.1 ${refusal.status} ${refusal.reason}\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+    this.#options.record({
+      time: new Date().toISOString(),
+      kind: "denied",
+      connection: refusal.connection ?? this.#options.connection,
+      status: refusal.status,
+      reason: refusal.reason,
+      ...(refusal.method ? { method: refusal.method } : {}),
+    });
+  }
+}

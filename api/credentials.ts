@@ -12,6 +12,11 @@ export const credentialApi = {
    * maxStatusWaitSeconds) holds the answer until the state changes or N seconds pass.
    */
   status: "/v1/credentials/status",
+  /**
+   * POST with `authorization: Bearer <run JWT>` and a SessionEventsBatch: 200 SessionEventsAck.
+   * Accepted after the run ends too (a sidecar's last events), while the JWT's signature holds.
+   */
+  events: "/v1/sessions/events",
   /** GET: the JSON Web Key Set run JWTs verify against. */
   jwks: "/.well-known/jwks.json",
 } as const;

@@ -43,3 +43,17 @@ export interface SessionEvent extends SessionRecord {
   /** Per run, from 1, without gaps: the operator deduplicates on (run uid, seq). */
   seq: number;
 }
+
+/** The body of POST credentialApi.events: consecutive events of one run, oldest first. */
+export interface SessionEventsBatch {
+  events: SessionEvent[];
+}
+
+/** The operator's answer: every event up to and including ackedThrough is stored. */
+export interface SessionEventsAck {
+  ackedThrough: number;
+}
+
+/** Most events and bytes the sidecar sends at once (the operator refuses larger batches). */
+export const maxEventsPerBatch = 500;
+export const maxBatchBytes = 1024 * 1024;

@@ -91,8 +91,10 @@ describe("a running sidecar", () => {
     const answer = await httpGet(`http://127.0.0.1:${listenerPort}/v1/docs`);
     assert.equal(answer.status, 502);
     assert.equal(JSON.parse(answer.body).reason, "UpstreamUnavailable");
-    await waitFor("the request's session event in the log", () =>
-      /"event":\{[^}]*"kind":"error"/.test(output),
+    await waitFor("the request's session event at the operator", () =>
+      [...server.events.values()].some(
+        (event) => event.kind === "error" && event.path === "/v1/docs" && event.seq === 1,
+      ),
     );
   });
 

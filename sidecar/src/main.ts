@@ -1,15 +1,21 @@
 // The sidecar process: configuration from the environment, one logger and one metrics registry,
 // the credential client and the admin server; SIGTERM/SIGINT stop it cleanly within a second.
 import type { Server } from "node:http";
+import { join } from "node:path";
 import { pino } from "pino";
+import type { SessionRecord } from "../../api/session-events.ts";
 import { closeAdminServer, startAdminServer } from "./admin-server.ts";
 import { ConfigError, loadConfig, type SidecarConfig } from "./config.ts";
 import { CredentialClient, type Readiness } from "./credentials/credential-client.ts";
+import { OperatorClient } from "./credentials/operator-client.ts";
+import { EventBuffer } from "./events/event-buffer.ts";
+import { EventShipper } from "./events/event-shipper.ts";
 import { HttpListeners } from "./http/http-listeners.ts";
 import { createSidecarMetrics } from "./metrics.ts";
 
 // The kubelet waits terminationGracePeriodSeconds; the sidecar promises far less.
 const shutdownDeadlineMs = 900;
+const shutdownFlushMs = 500;
 
 function configure(): SidecarConfig {
   try {
@@ -49,20 +55,42 @@ const credentials = new CredentialClient({
   logger,
   metrics,
 });
-// Until session events ship to the operator, each request is one structured log line.
+// Every request is a session event on disk before anything else; the shipper takes them to the
+// operator with the newest run JWT held (still valid for that after revocation).
+const events = new EventBuffer({
+  directory: join(config.stateDir, "events"),
+  run: { namespace: config.namespace ?? "", name: config.run, uid: config.runUid },
+});
+let runToken: string | undefined;
+credentials.subscribe((change) => {
+  if (change.credential) runToken = change.credential.token;
+});
+const eventsClient = new OperatorClient({ baseUrl: config.operatorUrl, ca: config.operatorCa });
+const shipper = new EventShipper({
+  buffer: events,
+  post: (token, batch, signal) => eventsClient.postEvents(token, batch, signal),
+  token: () => runToken,
+  logger,
+});
+function record(entry: SessionRecord): void {
+  metrics.httpRequests.inc({
+    connection: entry.connection ?? "",
+    kind: entry.kind,
+    status: String(entry.status ?? 0),
+  });
+  try {
+    events.append(entry);
+  } catch (error) {
+    logger.error({ err: error, event: entry }, "a session event could not be recorded");
+  }
+}
 const httpListeners = new HttpListeners({
   ports: config.listeners,
   proxyPort: config.proxyPort,
   run: `${config.namespace ?? ""}/${config.run}`,
   credentials,
-  record: (record) => {
-    metrics.httpRequests.inc({
-      connection: record.connection ?? "",
-      kind: record.kind,
-      status: String(record.status ?? 0),
-    });
-    logger.info({ event: record }, "session event");
-  },
+  record,
+  canRecord: () => !events.full,
   logger,
 });
 
@@ -85,9 +113,16 @@ async function shutdown(signal: NodeJS.Signals): Promise<void> {
     logger.warn({ afterMs: shutdownDeadlineMs }, "shutdown did not finish in time; exiting");
     process.exit(0);
   }, shutdownDeadlineMs).unref();
+  // No new events once the listeners are closed; then as many of the rest as time allows.
+  await httpListeners.close();
+  await shipper.stop();
+  const flushed = await shipper.flush(shutdownFlushMs);
+  if (!flushed)
+    logger.warn({ pending: events.pending }, "session events left on disk for the next start");
+  events.close();
   await Promise.allSettled([
     credentials.stop(),
-    httpListeners.close(),
+    eventsClient.close(),
     admin && closeAdminServer(admin),
   ]);
   logger.info("stopped");
@@ -115,4 +150,5 @@ if (!stopping) {
     "sidecar started",
   );
   credentials.start();
+  shipper.start();
 }

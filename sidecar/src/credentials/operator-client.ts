@@ -4,6 +4,7 @@
 import { createRequire } from "node:module";
 import type { Dispatcher, Agent as UndiciAgent } from "undici";
 import { type CredentialApiError, credentialApi } from "../../../api/credentials.ts";
+import type { SessionEvent, SessionEventsBatch } from "../../../api/session-events.ts";
 
 // Only undici's Agent and request(): its index also loads fetch, WebSocket, caches and mocks,
 // about 10 MB of resident memory an idle sidecar does not need.
@@ -92,6 +93,12 @@ export class OperatorClient {
     return this.#call("GET", path, runToken, waitSeconds * 1000 + this.#requestTimeoutMs, signal);
   }
 
+  /** POST credentialApi.events with the run JWT: the raw SessionEventsAck. */
+  postEvents(runToken: string, events: SessionEvent[], signal?: AbortSignal): Promise<unknown> {
+    const body = JSON.stringify({ events } satisfies SessionEventsBatch);
+    return this.#call("POST", credentialApi.events, runToken, this.#requestTimeoutMs, signal, body);
+  }
+
   /** Drops every connection at once; in-flight requests fail. */
   close(): Promise<void> {
     return this.#agent.destroy();
@@ -103,8 +110,10 @@ export class OperatorClient {
     bearer: string | undefined,
     timeoutMs: number,
     signal: AbortSignal | undefined,
+    json?: string,
   ): Promise<unknown> {
     const headers: Record<string, string> = { accept: "application/json" };
+    if (json !== undefined) headers["content-type"] = "application/json";
     if (bearer !== undefined) headers.authorization = `Bearer ${bearer}`;
     const target = `${method} ${this.#origin}${this.#basePath}${path}`;
     let response: Dispatcher.ResponseData;
@@ -115,6 +124,7 @@ export class OperatorClient {
         method,
         headers,
         signal: signal ?? null,
+        ...(json !== undefined ? { body: json } : {}),
         headersTimeout: timeoutMs,
         bodyTimeout: this.#requestTimeoutMs,
       });

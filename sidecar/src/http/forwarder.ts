@@ -29,6 +29,8 @@ export interface ForwardRequest {
 export interface ForwarderOptions {
   run: string;
   record: (record: SessionRecord) => void;
+  /** False while events cannot be recorded (the buffer is full): nothing is forwarded then. */
+  canRecord?: () => boolean;
   logger: Logger;
 }
 
@@ -93,6 +95,13 @@ export class Forwarder {
         503,
         "CredentialUnavailable",
         "the sidecar holds no credential for this run; nothing is forwarded",
+      );
+    }
+    if (this.#options.canRecord && !this.#options.canRecord()) {
+      return deny(
+        503,
+        "EventBufferFull",
+        "session events cannot be recorded right now, so nothing is forwarded",
       );
     }
     const queryAt = request.pathAndQuery.indexOf("?");

@@ -17,6 +17,7 @@ export interface HttpListenersOptions {
   run: string;
   credentials: Pick<CredentialClient, "current" | "subscribe">;
   record: (record: SessionRecord) => void;
+  canRecord?: () => boolean;
   logger: Logger;
 }
 
@@ -33,11 +34,7 @@ export class HttpListeners {
 
   constructor(options: HttpListenersOptions) {
     this.#options = options;
-    this.#forwarder = new Forwarder({
-      run: options.run,
-      record: options.record,
-      logger: options.logger,
-    });
+    this.#forwarder = new Forwarder(options);
     this.#unsubscribe = options.credentials.subscribe((change) => void this.#sync(change));
   }
 

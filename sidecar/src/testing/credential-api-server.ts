@@ -21,6 +21,7 @@ import {
   type RunClaims,
   runTokenAudience,
 } from "../../../api/credentials.ts";
+import type { SessionEvent, SessionEventsBatch } from "../../../api/session-events.ts";
 import {
   type CertificateAuthority,
   generateCertificateAuthority,
@@ -90,6 +91,10 @@ export class CredentialApiServer {
   readonly statusRequests: SeenRequest[] = [];
   jwksRequests = 0;
   revoked = false;
+  /** Session events stored, by sequence number; every event ever posted is counted. */
+  readonly events = new Map<number, SessionEvent>();
+  eventsReceived = 0;
+  eventPosts = 0;
   /** The kb-api connection's credential in every bundle; tests point it at their upstream. */
   kbApi: HttpCredential = {
     type: "http",
@@ -248,6 +253,21 @@ export class CredentialApiServer {
       if (response.destroyed) return;
       if (this.revoked) return revokedAnswer();
       return answer(200, { state: "active", deadline: new Date(Date.now() + 3600_000) });
+    }
+    if (request.method === "POST" && url.pathname === credentialApi.events) {
+      if (!request.headers.authorization?.startsWith("Bearer ey")) {
+        return answer(401, { error: "no run token", reason: "Unauthenticated" });
+      }
+      const chunks: Buffer[] = [];
+      for await (const chunk of request) chunks.push(chunk as Buffer);
+      const { events } = JSON.parse(Buffer.concat(chunks).toString()) as SessionEventsBatch;
+      this.eventPosts++;
+      // Keyed by sequence number, like the operator's store: a resend changes nothing.
+      for (const event of events) {
+        this.eventsReceived++;
+        if (!this.events.has(event.seq)) this.events.set(event.seq, event);
+      }
+      return answer(200, { ackedThrough: events.at(-1)?.seq ?? 0 });
     }
     answer(404, { error: `no ${request.method} ${url.pathname}`, reason: "NotFound" });
   }

@@ -1,0 +1,115 @@
+// The on-disk event buffer: sequence numbers without gaps across restarts, events kept until
+// acknowledged, a kill mid-write costing at most the torn line, and a bound that refuses.
+import assert from "node:assert/strict";
+import { appendFileSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import type { SessionRecord } from "../../../api/session-events.ts";
+import { EventBuffer, EventBufferFullError } from "./event-buffer.ts";
+
+const run = { namespace: "agents", name: "kb-search", uid: "0b6f2a8e-5d1c-4d3e-9a47-3c1b2f6e8d10" };
+const record = (path: string): SessionRecord => ({
+  time: "2026-11-28T12:00:00.000Z",
+  kind: "request",
+  connection: "kb-api",
+  method: "GET",
+  path,
+  status: 200,
+});
+
+describe("the session event buffer", () => {
+  let directory: string;
+  beforeEach(() => {
+    directory = mkdtempSync(join(tmpdir(), "lgjit-events-"));
+  });
+  afterEach(() => rmSync(directory, { recursive: true, force: true }));
+
+  it("numbers events from 1 and reads them back in order, in bounded batches", () => {
+    const buffer = new EventBuffer({ directory, run });
+    for (let i = 0; i < 10; i++) assert.equal(buffer.append(record(`/v1/docs/${i}`)).seq, i + 1);
+    const batch = buffer.read(4, 1024 * 1024);
+    assert.deepEqual(
+      batch.map((event) => event.seq),
+      [1, 2, 3, 4],
+    );
+    assert.deepEqual(batch[0], { schema: 1, run, seq: 1, ...record("/v1/docs/0") });
+    assert.equal(buffer.read(100, 1).length, 1, "a batch holds at least one event");
+    buffer.close();
+  });
+
+  it("drops only acknowledged events, and whole segments from the disk", () => {
+    const buffer = new EventBuffer({ directory, run, segmentBytes: 400 });
+    for (let i = 0; i < 20; i++) buffer.append(record(`/v1/docs/${i}`));
+    const segments = readdirSync(directory).filter((name) => name.endsWith(".jsonl")).length;
+    assert.ok(segments > 3, `${segments} segments`);
+    buffer.acknowledge(12);
+    assert.equal(buffer.pending, 8);
+    assert.equal(buffer.read(100, 1024 * 1024)[0]?.seq, 13);
+    assert.ok(readdirSync(directory).filter((name) => name.endsWith(".jsonl")).length < segments);
+    buffer.acknowledge(20);
+    assert.equal(buffer.pending, 0);
+    assert.deepEqual(
+      readdirSync(directory).filter((name) => name.endsWith(".jsonl")),
+      [],
+    );
+    assert.equal(
+      buffer.append(record("/after")).seq,
+      21,
+      "numbering goes on after an empty buffer",
+    );
+    buffer.close();
+  });
+
+  it("survives a kill: a new process on the same folder keeps every unacknowledged event and the numbering", () => {
+    const first = new EventBuffer({ directory, run, segmentBytes: 400 });
+    for (let i = 0; i < 9; i++) first.append(record(`/v1/docs/${i}`));
+    first.acknowledge(3);
+    // Killed mid-write: the last line is torn, and nothing was closed.
+    const newest = readdirSync(directory)
+      .filter((name) => name.endsWith(".jsonl"))
+      .sort()
+      .at(-1);
+    appendFileSync(join(directory, newest ?? ""), '{"schema":1,"seq":10,"ki');
+
+    const second = new EventBuffer({ directory, run, segmentBytes: 400 });
+    assert.equal(second.acked, 3);
+    assert.deepEqual(
+      second.read(100, 1024 * 1024).map((event) => event.seq),
+      [4, 5, 6, 7, 8, 9],
+    );
+    assert.equal(second.append(record("/again")).seq, 10, "the torn event's number is reused");
+    assert.deepEqual(
+      second.read(100, 1024 * 1024).map((event) => event.path),
+      [
+        "/v1/docs/3",
+        "/v1/docs/4",
+        "/v1/docs/5",
+        "/v1/docs/6",
+        "/v1/docs/7",
+        "/v1/docs/8",
+        "/again",
+      ],
+    );
+    second.close();
+  });
+
+  it("refuses new events when full, saying what it holds, until acknowledgements make room", () => {
+    const buffer = new EventBuffer({ directory, run, maxBytes: 1000 });
+    let appended = 0;
+    assert.throws(
+      () => {
+        for (;;) {
+          buffer.append(record("/v1/docs/x"));
+          appended++;
+        }
+      },
+      (error: unknown) =>
+        error instanceof EventBufferFullError &&
+        error.message.includes(`holds ${appended} unacknowledged events`),
+    );
+    buffer.acknowledge(appended);
+    assert.equal(buffer.append(record("/room")).seq, appended + 1);
+    buffer.close();
+  });
+});

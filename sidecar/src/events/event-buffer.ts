@@ -1,0 +1,247 @@
+// The sidecar's session events on disk (the pod's emptyDir), so none is lost when the operator
+// is unreachable or the sidecar is killed: each event gets the run's next sequence number and
+// is appended to a segment file before anything else happens; events leave the disk only once
+// the operator has acknowledged them. Bounded: when full, new events are refused and the data
+// path fails closed rather than proceed unrecorded.
+import {
+  closeSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
+import {
+  type SessionEvent,
+  type SessionRecord,
+  sessionEventSchemaVersion,
+} from "../../../api/session-events.ts";
+
+export interface EventBufferOptions {
+  directory: string;
+  run: SessionEvent["run"];
+  /** Most bytes kept on disk, unacknowledged events included; default 64 MiB. */
+  maxBytes?: number;
+  /** A segment file is closed for new events past this size; default 1 MiB. */
+  segmentBytes?: number;
+}
+
+/** The buffer is full of unacknowledged events: nothing more may happen unrecorded. */
+export class EventBufferFullError extends Error {
+  override name = "EventBufferFullError";
+}
+
+interface Segment {
+  /** Sequence number of the segment's first event (its file name). */
+  first: number;
+  last: number;
+  bytes: number;
+}
+
+const segmentName = /^(\d{12})\.jsonl$/;
+const ackedFile = "acked";
+/** Room kept for one more event; real ones are a few hundred bytes. */
+const maxEventBytes = 4096;
+
+export class EventBuffer {
+  readonly #directory: string;
+  readonly #run: SessionEvent["run"];
+  readonly #maxBytes: number;
+  readonly #segmentBytes: number;
+  readonly #segments: Segment[] = [];
+  readonly #waiters = new Set<() => void>();
+  #acked = 0;
+  #next = 1;
+  #fd: number | undefined;
+
+  constructor(options: EventBufferOptions) {
+    this.#directory = options.directory;
+    this.#run = options.run;
+    this.#maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+    this.#segmentBytes = options.segmentBytes ?? 1024 * 1024;
+    mkdirSync(this.#directory, { recursive: true });
+    this.#recover();
+  }
+
+  /** The highest sequence number the operator acknowledged. */
+  get acked(): number {
+    return this.#acked;
+  }
+
+  /** The highest sequence number written (0 before the first event). */
+  get last(): number {
+    return this.#next - 1;
+  }
+
+  get pending(): number {
+    return this.last - this.#acked;
+  }
+
+  /** True while less than a full-size event fits. */
+  get full(): boolean {
+    return this.bytes + maxEventBytes > this.#maxBytes;
+  }
+
+  get bytes(): number {
+    return this.#segments.reduce((sum, segment) => sum + segment.bytes, 0);
+  }
+
+  /** Writes the event to disk and returns it with its sequence number; throws when full. */
+  append(record: SessionRecord): SessionEvent {
+    const event: SessionEvent = {
+      schema: sessionEventSchemaVersion,
+      run: this.#run,
+      seq: this.#next,
+      ...record,
+    };
+    const line = Buffer.from(`${JSON.stringify(event)}\n`);
+    if (this.bytes + line.length > this.#maxBytes) {
+      throw new EventBufferFullError(
+        `the session event buffer holds ${this.pending} unacknowledged events (${this.bytes} bytes, at most ${this.#maxBytes}); the operator has not taken them`,
+      );
+    }
+    let segment = this.#segments.at(-1);
+    if (!segment || this.#fd === undefined || segment.bytes >= this.#segmentBytes) {
+      segment = this.#openSegment(event.seq);
+    }
+    // One write per line: a kill leaves at most a torn last line, which recovery drops.
+    writeSync(this.#fd as number, line);
+    segment.last = event.seq;
+    segment.bytes += line.length;
+    this.#next++;
+    for (const wake of this.#waiters) wake();
+    this.#waiters.clear();
+    return event;
+  }
+
+  /** Up to maxEvents unacknowledged events in order, at most maxBytes of them (at least one). */
+  read(maxEvents: number, maxBytes: number): SessionEvent[] {
+    const events: SessionEvent[] = [];
+    let bytes = 0;
+    for (const segment of this.#segments) {
+      if (segment.last <= this.#acked) continue;
+      for (const line of this.#lines(segment)) {
+        const event = JSON.parse(line) as SessionEvent;
+        if (event.seq <= this.#acked) continue;
+        bytes += line.length;
+        if (events.length > 0 && (events.length >= maxEvents || bytes > maxBytes)) return events;
+        events.push(event);
+      }
+    }
+    return events;
+  }
+
+  /** Records the operator's acknowledgement and deletes the segments it covers entirely. */
+  acknowledge(seq: number): void {
+    if (seq <= this.#acked) return;
+    this.#acked = Math.min(seq, this.last);
+    // Written to a new file, then renamed: the pointer is either old or new, never torn.
+    const temporary = join(this.#directory, `${ackedFile}.tmp`);
+    writeFileSync(temporary, String(this.#acked));
+    renameSync(temporary, join(this.#directory, ackedFile));
+    while (this.#segments.length > 0 && (this.#segments[0]?.last ?? 0) <= this.#acked) {
+      const segment = this.#segments.shift() as Segment;
+      if (this.#segments.length === 0) this.#closeSegment();
+      rmSync(this.#path(segment.first), { force: true });
+    }
+  }
+
+  /** Resolves once an event newer than seq exists, or after timeoutMs. */
+  async waitForEvents(seq: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    if (this.last > seq) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal?.addEventListener("abort", done, { once: true });
+      this.#waiters.add(done);
+    });
+  }
+
+  close(): void {
+    this.#closeSegment();
+  }
+
+  #recover(): void {
+    try {
+      this.#acked = Number(readFileSync(join(this.#directory, ackedFile), "utf8")) || 0;
+    } catch {
+      this.#acked = 0;
+    }
+    const firsts = readdirSync(this.#directory)
+      .map((name) => segmentName.exec(name)?.[1])
+      .filter((first): first is string => first !== undefined)
+      .map(Number)
+      .sort((a, b) => a - b);
+    for (const first of firsts) {
+      const segment = this.#recoverSegment(first);
+      if (segment) this.#segments.push(segment);
+    }
+    this.#next = Math.max(this.#acked, this.#segments.at(-1)?.last ?? 0) + 1;
+    // Segments the operator acknowledged before the restart go now.
+    const acked = this.#acked;
+    this.#acked = 0;
+    this.acknowledge(acked);
+    this.#acked = acked;
+  }
+
+  /** Reads a segment back; a torn last line (a kill mid-write) is cut off. */
+  #recoverSegment(first: number): Segment | undefined {
+    const path = this.#path(first);
+    const text = readFileSync(path, "utf8");
+    let valid = 0;
+    let last = first - 1;
+    for (const line of text.split("\n")) {
+      const end = valid + Buffer.byteLength(line) + 1;
+      if (end > Buffer.byteLength(text)) break;
+      try {
+        last = (JSON.parse(line) as SessionEvent).seq;
+      } catch {
+        break;
+      }
+      valid = end;
+    }
+    if (valid < statSync(path).size) {
+      const fd = openSync(path, "r+");
+      ftruncateSync(fd, valid);
+      closeSync(fd);
+    }
+    if (valid === 0) {
+      rmSync(path, { force: true });
+      return undefined;
+    }
+    return { first, last, bytes: valid };
+  }
+
+  #openSegment(first: number): Segment {
+    this.#closeSegment();
+    this.#fd = openSync(this.#path(first), "a");
+    const segment = { first, last: first - 1, bytes: 0 };
+    this.#segments.push(segment);
+    return segment;
+  }
+
+  #closeSegment(): void {
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
+  }
+
+  *#lines(segment: Segment): Generator<string> {
+    const text = readFileSync(this.#path(segment.first), "utf8");
+    for (const line of text.split("\n")) if (line) yield line;
+  }
+
+  #path(first: number): string {
+    return join(this.#directory, `${String(first).padStart(12, "0")}.jsonl`);
+  }
+}

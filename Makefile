@@ -65,7 +65,8 @@ images:
 # A locally run operator (kubebuilder's convention): webhooks at https://127.0.0.1:9443.
 KUBECONFIG ?= $(CURDIR)/.cluster/admin.kubeconfig
 OPERATOR_FLAGS ?= --kubeconfig $(KUBECONFIG) --listen 127.0.0.1:9443 --metrics-listen 127.0.0.1:9080 \
-	--webhook-url https://127.0.0.1:9443 --operator-url https://127.0.0.1:9443
+	--webhook-url https://127.0.0.1:9443 --operator-url https://127.0.0.1:9443 \
+	--session-store sqlite:$(CURDIR)/.cluster/sessions.db
 
 install: node-check
 	operator/bin/operator install $(OPERATOR_FLAGS)

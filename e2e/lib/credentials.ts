@@ -81,12 +81,20 @@ export class CredentialApiClient {
     this.#operator = operator;
   }
 
-  async #call<T>(path: string, init: { method: string; token?: string }): Promise<ApiAnswer<T>> {
+  async #call<T>(
+    path: string,
+    init: { method: string; token?: string; body?: unknown },
+  ): Promise<ApiAnswer<T>> {
     this.#agent ??= new Agent({ connect: { ca: await this.#operator.caPem() } });
+    const headers: Record<string, string> = init.token
+      ? { authorization: `Bearer ${init.token}` }
+      : {};
+    if (init.body !== undefined) headers["content-type"] = "application/json";
     const response = await fetch(`${this.#operator.url}${path}`, {
       method: init.method,
       dispatcher: this.#agent,
-      headers: init.token ? { authorization: `Bearer ${init.token}` } : {},
+      headers,
+      ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
     });
     return { status: response.status, body: (await response.json()) as T };
   }
@@ -100,6 +108,10 @@ export class CredentialApiClient {
       method: "GET",
       token: runToken,
     });
+  }
+
+  postEvents(runToken: string | undefined, body: unknown): Promise<ApiAnswer> {
+    return this.#call(credentialApi.events, { method: "POST", token: runToken, body });
   }
 
   jwks(): Promise<ApiAnswer> {

@@ -85,6 +85,9 @@ function operatorArgs(
     `langgraph-jit-${namespace}`,
     "--identity",
     `e2e-${listenPort}`,
+    // One store per test namespace: replicas of one operator share it, as on one volume.
+    "--session-store",
+    `sqlite:${join(clusterDir, "logs", `sessions-${namespace}.db`)}`,
     ...extra,
   ];
 }

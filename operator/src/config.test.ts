@@ -31,3 +31,23 @@ test("bad values are refused with the flag named", () => {
   assert.throws(() => parseConfig(["--no-such-flag", "x"], {}), ConfigError);
   assert.throws(() => parseConfig(["frobnicate"], {}), /unknown command "frobnicate"/);
 });
+
+test("the session store is a SQLite file or a PostgreSQL URL, and a bad one never echoes a password", () => {
+  assert.deepEqual(parseConfig([], {}).sessionStore, { kind: "sqlite", file: "sessions.db" });
+  assert.deepEqual(parseConfig(["--session-store", "sqlite:/data/s.db"], {}).sessionStore, {
+    kind: "sqlite",
+    file: "/data/s.db",
+  });
+  const url = "postgresql://lgjit:secret@db.example:5432/sessions";
+  assert.deepEqual(parseConfig([], { LGJIT_SESSION_STORE: url }).sessionStore, {
+    kind: "postgres",
+    url,
+  });
+  assert.throws(
+    () => parseConfig(["--session-store", "mysql://u:hunter2@db/x"], {}),
+    (error: unknown) =>
+      error instanceof ConfigError &&
+      /--session-store must be sqlite:<file> or a postgres:\/\/ URL/.test(error.message) &&
+      !error.message.includes("hunter2"),
+  );
+});

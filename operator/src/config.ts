@@ -15,6 +15,8 @@ export interface OperatorConfig {
   webhookSecretName: string;
   signingKeySecretName: string;
   runTokenTtlMs: number;
+  /** Where session events are stored: a SQLite file or a PostgreSQL URL. */
+  sessionStore: { kind: "sqlite"; file: string } | { kind: "postgres"; url: string };
   operatorUrl: string;
   sidecarImage: string;
   sidecarImagePullPolicy: string;
@@ -104,6 +106,11 @@ export const options = {
   "lease-name": ["LGJIT_LEASE_NAME", "langgraph-jit-operator", "name of the leader-election Lease"],
   identity: ["POD_NAME", "", "this replica's identity in the Lease; empty: the host name"],
   workers: ["LGJIT_WORKERS", "4", "runs reconciled concurrently"],
+  "session-store": [
+    "LGJIT_SESSION_STORE",
+    "sqlite:sessions.db",
+    "session events: sqlite:<file> (one replica) or a postgres:// URL (any number)",
+  ],
   "log-level": ["LGJIT_LOG_LEVEL", "info", "pino log level"],
 } as const;
 
@@ -151,6 +158,18 @@ function duration(flag: string, value: string): number {
   return ms;
 }
 
+function sessionStore(value: string): OperatorConfig["sessionStore"] {
+  if (value.startsWith("sqlite:") && value.length > "sqlite:".length) {
+    return { kind: "sqlite", file: value.slice("sqlite:".length) };
+  }
+  if (/^postgres(ql)?:\/\//.test(value) && URL.canParse(value))
+    return { kind: "postgres", url: value };
+  // The value may hold a password: the message shows only its scheme.
+  throw new ConfigError(
+    `--session-store must be sqlite:<file> or a postgres:// URL, got one starting "${value.slice(0, 9)}"`,
+  );
+}
+
 function boolean(flag: string, value: string): boolean {
   if (value === "true" || value === "false") return value === "true";
   throw new ConfigError(`--${flag} must be true or false, got "${value}"`);
@@ -195,6 +214,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     webhookSecretName: value("webhook-secret-name"),
     signingKeySecretName: value("signing-key-secret-name"),
     runTokenTtlMs: duration("run-token-ttl", value("run-token-ttl")),
+    sessionStore: sessionStore(value("session-store")),
     // The run tokens' issuer: sidecars compare it as a string, so it has one spelling.
     operatorUrl: (
       value("operator-url") ||

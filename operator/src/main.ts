@@ -1,7 +1,7 @@
 // The operator process: webhooks, the credential API and health on every replica, the run
 // reconciler on the replica holding the Lease.
 
-import { BatchV1Api, CoreV1Api } from "@kubernetes/client-node";
+import { BatchV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { admissionRoutes } from "./admission/webhook-server.ts";
 import { ConfigError, type OperatorConfig, parseConfig, usage } from "./config.ts";
@@ -23,6 +23,10 @@ import { LeaderElector } from "./kube/leader-election.ts";
 import { createLogger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import { RunReconciler } from "./runs/reconciler.ts";
+import { PostgresSessionStore } from "./sessions/postgres-store.ts";
+import { SessionStatus } from "./sessions/session-status.ts";
+import type { SessionStore } from "./sessions/session-store.ts";
+import { SqliteSessionStore } from "./sessions/sqlite-store.ts";
 
 async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   const kc = loadKubeConfig(config.kubeconfig);
@@ -77,6 +81,12 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     issuer: config.operatorUrl,
     tokenTtlMs: config.runTokenTtlMs,
   });
+  const sessionStore = openSessionStore(config.sessionStore);
+  const sessionStatus = new SessionStatus({
+    store: sessionStore,
+    custom: kc.makeApiClient(CustomObjectsApi),
+    logger: logger.child({ component: "sessions" }),
+  });
   const server = createApiServer({
     tls,
     logger,
@@ -92,6 +102,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
         refreshKeys: () => signingKeys.ensure(),
         issuerUrl: config.operatorUrl,
         runs: caches.runs,
+        sessions: { store: sessionStore, status: sessionStatus },
         logger: logger.child({ component: "credentials" }),
         metrics,
       }),
@@ -165,10 +176,18 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     server.close();
     health.close();
     await closeAdminSessions();
+    sessionStatus.stop();
+    await sessionStore.close();
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+function openSessionStore(store: OperatorConfig["sessionStore"]): SessionStore {
+  return store.kind === "sqlite"
+    ? new SqliteSessionStore(store.file)
+    : new PostgresSessionStore(store.url);
 }
 
 async function main(): Promise<void> {

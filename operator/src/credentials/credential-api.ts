@@ -7,15 +7,22 @@ import {
   maxStatusWaitSeconds,
   type RunTokenStatus,
 } from "../../../api/credentials.ts";
+import { maxBatchBytes, type SessionEventsAck } from "../../../api/session-events.ts";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
-import { HttpError, type Route } from "../https-server.ts";
+import { HttpError, type Route, readBody } from "../https-server.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import type { Cache } from "../runs/run-controller.ts";
+import { parseEventsBatch } from "../sessions/events-batch.ts";
+import type { SessionStatus } from "../sessions/session-status.ts";
+import type { SessionStore } from "../sessions/session-store.ts";
 import type { CredentialIssuer } from "./credential-issuer.ts";
 import { credentialRefusal } from "./run-of-pod.ts";
 import { bearerToken, runTokenVerifier, type VerifiedRunToken } from "./run-token.ts";
 
 const keyRefreshIntervalMs = 5_000;
+// A sidecar's last events may arrive after its token expired (the operator was away): they
+// are still its run's, as long as the signature holds.
+const eventsGraceSeconds = 24 * 3600;
 const maxWaitersPerRun = 8;
 
 export interface CredentialRoutesOptions {
@@ -29,6 +36,7 @@ export interface CredentialRoutesOptions {
   /** The run JWT's iss. */
   issuerUrl: string;
   runs: Cache<LangGraphRun> & { onChange(handler: (run: LangGraphRun) => void): void };
+  sessions: { store: SessionStore; status: SessionStatus };
   logger: Logger;
   metrics: OperatorMetrics;
 }
@@ -40,19 +48,19 @@ export function credentialRoutes(options: CredentialRoutesOptions): Record<strin
     for (const wake of waiters.get(run.metadata?.uid ?? "") ?? []) wake();
   });
 
-  let verifier: { kids: string; verify: (token: string) => Promise<VerifiedRunToken> };
+  let verifier: { kids: string; verify: ReturnType<typeof runTokenVerifier> };
   let refreshedAt = 0;
-  const verifyOnce = (token: string) => {
+  const verifyOnce = (token: string, toleranceSeconds: number) => {
     const jwks = options.jwks();
     const kids = jwks.keys.map((k) => k.kid).join();
     if (verifier?.kids !== kids) {
       verifier = { kids, verify: runTokenVerifier(jwks, options.issuerUrl) };
     }
-    return verifier.verify(token);
+    return verifier.verify(token, toleranceSeconds);
   };
-  const verify = async (token: string) => {
+  const verify = async (token: string, toleranceSeconds = 0) => {
     try {
-      return await verifyOnce(token);
+      return await verifyOnce(token, toleranceSeconds);
     } catch (error) {
       const unknownKey =
         (error as Error).cause instanceof errors.JWKSNoMatchingKey &&
@@ -60,7 +68,7 @@ export function credentialRoutes(options: CredentialRoutesOptions): Record<strin
       if (!unknownKey) throw error;
       refreshedAt = Date.now();
       await options.refreshKeys();
-      return verifyOnce(token);
+      return verifyOnce(token, toleranceSeconds);
     }
   };
 
@@ -154,6 +162,27 @@ export function credentialRoutes(options: CredentialRoutesOptions): Record<strin
           }
           const body: RunTokenStatus = { state: "active", deadline: token.run.deadline };
           return { status: 200, body };
+        });
+      },
+    },
+    [credentialApi.events]: {
+      method: "POST",
+      async handle(request) {
+        return counted("events", async () => {
+          const token = await verify(
+            bearerToken(request.headers.authorization),
+            eventsGraceSeconds,
+          );
+          const run = { ...token.run };
+          const events = parseEventsBatch(await readBody(request, maxBatchBytes + 64 * 1024), run);
+          await options.sessions.store.ingest(events).catch((error: unknown) => {
+            throw new HttpError(503, "Internal", "the session store is unavailable", {
+              cause: error,
+            });
+          });
+          options.sessions.status.ingested(run);
+          const ack: SessionEventsAck = { ackedThrough: Math.max(...events.map((e) => e.seq)) };
+          return { status: 200, body: ack };
         });
       },
     },

@@ -9,10 +9,12 @@ export type VerifiedRunToken = JWTPayload & RunClaims & { sub: string; jti: stri
 /** A verifier over a key set; build a new one when the key set changes. */
 export function runTokenVerifier(jwks: JSONWebKeySet, issuer: string) {
   const keys = createLocalJWKSet(jwks);
-  return async (token: string): Promise<VerifiedRunToken> => {
+  /** clockToleranceSeconds: how long past its exp the token still verifies (0: not at all). */
+  return async (token: string, clockToleranceSeconds = 0): Promise<VerifiedRunToken> => {
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, keys, {
+        clockTolerance: clockToleranceSeconds,
         algorithms: [...runTokenAlgorithms],
         issuer,
         audience: runTokenAudience,

@@ -1,0 +1,114 @@
+// Checks a sidecar's batch of session events before anything is stored: every event must be of
+// the schema, of the run the JWT names, and within bounds. A bad batch is refused whole, with
+// the index and field that were wrong.
+import {
+  maxEventsPerBatch,
+  type SessionEvent,
+  sessionEventKinds,
+  sessionEventSchemaVersion,
+} from "../../../api/session-events.ts";
+import { HttpError } from "../https-server.ts";
+
+const maxStringLength = 2048;
+const optionalStrings = ["connection", "method", "path", "rule", "reason"] as const;
+const optionalNumbers = ["status", "bytesIn", "bytesOut", "durationMs"] as const;
+const kinds = new Set<string>(sessionEventKinds);
+
+export function parseEventsBatch(
+  text: string,
+  run: { namespace: string; name: string; uid: string },
+): SessionEvent[] {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (error) {
+    throw bad(`the body is not JSON: ${(error as Error).message}`);
+  }
+  const events = (body as { events?: unknown } | null)?.events;
+  if (!Array.isArray(events) || events.length === 0 || events.length > maxEventsPerBatch) {
+    throw bad(`the body must be {"events": [...]} with 1 to ${maxEventsPerBatch} events`);
+  }
+  return events.map((event, index) => checkEvent(event, index, run));
+}
+
+function checkEvent(
+  value: unknown,
+  index: number,
+  run: { namespace: string; name: string; uid: string },
+): SessionEvent {
+  const at = (field: string) => `events[${index}].${field}`;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw bad(`events[${index}] is not an object`);
+  }
+  const event = value as Record<string, unknown>;
+  if (event.schema !== sessionEventSchemaVersion) {
+    throw bad(`${at("schema")} must be ${sessionEventSchemaVersion}`);
+  }
+  const eventRun = event.run as Record<string, unknown> | undefined;
+  if (
+    eventRun?.uid !== run.uid ||
+    eventRun?.namespace !== run.namespace ||
+    eventRun?.name !== run.name
+  ) {
+    throw bad(
+      `${at("run")} is not the run the token was issued for (${run.namespace}/${run.name})`,
+    );
+  }
+  if (typeof event.seq !== "number" || !Number.isSafeInteger(event.seq) || event.seq < 1) {
+    throw bad(`${at("seq")} must be a positive integer`);
+  }
+  if (typeof event.time !== "string" || Number.isNaN(Date.parse(event.time))) {
+    throw bad(`${at("time")} must be an RFC 3339 time`);
+  }
+  if (typeof event.kind !== "string" || !kinds.has(event.kind)) {
+    throw bad(`${at("kind")} must be one of ${sessionEventKinds.join(", ")}`);
+  }
+  for (const field of optionalStrings) {
+    const text = event[field];
+    if (text !== undefined && (typeof text !== "string" || text.length > maxStringLength)) {
+      throw bad(`${at(field)} must be a string of at most ${maxStringLength} characters`);
+    }
+  }
+  for (const field of optionalNumbers) {
+    const number = event[field];
+    if (
+      number !== undefined &&
+      (typeof number !== "number" || !Number.isFinite(number) || number < 0)
+    ) {
+      throw bad(`${at(field)} must be a non-negative number`);
+    }
+  }
+  if (event.masked !== undefined) {
+    const masked = event.masked as Record<string, unknown>;
+    const entries = typeof masked === "object" && masked !== null ? Object.entries(masked) : [];
+    const valid =
+      entries.length <= 32 &&
+      entries.every(
+        ([name, count]) =>
+          name.length <= 128 && Number.isSafeInteger(count) && (count as number) >= 0,
+      );
+    if (!valid || Array.isArray(masked) || typeof masked !== "object") {
+      throw bad(`${at("masked")} must map at most 32 names to counts`);
+    }
+  }
+  const known = new Set([
+    "schema",
+    "run",
+    "seq",
+    "time",
+    "kind",
+    "masked",
+    ...optionalStrings,
+    ...optionalNumbers,
+  ]);
+  const unknown = Object.keys(event).find((field) => !known.has(field));
+  if (unknown) throw bad(`${at(unknown)} is not a field of schema ${sessionEventSchemaVersion}`);
+  return {
+    ...(event as unknown as SessionEvent),
+    run: { namespace: run.namespace, name: run.name, uid: run.uid },
+  };
+}
+
+function bad(message: string): HttpError {
+  return new HttpError(400, "BadRequest", `session events refused: ${message}`);
+}

@@ -1,0 +1,96 @@
+// The session store in PostgreSQL, shared by every operator replica: each batch is one
+// INSERT ... ON CONFLICT DO NOTHING, so replicas ingesting the same resend store it once.
+import pg from "pg";
+import type { SessionEvent } from "../../../api/session-events.ts";
+import {
+  type EventRow,
+  eventColumns,
+  eventOf,
+  type ListOptions,
+  rowOf,
+  type SessionStore,
+  type SessionSummary,
+} from "./session-store.ts";
+
+const schema = `
+  CREATE TABLE IF NOT EXISTS lgjit_session_events (
+    run_uid text NOT NULL, seq bigint NOT NULL, namespace text NOT NULL, name text NOT NULL,
+    time timestamptz NOT NULL, kind text NOT NULL, connection text, method text, path text,
+    status integer, bytes_in bigint, bytes_out bigint, duration_ms double precision, rule text,
+    reason text, masked jsonb,
+    PRIMARY KEY (run_uid, seq)
+  )`;
+
+export class PostgresSessionStore implements SessionStore {
+  readonly #pool: pg.Pool;
+  #ready: Promise<unknown> | undefined;
+
+  /** connectionString: a libpq URL; the table is created on first use. */
+  constructor(connectionString: string) {
+    this.#pool = new pg.Pool({ connectionString, max: 4 });
+  }
+
+  async ingest(events: SessionEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    await this.#schema();
+    const rows = events.map(rowOf);
+    const values: unknown[] = [];
+    const tuples = rows.map((row, r) => {
+      for (const column of eventColumns) values.push(row[column]);
+      const base = r * eventColumns.length;
+      return `(${eventColumns.map((_, c) => `$${base + c + 1}`).join(", ")})`;
+    });
+    await this.#pool.query(
+      `INSERT INTO lgjit_session_events (${eventColumns.join(", ")}) VALUES ${tuples.join(", ")}
+       ON CONFLICT (run_uid, seq) DO NOTHING`,
+      values,
+    );
+  }
+
+  async list(runUid: string, options: ListOptions = {}): Promise<SessionEvent[]> {
+    await this.#schema();
+    const columns = eventColumns
+      .map((column) =>
+        column === "time"
+          ? `to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time`
+          : column === "masked"
+            ? "masked::text AS masked"
+            : column,
+      )
+      .join(", ");
+    const result = await this.#pool.query<EventRow>(
+      `SELECT ${columns} FROM lgjit_session_events WHERE run_uid = $1 AND seq > $2
+       ORDER BY seq LIMIT $3`,
+      [runUid, options.afterSeq ?? 0, options.limit ?? 10_000],
+    );
+    return result.rows.map(eventOf);
+  }
+
+  async summary(runUid: string): Promise<SessionSummary> {
+    await this.#schema();
+    const result = await this.#pool.query<{ events: string; denied: string; masked: string }>(
+      `SELECT count(*) AS events, count(*) FILTER (WHERE kind = 'denied') AS denied,
+              count(*) FILTER (WHERE masked IS NOT NULL) AS masked
+       FROM lgjit_session_events WHERE run_uid = $1`,
+      [runUid],
+    );
+    const row = result.rows[0];
+    return {
+      events: Number(row?.events ?? 0),
+      denied: Number(row?.denied ?? 0),
+      masked: Number(row?.masked ?? 0),
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+  }
+
+  #schema(): Promise<unknown> {
+    this.#ready ??= this.#pool.query(schema).catch((error: unknown) => {
+      this.#ready = undefined;
+      throw error;
+    });
+    return this.#ready;
+  }
+}

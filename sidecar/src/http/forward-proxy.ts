@@ -105,7 +105,7 @@ export function createForwardProxy(options: ForwardProxyOptions): LoopbackServer
     onConnect: (req, socket, head) => tunnel(req.url ?? "", req.method ?? "CONNECT", socket, head),
   });
 
-  function tunnel(authority: string, method: string, socket: Duplex, head: Buffer): void {
+  function tunnel(authority: string, method: string, socket: Duplex, head: Buffer) {
     const refuse = (status: number, reason: string, error: string) =>
       server.refuseSocket(socket, { status, reason, error, method });
     const separator = authority.lastIndexOf(":");

@@ -9,7 +9,9 @@ import type { Logger } from "pino";
 import { Pool } from "undici";
 import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
+import type { JsonMasker } from "../masking/json-masker.ts";
 import type { DenialBody } from "./loopback-server.ts";
+import { isJson, MaskingRefusal, maskerFor, sendMasked } from "./masked-response.ts";
 import { normalizePath } from "./request-path.ts";
 import { compileHttpPolicy, type HttpPolicy } from "./rules.ts";
 
@@ -61,6 +63,7 @@ export class Forwarder {
   readonly #options: ForwarderOptions;
   readonly #pools = new Map<string, Pool>();
   readonly #policies = new WeakMap<GrantClaim, HttpPolicy>();
+  readonly #maskers = new WeakMap<GrantClaim, { make: (() => JsonMasker) | undefined }>();
 
   constructor(options: ForwarderOptions) {
     this.#options = options;
@@ -126,29 +129,65 @@ export class Forwarder {
       const answer = await this.#pool(target.credential).request({
         method,
         path: `${basePath}${normalized.encoded}${query}`,
-        headers: upstreamHeaders(req, target.credential, upstream),
+        headers: upstreamHeaders(
+          req,
+          target.credential,
+          upstream,
+          this.#masker(target.grant) !== undefined,
+        ),
         body: hasBody(req) ? req.pipe(bytesIn) : null,
         signal: aborted.signal,
       });
-      res.writeHead(answer.statusCode, responseHeaders(answer.headers));
+      const status = answer.statusCode;
+      const masker = this.#masker(target.grant);
+      if (masker && carriesBody(method, status) && isJson(answer.headers)) {
+        const masked = await sendMasked(
+          status,
+          responseHeaders(answer.headers),
+          answer.body,
+          res,
+          masker(),
+        );
+        const counts = Object.values(masked.counts).reduce((sum, count) => sum + (count ?? 0), 0);
+        record({
+          kind: counts > 0 ? "masked" : "request",
+          path,
+          status,
+          rule: decision.rule,
+          bytesIn: bytesIn.bytes,
+          bytesOut: masked.bytesOut,
+          ...(counts > 0 ? { masked: masked.counts as Record<string, number> } : {}),
+        });
+        return;
+      }
+      res.writeHead(status, responseHeaders(answer.headers));
       await pipeline(answer.body, bytesOut, res);
       record({
         kind: "request",
         path,
-        status: answer.statusCode,
+        status,
         rule: decision.rule,
         bytesIn: bytesIn.bytes,
         bytesOut: bytesOut.bytes,
       });
     } catch (error) {
       const graphLeft = aborted.signal.aborted;
+      const reason =
+        error instanceof MaskingRefusal
+          ? error.reason
+          : graphLeft
+            ? "GraphDisconnected"
+            : "UpstreamUnavailable";
       if (!res.headersSent) {
         this.answer(res, 502, {
-          error: `the upstream ${upstream.origin} could not be reached: ${message(error)}`,
+          error:
+            error instanceof MaskingRefusal
+              ? `${error.message}; the response was withheld`
+              : `the upstream ${upstream.origin} could not be reached: ${message(error)}`,
           run: this.#options.run,
           connection,
           rule: decision.rule,
-          reason: "UpstreamUnavailable",
+          reason,
         });
       } else {
         res.destroy();
@@ -158,7 +197,7 @@ export class Forwarder {
         kind: "error",
         path,
         status: res.statusCode,
-        reason: graphLeft ? "GraphDisconnected" : "UpstreamUnavailable",
+        reason,
         rule: decision.rule,
         bytesIn: bytesIn.bytes,
         bytesOut: bytesOut.bytes,
@@ -181,6 +220,15 @@ export class Forwarder {
   async close(): Promise<void> {
     await Promise.allSettled([...this.#pools.values()].map((pool) => pool.destroy()));
     this.#pools.clear();
+  }
+
+  #masker(grant: GrantClaim): (() => JsonMasker) | undefined {
+    let entry = this.#maskers.get(grant);
+    if (!entry) {
+      entry = { make: maskerFor(grant.masking) };
+      this.#maskers.set(grant, entry);
+    }
+    return entry.make;
   }
 
   #policy(grant: GrantClaim): HttpPolicy {
@@ -213,6 +261,7 @@ function upstreamHeaders(
   req: IncomingMessage,
   credential: HttpCredential,
   upstream: URL,
+  masked: boolean,
 ): Record<string, string | string[]> {
   const listed = namedByConnection(req.headers);
   const headers: Record<string, string | string[]> = {};
@@ -220,6 +269,11 @@ function upstreamHeaders(
     if (value === undefined || hopByHop.has(name) || listed.has(name)) continue;
     if (neverFromGraph.has(name) || name in credential.headers) continue;
     headers[name] = value;
+  }
+  if (masked) {
+    // A masked body must arrive whole and readable: no ranges, and plain if the upstream obliges.
+    for (const name of ["range", "if-range", "accept-encoding"]) delete headers[name];
+    headers["accept-encoding"] = "identity";
   }
   headers.via = "1.1 langgraph-jit";
   const host = String(req.headers.host ?? upstream.host).replace(/["\\]/g, "");
@@ -248,6 +302,11 @@ function namedByConnection(headers: Record<string, string | string[] | undefined
       .map((name) => name.trim().toLowerCase())
       .filter(Boolean),
   );
+}
+
+/** Whether a response to method with status has a body at all (RFC 9110 6.4.1). */
+function carriesBody(method: string, status: number): boolean {
+  return method !== "HEAD" && status >= 200 && status !== 204 && status !== 304;
 }
 
 function hasBody(req: IncomingMessage): boolean {

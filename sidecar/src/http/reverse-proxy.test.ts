@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { createServer as createHttpsServer, type Server } from "node:https";
 import { connect } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
+import { gzipSync } from "node:zlib";
 import { pino } from "pino";
 import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
@@ -86,6 +87,39 @@ describe("a connection's reverse proxy", () => {
           headers: req.headers,
           bodyBytes,
         });
+        if (req.url?.startsWith("/api/v1/docs/people")) {
+          const people = JSON.stringify({
+            items: [
+              { name: "Ann", email: "ann@example.com", note: "card 4111 1111 1111 1111" },
+              { name: "Bo", email: "bo@example.com", note: "none" },
+            ],
+          });
+          const gzip = req.url.endsWith("gz");
+          res.writeHead(200, {
+            "content-type": "application/json; charset=utf-8",
+            etag: '"v1"',
+            "x-saw-accept-encoding": String(req.headers["accept-encoding"]),
+            ...(gzip
+              ? { "content-encoding": "gzip" }
+              : { "content-length": Buffer.byteLength(people) }),
+          });
+          res.end(gzip ? gzipSync(people) : people);
+          return;
+        }
+        if (req.url?.startsWith("/api/v1/docs/not-json")) {
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end("<html>4111 1111 1111 1111</html>");
+          return;
+        }
+        if (req.url?.startsWith("/api/v1/docs/many")) {
+          const items = Array.from({ length: 40_000 }, (_, i) => ({
+            id: i,
+            email: `u${i}@example.com`,
+          }));
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end(JSON.stringify({ items }));
+          return;
+        }
         if (req.url?.startsWith("/api/v1/docs/big")) {
           res.writeHead(200, {
             "content-type": "application/octet-stream",
@@ -246,6 +280,60 @@ describe("a connection's reverse proxy", () => {
     const body = await json(response);
     assert.equal(body.reason, "UpstreamUnavailable");
     assert.equal(seen.length, 0);
+  });
+
+  describe("with masking in the grant", () => {
+    const masking = { jsonPaths: ["$.items[*].email"], detectors: ["credit-card" as const] };
+    beforeEach(() => {
+      target = { credential: credential(), grant: { ...grant, masking } };
+    });
+
+    it("masks JSON responses, corrects Content-Length and records counts but never values", async () => {
+      const response = await fetch(`${base}/v1/docs/people`, { headers: { range: "bytes=0-10" } });
+      assert.equal(response.status, 200);
+      const text = await response.text();
+      assert.equal(response.headers.get("content-length"), String(Buffer.byteLength(text)));
+      assert.equal(response.headers.get("etag"), null, "the upstream's ETag describes other bytes");
+      assert.equal(response.headers.get("x-saw-accept-encoding"), "identity");
+      assert.equal(seen[0]?.headers.range, undefined, "a range of a masked body was asked for");
+      assert.deepEqual(JSON.parse(text), {
+        items: [
+          { name: "Ann", email: "[MASKED:json-path]", note: "card [MASKED:credit-card]" },
+          { name: "Bo", email: "[MASKED:json-path]", note: "none" },
+        ],
+      });
+      const [entry] = records;
+      assert.equal(entry?.kind, "masked");
+      assert.deepEqual(entry?.masked, { "json-path": 2, "credit-card": 1 });
+      assert.ok(!JSON.stringify(records).includes("example.com"));
+      assert.ok(!JSON.stringify(records).includes("4111"));
+    });
+
+    it("decodes a body the upstream compressed anyway, then masks it", async () => {
+      const response = await fetch(`${base}/v1/docs/people-gz`);
+      const body = (await response.json()) as { items: Array<{ email: string }> };
+      assert.equal(response.headers.get("content-encoding"), null);
+      assert.equal(body.items[0]?.email, "[MASKED:json-path]");
+    });
+
+    it("withholds a body that claims JSON but is not: 502, recorded, nothing of it passed", async () => {
+      const response = await fetch(`${base}/v1/docs/not-json`);
+      assert.equal(response.status, 502);
+      const text = await response.text();
+      assert.ok(!text.includes("4111"));
+      assert.equal(JSON.parse(text).reason, "MaskingFailed");
+      assert.equal(records[0]?.kind, "error");
+      assert.equal(records[0]?.reason, "MaskingFailed");
+    });
+
+    it("streams a masked body larger than its buffer, chunked", async () => {
+      const response = await fetch(`${base}/v1/docs/many`);
+      assert.equal(response.headers.get("content-length"), null);
+      const body = (await response.json()) as { items: Array<{ id: number; email: string }> };
+      assert.equal(body.items.length, 40_000);
+      assert.ok(body.items.every((item) => item.email === "[MASKED:json-path]"));
+      assert.deepEqual(records[0]?.masked, { "json-path": 40_000 });
+    });
   });
 
   it("answers smuggling and malformed requests with a 4xx, records them, forwards nothing", async () => {

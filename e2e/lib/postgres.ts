@@ -4,6 +4,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
+  appendFileSync,
   chownSync,
   createWriteStream,
   existsSync,
@@ -45,8 +46,8 @@ export interface PostgresServer {
   /** The maintenance database ("postgres"). */
   database: string;
   kb: KnowledgeBase;
-  /** A postgres:// URL; defaults to the superuser and the maintenance database. */
-  url(user?: string, password?: string, database?: string): string;
+  /** A postgres:// URL; defaults to the superuser, the maintenance database and loopback. */
+  url(user?: string, password?: string, database?: string, host?: string): string;
   /** A connected client (errors surface on its next query); the caller ends it. */
   connect(user?: string, password?: string, database?: string): Promise<pg.Client>;
   /** The server log so far (for failure messages). */
@@ -143,9 +144,9 @@ function removeStaleDirectories(): void {
   }
 }
 
-function serverConfig(port: number): string[] {
+function serverConfig(port: number, nodeAccess: boolean): string[] {
   const settings: Record<string, string> = {
-    listen_addresses: "127.0.0.1",
+    listen_addresses: nodeAccess ? `127.0.0.1,${testNode.address}` : "127.0.0.1",
     port: String(port),
     // TCP only: no socket files to collide with a system cluster's.
     unix_socket_directories: "",
@@ -183,7 +184,15 @@ const knowledgeBaseSchemaSql = [
 ];
 
 /** Starts a private PostgreSQL 15 and creates the kb database with its action roles. */
-export async function startPostgres(): Promise<PostgresServer> {
+/** The test node's bridge address and pod range (e2e/cluster/lib.sh). */
+export const testNode = { address: "10.244.0.1", podRange: "10.244.0.0/24" };
+
+export interface PostgresOptions {
+  /** Also listen on the test node's bridge address and let its pods log in (by password). */
+  nodeAccess?: boolean;
+}
+
+export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresServer> {
   if (!existsSync(join(binDir, "postgres")))
     throw new Error(`${binDir}/postgres is missing: apt-get install postgresql`);
   removeStaleDirectories();
@@ -214,12 +223,23 @@ export async function startPostgres(): Promise<PostgresServer> {
     throw new Error(`initdb failed: ${error.stderr ?? error}`);
   });
   rmSync(passwordFile);
+  if (options.nodeAccess) {
+    appendFileSync(
+      join(dataDir, "pg_hba.conf"),
+      `host all all ${testNode.podRange} scram-sha-256\n`,
+    );
+  }
 
   let child: ChildProcess | undefined;
   let port = 0;
   const readLog = () => (existsSync(logFile) ? readFileSync(logFile, "utf8") : "");
-  const url = (user = adminUser, password = adminPassword, database = "postgres") =>
-    `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
+  const url = (
+    user = adminUser,
+    password = adminPassword,
+    database = "postgres",
+    host = "127.0.0.1",
+  ) =>
+    `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${encodeURIComponent(database)}`;
   const connect = async (user = adminUser, password = adminPassword, database = "postgres") => {
     const client = new pg.Client({ host: "127.0.0.1", port, user, password, database });
     // A terminated idle session (a revoked role's) fails its next query; unhandled, the
@@ -247,7 +267,11 @@ export async function startPostgres(): Promise<PostgresServer> {
   for (let attempt = 1; ; attempt++) {
     port = await freePort();
     const log = createWriteStream(logFile, { flags: "a" });
-    const [command, args] = asServerUser("postgres", ["-D", dataDir, ...serverConfig(port)]);
+    const [command, args] = asServerUser("postgres", [
+      "-D",
+      dataDir,
+      ...serverConfig(port, options.nodeAccess ?? false),
+    ]);
     const started = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
     child = started;
     servers.add(started);

@@ -23,11 +23,15 @@ import {
   statusOf,
   type TestNamespace,
 } from "../lib/cluster.ts";
+import { type KbApi, startKbApi } from "../lib/kb-api.ts";
+import { type PostgresServer, startPostgres, testNode } from "../lib/postgres.ts";
 import {
+  createObject,
   createRun,
   readRun,
   runManifest,
   setUpBearerApiNamespace,
+  setUpRunNamespace,
   waitForPhase,
 } from "../lib/runs.ts";
 
@@ -112,10 +116,20 @@ async function leaseHolder(namespace: string): Promise<string> {
 describe("the operator installed with helm, on the real node", () => {
   let system: TestNamespace;
   let agents: TestNamespace;
+  let sessions: PostgresServer;
 
   before(async () => {
     system = await createTestNamespace("lgjit-system");
     agents = await createTestNamespace("agents");
+    // Two replicas share one session store: a PostgreSQL the pods reach on the node's address.
+    sessions = await startPostgres({ nodeAccess: true });
+    await core.createNamespacedSecret({
+      namespace: system.name,
+      body: {
+        metadata: { name: "session-store" },
+        stringData: { url: sessions.url(undefined, undefined, undefined, testNode.address) },
+      },
+    });
     helm(
       "install",
       release,
@@ -126,6 +140,8 @@ describe("the operator installed with helm, on the real node", () => {
       "image.repository=localhost/lgjit/operator,image.tag=test,image.pullPolicy=Never",
       "--set",
       `sidecar.image=${images.sidecar},sidecar.pullPolicy=Never`,
+      "--set",
+      "sessionStore.postgresSecret.name=session-store,sessionStore.postgresSecret.key=url",
       "--wait",
       "--timeout",
       "3m",
@@ -137,6 +153,7 @@ describe("the operator installed with helm, on the real node", () => {
     await agents?.remove(120_000);
     if (system) helm("uninstall", release, "--namespace", system.name, "--wait", "--timeout", "2m");
     await system?.remove(120_000);
+    await sessions?.stop();
   });
 
   it("brings up both replicas Ready, one of them holding the Lease", async () => {
@@ -232,5 +249,93 @@ describe("the operator installed with helm, on the real node", () => {
     assert.notEqual(next, leader);
     await waitForPhase(agents.name, "through-failover", "Succeeded", 120_000);
     await revoked(agents.name, "through-failover");
+  });
+
+  it("runs a graph that reads the KB API through its sidecar: masked, a write refused, both recorded", async () => {
+    const kb = await createTestNamespace("kb");
+    let started: KbApi | undefined;
+    try {
+      await setUpRunNamespace(
+        kb.name,
+        {
+          grants: [
+            {
+              connection: "kb-api",
+              actions: ["read"],
+              http: { rules: [{ methods: ["GET"], paths: ["/v1/docs/**"] }] },
+              masking: { jsonPaths: ["$.items[*].author_email"], detectors: ["credit-card"] },
+            },
+          ],
+        },
+        [],
+      );
+      // After the namespace, which made Service kb-api: the API goes behind that Service.
+      const api = await startKbApi(kb.name);
+      started = api;
+      await createObject("admin", kb.name, "connections", api.connection);
+      const run = graphRun("kb-reader", 0);
+      const graph = run.spec.template.spec?.containers[0];
+      graph?.env?.push({ name: "GRAPH_CALLS", value: "GET /v1/docs, POST /v1/docs" });
+      await createRun("alice", kb.name, run);
+      const pod = await podOf(kb.name, "kb-reader");
+      await waitForPhase(kb.name, "kb-reader", "Succeeded", 120_000);
+
+      const output = await core.readNamespacedPodLog({
+        namespace: kb.name,
+        name: pod.metadata?.name ?? "",
+        container: "graph",
+      });
+      const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
+      assert.equal(summary.ok, true, output);
+      assert.deepEqual(summary.calls, [
+        {
+          connection: "kb-api",
+          method: "GET",
+          path: "/v1/docs",
+          status: 200,
+          body: {
+            items: [
+              {
+                id: 1,
+                title: "Rotating keys",
+                author_email: "[MASKED:json-path]",
+                note: "paid with [MASKED:credit-card]",
+              },
+              {
+                id: 2,
+                title: "Run budgets",
+                author_email: "[MASKED:json-path]",
+                note: "no payment",
+              },
+            ],
+          },
+        },
+        {
+          connection: "kb-api",
+          method: "POST",
+          path: "/v1/docs",
+          status: 403,
+          reason: "ActionNotGranted",
+        },
+      ]);
+      // The upstream saw the read only, with the connection's token the graph never had.
+      assert.deepEqual(api.requests, [
+        { method: "GET", path: "/v1/docs", authorization: `Bearer ${api.token}` },
+      ]);
+      assert.ok(!output.includes(api.token));
+
+      const session = await eventually(
+        "the run's session counts",
+        async () => {
+          const current = await readRun(kb.name, "kb-reader");
+          return current?.status?.session?.events === 2 ? current.status.session : undefined;
+        },
+        30_000,
+      );
+      assert.deepEqual(session, { events: 2, denied: 1, masked: 1 });
+    } finally {
+      await started?.stop();
+      await kb.remove(120_000);
+    }
   });
 });

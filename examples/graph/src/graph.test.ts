@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -20,7 +22,7 @@ describe("the example graph", () => {
   const run = (env: Environment, inputs: Partial<GraphInputs> = {}) =>
     runGraph({ env, tokenFile: absentTokenFile, ...inputs });
 
-  it("reports every loopback connection by name, after all four steps", async () => {
+  it("reports every loopback connection by name, after every step", async () => {
     const lines: string[] = [];
     const summary = await run(
       { ...kbApi, ...kb, LGJIT_RUN: "kb-refresh", HOME: "/app" },
@@ -34,7 +36,8 @@ describe("the example graph", () => {
         { name: "kb", url: "http://127.0.0.1:15432" },
         { name: "kb-api", url: "http://127.0.0.1:15433" },
       ],
-      steps: ["discover", "check-no-secrets", "work", "report"],
+      calls: [],
+      steps: ["discover", "check-no-secrets", "call", "work", "report"],
     });
     assert.equal(lines[0], "discover found 2 connections");
   });
@@ -117,7 +120,7 @@ describe("the example graph", () => {
         summary.error,
         `GRAPH_WORK_SECONDS must be a non-negative number of seconds, not ${JSON.stringify(value)}`,
       );
-      assert.deepEqual(summary.steps, ["discover", "check-no-secrets", "work", "report"]);
+      assert.deepEqual(summary.steps, ["discover", "check-no-secrets", "call", "work", "report"]);
     });
   }
 
@@ -136,7 +139,50 @@ describe("the example graph", () => {
     assert.ok(performance.now() - started < 2000);
     assert.equal(summary.ok, false);
     assert.equal(summary.error, "stopped by SIGTERM");
-    assert.deepEqual(summary.steps, ["discover", "check-no-secrets"]);
+    assert.deepEqual(summary.steps, ["discover", "check-no-secrets", "call"]);
     assert.deepEqual(summary.connections, [{ name: "kb", url: "http://127.0.0.1:15432" }]);
+  });
+
+  it("makes GRAPH_CALLS on each HTTP connection and reports what the sidecar answered", async () => {
+    const server = createServer((req, res) => {
+      const allowed = req.method === "GET";
+      res.writeHead(allowed ? 200 : 403, { "content-type": "application/json" });
+      res.end(JSON.stringify(allowed ? { items: [{ id: 1 }] } : { reason: "ActionNotGranted" }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const summary = await run({
+        LGJIT_KB_API_URL: `http://127.0.0.1:${port}`,
+        GRAPH_CALLS: "GET /v1/docs, POST /v1/docs",
+      });
+      assert.equal(summary.ok, true, summary.error);
+      assert.deepEqual(summary.calls, [
+        {
+          connection: "kb-api",
+          method: "GET",
+          path: "/v1/docs",
+          status: 200,
+          body: { items: [{ id: 1 }] },
+        },
+        {
+          connection: "kb-api",
+          method: "POST",
+          path: "/v1/docs",
+          status: 403,
+          reason: "ActionNotGranted",
+        },
+      ]);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("refuses GRAPH_CALLS that are not METHOD /path, and fails when a listener is not there", async () => {
+    const bad = await run({ ...kb, GRAPH_CALLS: "fetch everything" });
+    assert.equal(bad.error, 'GRAPH_CALLS item "fetch everything" is not "METHOD /path"');
+    const closed = await run({ LGJIT_KB_API_URL: "http://127.0.0.1:1", GRAPH_CALLS: "GET /" });
+    assert.equal(closed.ok, false);
+    assert.match(closed.error ?? "", /^GET http:\/\/127\.0\.0\.1:1\/ failed/);
   });
 });

@@ -15,11 +15,24 @@ export interface Connection {
   url: string;
 }
 
+/** One HTTP call the graph made through a connection's sidecar listener. */
+export interface Call {
+  connection: string;
+  method: string;
+  path: string;
+  status: number;
+  /** The sidecar's reason when it refused the call (its JSON body's `reason`). */
+  reason?: string;
+  /** The response body, when it is JSON. */
+  body?: unknown;
+}
+
 export interface Summary {
   graph: typeof graphName;
   ok: boolean;
   run: string | null;
   connections: Connection[];
+  calls: Call[];
   steps: string[];
   error?: string;
 }
@@ -47,6 +60,7 @@ const RunState = Annotation.Root({
   connections: Annotation<Connection[]>({ reducer: (_, next) => next, default: () => [] }),
   /** Every problem found so far, each naming what was wrong; any one fails the run. */
   findings: Annotation<string[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
+  calls: Annotation<Call[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
   steps: Annotation<string[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
   summary: Annotation<Summary | undefined>,
 });
@@ -139,6 +153,64 @@ async function checkNoSecrets(_: State, runtime: Runtime<Context>): Promise<Upda
   return { findings, steps: ["check-no-secrets"] };
 }
 
+/** GRAPH_CALLS: "GET /v1/docs,POST /v1/docs" (each made on every HTTP connection). */
+function parseCalls(value: string | undefined): Array<{ method: string; path: string }> | string {
+  const calls = [];
+  for (const item of (value ?? "")
+    .split(",")
+    .map((part) => part.trim())
+    .filter(Boolean)) {
+    const match = /^([A-Z]+) (\/\S*)$/.exec(item);
+    if (!match?.[1] || !match[2])
+      return `GRAPH_CALLS item ${JSON.stringify(item)} is not "METHOD /path"`;
+    calls.push({ method: match[1], path: match[2] });
+  }
+  return calls;
+}
+
+async function call(state: State, runtime: Runtime<Context>): Promise<Update> {
+  const { env, log } = contextOf(runtime);
+  const planned = parseCalls(env.GRAPH_CALLS);
+  if (typeof planned === "string") return { findings: [planned], steps: ["call"] };
+  const calls: Call[] = [];
+  const findings: string[] = [];
+  for (const connection of state.connections.filter((c) => c.url.startsWith("http:"))) {
+    for (const { method, path } of planned) {
+      try {
+        const response = await fetch(new URL(path, connection.url), {
+          method,
+          signal: runtime.signal,
+          ...(method === "GET" || method === "HEAD"
+            ? {}
+            : { body: "{}", headers: { "content-type": "application/json" } }),
+        });
+        const text = await response.text();
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+        const reason =
+          response.status >= 400 ? (body as { reason?: string } | undefined)?.reason : undefined;
+        calls.push({
+          connection: connection.name,
+          method,
+          path,
+          status: response.status,
+          ...(reason ? { reason } : { body }),
+        });
+        log(
+          `call ${method} ${connection.name}${path}: ${response.status}${reason ? ` (${reason})` : ""}`,
+        );
+      } catch (error) {
+        findings.push(`${method} ${connection.url}${path} failed: ${(error as Error).message}`);
+      }
+    }
+  }
+  return { calls, findings, steps: ["call"] };
+}
+
 /** GRAPH_WORK_SECONDS: unset means 0; otherwise a non-negative decimal number of seconds. */
 function parseWorkSeconds(value: string | undefined): number | string {
   if (value === undefined) return 0;
@@ -166,6 +238,7 @@ function summarize(state: Partial<State>, env: Environment, error?: string): Sum
     ok: findings.length === 0,
     run: env.LGJIT_RUN ?? null,
     connections: state.connections ?? [],
+    calls: state.calls ?? [],
     steps: state.steps ?? [],
     ...(findings.length > 0 && { error: findings.join("; ") }),
   };
@@ -179,19 +252,21 @@ async function report(state: State, runtime: Runtime<Context>): Promise<Update> 
   return { summary, steps: ["report"] };
 }
 
-/** Any finding skips the work: the run has already failed. */
-function afterChecks(state: State): "work" | "report" {
-  return state.findings.length > 0 ? "report" : "work";
+/** Any finding skips the rest: the run has already failed. */
+function unlessFailed<Next extends string>(next: Next) {
+  return (state: State): Next | "report" => (state.findings.length > 0 ? "report" : next);
 }
 
 export const graph = new StateGraph(RunState, RunContext)
   .addNode("discover", discover)
   .addNode("check-no-secrets", checkNoSecrets)
+  .addNode("call", call)
   .addNode("work", work)
   .addNode("report", report)
   .addEdge(START, "discover")
   .addEdge("discover", "check-no-secrets")
-  .addConditionalEdges("check-no-secrets", afterChecks, ["work", "report"])
+  .addConditionalEdges("check-no-secrets", unlessFailed("call"), ["call", "report"])
+  .addConditionalEdges("call", unlessFailed("work"), ["work", "report"])
   .addEdge("work", "report")
   .addEdge("report", END)
   .compile({ name: graphName });

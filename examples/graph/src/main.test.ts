@@ -38,7 +38,8 @@ describe("main", () => {
       ok: true,
       run: "kb-refresh",
       connections: [{ name: "kb", url: "http://127.0.0.1:15432" }],
-      steps: ["discover", "check-no-secrets", "work", "report"],
+      calls: [],
+      steps: ["discover", "check-no-secrets", "call", "work", "report"],
     });
     assert.match(stderr, /^graph: discover found 1 connection$/m);
   });

@@ -10,6 +10,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  readSync,
   renameSync,
   rmSync,
   statSync,
@@ -42,6 +43,8 @@ interface Segment {
   first: number;
   last: number;
   bytes: number;
+  /** Where the first unacknowledged line starts, when known (0: read from the start). */
+  readFrom: number;
 }
 
 const segmentName = /^(\d{12})\.jsonl$/;
@@ -59,6 +62,8 @@ export class EventBuffer {
   #acked = 0;
   #next = 1;
   #fd: number | undefined;
+  /** Where each event of the last read() ends in its segment: acknowledge() resumes there. */
+  #ends = new Map<number, { segment: Segment; end: number }>();
 
   constructor(options: EventBufferOptions) {
     this.#directory = options.directory;
@@ -123,15 +128,22 @@ export class EventBuffer {
   /** Up to maxEvents unacknowledged events in order, at most maxBytes of them (at least one). */
   read(maxEvents: number, maxBytes: number): SessionEvent[] {
     const events: SessionEvent[] = [];
+    this.#ends.clear();
     let bytes = 0;
     for (const segment of this.#segments) {
       if (segment.last <= this.#acked) continue;
-      for (const line of this.#lines(segment)) {
-        const event = JSON.parse(line) as SessionEvent;
+      // Only the unacknowledged part of the segment, and no more than one batch of it.
+      const chunk = this.#readBytes(segment, segment.readFrom, maxBytes + maxEventBytes);
+      let start = 0;
+      for (let newline = chunk.indexOf(10); newline !== -1; newline = chunk.indexOf(10, start)) {
+        const length = newline + 1 - start;
+        const event = JSON.parse(chunk.toString("utf8", start, newline)) as SessionEvent;
+        start = newline + 1;
         if (event.seq <= this.#acked) continue;
-        bytes += line.length;
+        bytes += length;
         if (events.length > 0 && (events.length >= maxEvents || bytes > maxBytes)) return events;
         events.push(event);
+        this.#ends.set(event.seq, { segment, end: segment.readFrom + start });
       }
     }
     return events;
@@ -141,6 +153,8 @@ export class EventBuffer {
   acknowledge(seq: number): void {
     if (seq <= this.#acked) return;
     this.#acked = Math.min(seq, this.last);
+    const position = this.#ends.get(this.#acked);
+    if (position) position.segment.readFrom = position.end;
     // Written to a new file, then renamed: the pointer is either old or new, never torn.
     const temporary = join(this.#directory, `${ackedFile}.tmp`);
     writeFileSync(temporary, String(this.#acked));
@@ -220,13 +234,13 @@ export class EventBuffer {
       rmSync(path, { force: true });
       return undefined;
     }
-    return { first, last, bytes: valid };
+    return { first, last, bytes: valid, readFrom: 0 };
   }
 
   #openSegment(first: number): Segment {
     this.#closeSegment();
     this.#fd = openSync(this.#path(first), "a");
-    const segment = { first, last: first - 1, bytes: 0 };
+    const segment = { first, last: first - 1, bytes: 0, readFrom: 0 };
     this.#segments.push(segment);
     return segment;
   }
@@ -236,9 +250,15 @@ export class EventBuffer {
     this.#fd = undefined;
   }
 
-  *#lines(segment: Segment): Generator<string> {
-    const text = readFileSync(this.#path(segment.first), "utf8");
-    for (const line of text.split("\n")) if (line) yield line;
+  #readBytes(segment: Segment, from: number, most: number): Buffer {
+    const fd = openSync(this.#path(segment.first), "r");
+    try {
+      const buffer = Buffer.allocUnsafe(Math.max(0, Math.min(segment.bytes - from, most)));
+      const read = readSync(fd, buffer, 0, buffer.length, from);
+      return buffer.subarray(0, read);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   #path(first: number): string {

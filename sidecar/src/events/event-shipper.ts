@@ -21,6 +21,8 @@ export interface EventShipperOptions {
   backoff?: Backoff;
   /** How long to wait for new events before looking again. */
   idleMs?: number;
+  /** How long a batch may wait for more events before it goes (unless full). */
+  lingerMs?: number;
 }
 
 const defaultBackoff: Backoff = { initialMs: 200, maxMs: 5_000 };
@@ -60,6 +62,10 @@ export class EventShipper {
     while (!signal.aborted) {
       if (buffer.pending === 0) {
         await buffer.waitForEvents(buffer.last, this.#options.idleMs ?? 1_000, signal);
+        // A busy proxy records many events a second: let them gather into one batch.
+        if (buffer.pending < maxEventsPerBatch) {
+          await sleep(this.#options.lingerMs ?? 100, undefined, { signal }).catch(() => {});
+        }
         continue;
       }
       if (await this.#shipOnce(signal)) {

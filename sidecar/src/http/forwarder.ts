@@ -63,6 +63,7 @@ export class Forwarder {
   readonly #options: ForwarderOptions;
   readonly #pools = new Map<string, Pool>();
   readonly #policies = new WeakMap<GrantClaim, HttpPolicy>();
+  readonly #upstreams = new WeakMap<HttpCredential, { upstream: URL; basePath: string }>();
   readonly #maskers = new WeakMap<GrantClaim, { make: (() => JsonMasker) | undefined }>();
 
   constructor(options: ForwarderOptions) {
@@ -116,11 +117,10 @@ export class Forwarder {
     const decision = this.#policy(target.grant).decide(method, path);
     if (!decision.allowed) return deny(403, decision.reason, decision.message, { path });
 
-    const upstream = new URL(target.credential.url);
-    const basePath = upstream.pathname.replace(/\/+$/, "");
+    const { upstream, basePath } = this.#upstream(target.credential);
     const query = queryAt === -1 ? "" : request.pathAndQuery.slice(queryAt);
     const bytesIn = new ByteCounter();
-    const bytesOut = new ByteCounter();
+    let bytesOut = 0;
     const aborted = new AbortController();
     res.once("close", () => {
       if (!res.writableFinished) aborted.abort(new Error("the graph closed the connection"));
@@ -161,14 +161,17 @@ export class Forwarder {
         return;
       }
       res.writeHead(status, responseHeaders(answer.headers));
-      await pipeline(answer.body, bytesOut, res);
+      answer.body.on("data", (chunk: Buffer) => {
+        bytesOut += chunk.length;
+      });
+      await pipeline(answer.body, res);
       record({
         kind: "request",
         path,
         status,
         rule: decision.rule,
         bytesIn: bytesIn.bytes,
-        bytesOut: bytesOut.bytes,
+        bytesOut,
       });
     } catch (error) {
       const graphLeft = aborted.signal.aborted;
@@ -200,7 +203,7 @@ export class Forwarder {
         reason,
         rule: decision.rule,
         bytesIn: bytesIn.bytes,
-        bytesOut: bytesOut.bytes,
+        bytesOut,
       });
       this.#options.logger.debug({ err: error, connection, path }, "upstream request failed");
     }
@@ -220,6 +223,17 @@ export class Forwarder {
   async close(): Promise<void> {
     await Promise.allSettled([...this.#pools.values()].map((pool) => pool.destroy()));
     this.#pools.clear();
+  }
+
+  // Parsed once per credential, not per request.
+  #upstream(credential: HttpCredential): { upstream: URL; basePath: string } {
+    let parsed = this.#upstreams.get(credential);
+    if (!parsed) {
+      const upstream = new URL(credential.url);
+      parsed = { upstream, basePath: upstream.pathname.replace(/\/+$/, "") };
+      this.#upstreams.set(credential, parsed);
+    }
+    return parsed;
   }
 
   #masker(grant: GrantClaim): (() => JsonMasker) | undefined {

@@ -4,6 +4,7 @@
 import type { Logger } from "pino";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import type { CredentialChange, CredentialClient } from "../credentials/credential-client.ts";
+import type { VerifiedCredential } from "../credentials/run-token-verifier.ts";
 import { createForwardProxy } from "./forward-proxy.ts";
 import { Forwarder, type HttpTarget } from "./forwarder.ts";
 import type { LoopbackServer } from "./loopback-server.ts";
@@ -29,6 +30,7 @@ export class HttpListeners {
   readonly #forwarder: Forwarder;
   readonly #servers = new Map<string, Promise<LoopbackServer>>();
   readonly #listening = new Set<string>();
+  readonly #targetsOf = new WeakMap<VerifiedCredential, Map<string, HttpTarget>>();
   readonly #unsubscribe: () => void;
   #closed = false;
 
@@ -118,11 +120,16 @@ export class HttpListeners {
 
   // Read per request: a refreshed credential applies at once, an expired one fails closed.
   #targets(): Map<string, HttpTarget> {
-    const targets = new Map<string, HttpTarget>();
     const credential = this.#options.credentials.current();
-    for (const [name, upstream] of Object.entries(credential?.credentials ?? {})) {
-      const grant = credential?.claims.grants.find((candidate) => candidate.connection === name);
-      if (upstream.type === "http" && grant) targets.set(name, { credential: upstream, grant });
+    if (!credential) return new Map();
+    let targets = this.#targetsOf.get(credential);
+    if (!targets) {
+      targets = new Map();
+      for (const [name, upstream] of Object.entries(credential.credentials)) {
+        const grant = credential.claims.grants.find((candidate) => candidate.connection === name);
+        if (upstream.type === "http" && grant) targets.set(name, { credential: upstream, grant });
+      }
+      this.#targetsOf.set(credential, targets);
     }
     return targets;
   }

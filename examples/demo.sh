@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the test cluster's real node: the operator installed with Helm
-# (two replicas, one leading), a platform team's Connections and AccessPolicy, mallory's run
-# Denied, and alice's run of the example LangGraph graph: the sidecar starts first and fetches
-# the run's credential from the operator, the graph runs and exits, the run ends Succeeded and
-# its credential is revoked.
+# (two replicas, one leading, sharing a PostgreSQL session store), a platform team's Connections
+# and AccessPolicy, mallory's run Denied, and alice's run of the example LangGraph graph: the
+# sidecar starts first and fetches the run's credential from the operator, the graph reads a
+# real knowledge-base API through it (masked) and is refused a write, the run ends Succeeded,
+# its credential is revoked, and its session is counted.
 set -euo pipefail
 # shellcheck source=../e2e/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/cluster/lib.sh"
 cd "$repo_root"
+export PATH="$repo_root/node_modules/.bin:$PATH"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 kubectl_as() { local who="$1"; shift; "$state/bin/kubectl" --kubeconfig "$state/$who.kubeconfig" "$@"; }
@@ -19,16 +21,28 @@ wait_for() {
 }
 phase_of() { kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.phase}'; }
 is_denied() { [[ "$(phase_of "$1")" == Denied ]]; }
+# Both of the graph's calls are in the session once its sidecar has shipped them.
+session_complete() { [[ "$(kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.session.events}')" == 2 ]]; }
 is_revoked() { [[ -n "$(kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.credential.revokedAt}')" ]]; }
 
 step "test cluster with its node (images built locally)"
 e2e/cluster/up.sh
 
+step "the demo's services: a PostgreSQL for sessions and a knowledge-base API, beside the node"
+kubectl_as admin apply -f examples/namespace.yaml >/dev/null
+stop demo-services
+setsid node examples/demo-services.ts </dev/null >"$logs/demo-services.log" 2>&1 &
+echo "$! $(readlink -f "$(command -v node)")" >"$pids/demo-services.pid"
+wait_for "the demo's services" 60 grep -q '^ready' "$logs/demo-services.log"
+grep '^ready' "$logs/demo-services.log"
+
 step "helm install langgraph-jit (the images the node has: localhost/lgjit/*:test)"
 "$state/bin/helm" --kubeconfig "$state/admin.kubeconfig" upgrade --install langgraph-jit \
   charts/langgraph-jit --namespace langgraph-jit --create-namespace \
   --set image.repository=localhost/lgjit/operator,image.tag=test,image.pullPolicy=Never \
-  --set sidecar.image=localhost/lgjit/sidecar:test,sidecar.pullPolicy=Never --wait --timeout 3m
+  --set sidecar.image=localhost/lgjit/sidecar:test,sidecar.pullPolicy=Never \
+  --set replicaCount=2,sessionStore.postgresSecret.name=session-store,sessionStore.postgresSecret.key=url \
+  --wait --timeout 3m
 kubectl_as admin -n langgraph-jit get pods -o wide
 echo "leader: $(kubectl_as admin -n langgraph-jit get lease langgraph-jit -o jsonpath='{.spec.holderIdentity}')"
 
@@ -64,10 +78,14 @@ echo "the sidecar's log:"
 kubectl_as admin -n agents logs "$pod" -c langgraph-jit-sidecar | sed 's/^/  /' | tail -n 8
 echo "the graph's output:"
 kubectl_as admin -n agents logs "$pod" -c graph | sed 's/^/  /'
+echo "what reached the knowledge-base API:"
+grep '^kb-api saw' "$logs/demo-services.log" | sed 's/^/  /'
 
 step "the run's credential: issued to the sidecar, revoked when the run ended"
 wait_for "the credential's revocation" 30 is_revoked kb-search-alice
-kubectl_as admin -n agents get lgr kb-search-alice -o jsonpath='  {.status.credential}{"\n"}'
+kubectl_as admin -n agents get lgr kb-search-alice -o jsonpath='  credential: {.status.credential}{"\n"}'
+wait_for "the session counts" 30 session_complete kb-search-alice
+kubectl_as admin -n agents get lgr kb-search-alice -o jsonpath='  session: {.status.session}{"\n"}'
 kubectl_as admin -n agents get events --field-selector involvedObject.name=kb-search-alice \
   -o custom-columns=REASON:.reason,MESSAGE:.message --sort-by=.lastTimestamp
 

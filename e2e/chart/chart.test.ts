@@ -22,6 +22,12 @@ function run(command: string, args: string[], input?: string) {
   return { status: result.status, out: `${result.stdout}${result.stderr}` };
 }
 
+const highAvailability = [
+  "replicaCount=2",
+  "sessionStore.postgresSecret.name=pg",
+  "sessionStore.postgresSecret.key=url",
+];
+
 function render(namespace: string, ...set: string[]) {
   return run(helm, [
     "template",
@@ -44,7 +50,8 @@ describe("the Helm chart", () => {
   it("renders objects the API server accepts (server-side dry run)", async () => {
     const ns = await createTestNamespace("chart");
     try {
-      const rendered = render(ns.name);
+      // The high-availability values render every object the chart has.
+      const rendered = render(ns.name, ...highAvailability);
       assert.equal(rendered.status, 0, rendered.out);
       for (const kind of ["Deployment", "Service", "ClusterRole", "PodDisruptionBudget"]) {
         assert.match(rendered.out, new RegExp(`^kind: ${kind}$`, "m"));
@@ -80,6 +87,10 @@ describe("the Helm chart", () => {
     const ttl = render("x", "runTokenTtl=soon");
     assert.notEqual(ttl.status, 0);
     assert.match(ttl.out, /runTokenTtl/);
+    // Replicas with a SQLite file each would split a run's events between them.
+    const split = render("x", "replicaCount=2");
+    assert.notEqual(split.status, 0);
+    assert.match(split.out, /sessionStore\/postgresSecret/);
   });
 
   it("renders the webhook configurations the operator applies, but for the CA it fills in", () => {
@@ -104,6 +115,13 @@ describe("the Helm chart", () => {
 
   it("keeps one replica through a drain only when there are several", () => {
     assert.doesNotMatch(render("x", "replicaCount=1").out, /PodDisruptionBudget/);
-    assert.match(render("x", "replicaCount=2").out, /kind: PodDisruptionBudget/);
+    const ha = render(
+      "x",
+      "replicaCount=2",
+      "sessionStore.postgresSecret.name=pg",
+      "sessionStore.postgresSecret.key=url",
+    );
+    assert.match(ha.out, /kind: PodDisruptionBudget/);
+    assert.match(ha.out, /secretKeyRef: \{name: pg, key: url\}/);
   });
 });

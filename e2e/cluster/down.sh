@@ -9,6 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The node first, then the control plane in reverse start order, so nothing logs a storm of
 # errors about a vanished peer.
+stop demo-services
 "$cluster_scripts/node-down.sh"
 for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
 rm -rf "$state"

@@ -76,6 +76,13 @@ export async function startKbApi(namespace: string): Promise<KbApi> {
 
   const admin = kubeConfigFor("admin");
   const core = admin.makeApiClient(CoreV1Api);
+  const discovery = admin.makeApiClient(DiscoveryV1Api);
+  // Started again in the same namespace (make demo twice), it replaces what it made before.
+  const gone = (error: unknown) => {
+    if (statusOf(error) !== 404) throw error;
+  };
+  await core.deleteNamespacedSecret({ namespace, name: "kb-api" }).catch(gone);
+  await discovery.deleteNamespacedEndpointSlice({ namespace, name: "kb-api-host" }).catch(gone);
   await core.createNamespacedSecret({
     namespace,
     body: {
@@ -92,7 +99,7 @@ export async function startKbApi(namespace: string): Promise<KbApi> {
     .catch((error: unknown) => {
       if (statusOf(error) !== 409) throw error;
     });
-  await admin.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
+  await discovery.createNamespacedEndpointSlice({
     namespace,
     body: {
       metadata: {

@@ -141,7 +141,7 @@ describe("the operator installed with helm, on the real node", () => {
       "--set",
       `sidecar.image=${images.sidecar},sidecar.pullPolicy=Never`,
       "--set",
-      "sessionStore.postgresSecret.name=session-store,sessionStore.postgresSecret.key=url",
+      "replicaCount=2,sessionStore.postgresSecret.name=session-store,sessionStore.postgresSecret.key=url",
       "--wait",
       "--timeout",
       "3m",

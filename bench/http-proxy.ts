@@ -23,8 +23,9 @@ const workers = Number(process.env.BENCH_HTTP_WORKERS ?? 64);
 const repo = join(import.meta.dirname, "..");
 const work = mkdtempSync(join(tmpdir(), "lgjit-bench-http-"));
 const children: ChildProcess[] = [];
+// SIGTERM: nginx's master then stops its workers too (SIGKILL would orphan them).
 process.on("exit", () => {
-  for (const child of children) child.kill("SIGKILL");
+  for (const child of children) child.kill("SIGTERM");
   rmSync(work, { recursive: true, force: true });
 });
 

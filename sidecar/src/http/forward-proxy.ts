@@ -48,18 +48,13 @@ export function createForwardProxy(options: ForwardProxyOptions): LoopbackServer
     connection: "",
     record,
     onRequest: async (req, res) => {
-      const refuse = (status: number, reason: string, error: string, connection = "") => {
-        forwarder.answer(res, status, server.denial(error, reason, undefined, connection));
-        req.resume();
-        record({
-          time: new Date().toISOString(),
-          kind: "denied",
-          connection,
-          method: req.method ?? "",
+      const refuse = (status: number, reason: string, error: string, connection?: string) =>
+        server.refuseRequest(req, res, {
           status,
           reason,
+          error,
+          ...(connection ? { connection } : {}),
         });
-      };
       let url: URL;
       try {
         url = new URL(req.url ?? "");

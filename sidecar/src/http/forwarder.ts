@@ -10,7 +10,7 @@ import { Pool } from "undici";
 import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import type { JsonMasker } from "../masking/json-masker.ts";
-import type { DenialBody } from "./loopback-server.ts";
+import { answerJson } from "./loopback-server.ts";
 import { isJson, MaskingRefusal, maskerFor, sendMasked } from "./masked-response.ts";
 import { normalizePath } from "./request-path.ts";
 import { compileHttpPolicy, type HttpPolicy } from "./rules.ts";
@@ -89,7 +89,7 @@ export class Forwarder {
       error: string,
       fields: { path?: string } = {},
     ) => {
-      this.answer(res, status, { error, run: this.#options.run, connection, rule: null, reason });
+      answerJson(res, status, { error, run: this.#options.run, connection, rule: null, reason });
       req.resume();
       record({ kind: "denied", status, reason, ...fields });
     };
@@ -182,7 +182,7 @@ export class Forwarder {
             ? "GraphDisconnected"
             : "UpstreamUnavailable";
       if (!res.headersSent) {
-        this.answer(res, 502, {
+        answerJson(res, 502, {
           error:
             error instanceof MaskingRefusal
               ? `${error.message}; the response was withheld`
@@ -207,17 +207,6 @@ export class Forwarder {
       });
       this.#options.logger.debug({ err: error, connection, path }, "upstream request failed");
     }
-  }
-
-  /** Answers the graph with a JSON body of the contract's shape. */
-  answer(res: ServerResponse, status: number, body: DenialBody): void {
-    const json = JSON.stringify(body);
-    res.writeHead(status, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(json),
-      via: "1.1 langgraph-jit",
-    });
-    res.end(json);
   }
 
   async close(): Promise<void> {

@@ -28,6 +28,17 @@ export interface LoopbackServerOptions {
 
 const maxHeaderBytes = 16 * 1024;
 
+/** Answers the graph with a JSON body of the contract's shape. */
+export function answerJson(res: ServerResponse, status: number, body: DenialBody): void {
+  const json = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(json),
+    via: "1.1 langgraph-jit",
+  });
+  res.end(json);
+}
+
 export class LoopbackServer {
   readonly #options: LoopbackServerOptions;
   readonly #server: Server;
@@ -98,6 +109,29 @@ export class LoopbackServer {
     connection = this.#options.connection,
   ): DenialBody {
     return { error, run: this.#options.run, connection, rule: rule ?? null, reason };
+  }
+
+  /** Refuses a request the listener itself cannot take (before any connection's rules). */
+  refuseRequest(
+    req: IncomingMessage,
+    res: ServerResponse,
+    refusal: { status: number; reason: string; error: string; connection?: string },
+  ): void {
+    const connection = refusal.connection ?? this.#options.connection;
+    answerJson(
+      res,
+      refusal.status,
+      this.denial(refusal.error, refusal.reason, undefined, connection),
+    );
+    req.resume();
+    this.#options.record({
+      time: new Date().toISOString(),
+      kind: "denied",
+      connection,
+      method: req.method ?? "",
+      status: refusal.status,
+      reason: refusal.reason,
+    });
   }
 
   /** Answers on a raw socket (no ServerResponse exists for it), closes it and records it. */

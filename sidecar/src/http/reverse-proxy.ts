@@ -28,25 +28,13 @@ export function createReverseProxy(options: ReverseProxyOptions): LoopbackServer
     onRequest: async (req, res) => {
       const pathAndQuery = req.url ?? "";
       if (!pathAndQuery.startsWith("/")) {
-        forwarder.answer(
-          res,
-          400,
-          server.denial(
-            "only origin-form request targets (a path) are accepted on a connection's port; " +
-              "absolute URLs go to the forward proxy",
-            "BadRequestTarget",
-          ),
-        );
-        req.resume();
-        options.record({
-          time: new Date().toISOString(),
-          kind: "denied",
-          connection,
-          method: req.method ?? "",
+        return server.refuseRequest(req, res, {
           status: 400,
           reason: "BadRequestTarget",
+          error:
+            "only origin-form request targets (a path) are accepted on a connection's port; " +
+            "absolute URLs go to the forward proxy",
         });
-        return;
       }
       await forwarder.forward(req, res, { connection, target: options.target(), pathAndQuery });
     },

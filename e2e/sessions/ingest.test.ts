@@ -2,6 +2,7 @@
 // are stored once each (a resend changes nothing), the run's status.session counts follow, and
 // a batch that is not the run's, not of the schema, or not signed is refused whole.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { SessionEvent } from "../../api/session-events.ts";
@@ -70,6 +71,23 @@ describe("session event ingest", () => {
       10_000,
     );
     assert.deepEqual(counted, { events: 3, denied: 1, masked: 0 });
+    const table = spawnSync(
+      join(clusterDir, "bin", "kubectl"),
+      [
+        "--kubeconfig",
+        join(clusterDir, "admin.kubeconfig"),
+        "-n",
+        suite.ns.name,
+        "get",
+        "lgr",
+        "recorded",
+        "-o",
+        "wide",
+      ],
+      { encoding: "utf8" },
+    ).stdout;
+    assert.match(table, /^NAME\s+PHASE\s+REQUESTER\s+AGE\s+DEADLINE\s+CALLS\s+DENIED\s+REASON/m);
+    assert.match(table, /^recorded\s+Running\s+alice@example\.com\s+\S+\s+\S+\s+3\s+1\s/m);
     const store = new SqliteSessionStore(
       join(clusterDir, "logs", `sessions-${suite.system.name}.db`),
     );

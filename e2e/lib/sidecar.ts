@@ -21,6 +21,8 @@ export interface SidecarProcess {
   tokenFile: string;
   /** SIGTERM; resolves with the exit code and how long it took. */
   stop(): Promise<{ code: number | null; ms: number }>;
+  /** SIGKILL, as the kernel's OOM killer would: nothing is flushed, the state folder stays. */
+  kill(): Promise<void>;
 }
 
 export async function startSidecar(options: {
@@ -29,8 +31,12 @@ export async function startSidecar(options: {
   pod: V1Pod;
   token: string;
   operatorUrl?: string;
+  /** The emptyDir a restarted sidecar finds again; a new temporary folder otherwise. */
+  stateDir?: string;
+  /** Loopback ports by connection name (LGJIT_LISTENERS). */
+  listeners?: Record<string, number>;
 }): Promise<SidecarProcess> {
-  const dir = mkdtempSync(join(tmpdir(), "lgjit-sidecar-"));
+  const dir = options.stateDir ?? mkdtempSync(join(tmpdir(), "lgjit-sidecar-"));
   const tokenFile = join(dir, "token");
   writeFileSync(tokenFile, options.token);
   const adminPort = await freePort();
@@ -42,7 +48,7 @@ export async function startSidecar(options: {
     LGJIT_OPERATOR_CA: await options.operator.caPem(),
     LGJIT_TOKEN_FILE: tokenFile,
     LGJIT_STATE_DIR: dir,
-    LGJIT_LISTENERS: "{}",
+    LGJIT_LISTENERS: JSON.stringify(options.listeners ?? {}),
     LGJIT_PROXY_PORT: String(await freePort()),
     LGJIT_ADMIN_PORT: String(adminPort),
     LGJIT_NAMESPACE: options.pod.metadata?.namespace ?? "",
@@ -69,8 +75,14 @@ export async function startSidecar(options: {
       child.kill("SIGTERM");
       const code = await exited;
       children.delete(child);
-      rmSync(dir, { recursive: true, force: true });
+      if (!options.stateDir) rmSync(dir, { recursive: true, force: true });
       return { code, ms: performance.now() - started };
+    },
+    kill: async () => {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+      children.delete(child);
     },
   };
 }

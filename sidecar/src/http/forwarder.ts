@@ -89,9 +89,10 @@ export class Forwarder {
       error: string,
       fields: { path?: string } = {},
     ) => {
+      // Recorded first: a kill between the two must not leave a refusal the graph saw unrecorded.
+      record({ kind: "denied", status, reason, ...fields });
       answerJson(res, status, { error, run: this.#options.run, connection, rule: null, reason });
       req.resume();
-      record({ kind: "denied", status, reason, ...fields });
     };
 
     if (!target) {

@@ -118,12 +118,7 @@ export class LoopbackServer {
     refusal: { status: number; reason: string; error: string; connection?: string },
   ): void {
     const connection = refusal.connection ?? this.#options.connection;
-    answerJson(
-      res,
-      refusal.status,
-      this.denial(refusal.error, refusal.reason, undefined, connection),
-    );
-    req.resume();
+    // Recorded first: a kill between the two must not leave a refusal the graph saw unrecorded.
     this.#options.record({
       time: new Date().toISOString(),
       kind: "denied",
@@ -132,6 +127,12 @@ export class LoopbackServer {
       status: refusal.status,
       reason: refusal.reason,
     });
+    answerJson(
+      res,
+      refusal.status,
+      this.denial(refusal.error, refusal.reason, undefined, connection),
+    );
+    req.resume();
   }
 
   /** Answers on a raw socket (no ServerResponse exists for it), closes it and records it. */
@@ -148,10 +149,6 @@ export class LoopbackServer {
     const body = JSON.stringify(
       this.denial(refusal.error, refusal.reason, undefined, refusal.connection),
     );
-    socket.end(
-      `HTTP/1.1 ${refusal.status} ${refusal.reason}\r\ncontent-type: application/json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
     this.#options.record({
       time: new Date().toISOString(),
       kind: "denied",
@@ -160,5 +157,9 @@ export class LoopbackServer {
       reason: refusal.reason,
       ...(refusal.method ? { method: refusal.method } : {}),
     });
+    socket.end(
+      `HTTP/1.1 ${refusal.status} ${refusal.reason}\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
   }
 }

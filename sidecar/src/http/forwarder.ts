@@ -122,6 +122,7 @@ export class Forwarder {
     const query = queryAt === -1 ? "" : request.pathAndQuery.slice(queryAt);
     const bytesIn = new ByteCounter();
     let bytesOut = 0;
+    const masker = this.#masker(target.grant);
     const aborted = new AbortController();
     res.once("close", () => {
       if (!res.writableFinished) aborted.abort(new Error("the graph closed the connection"));
@@ -130,17 +131,11 @@ export class Forwarder {
       const answer = await this.#pool(target.credential).request({
         method,
         path: `${basePath}${normalized.encoded}${query}`,
-        headers: upstreamHeaders(
-          req,
-          target.credential,
-          upstream,
-          this.#masker(target.grant) !== undefined,
-        ),
+        headers: upstreamHeaders(req, target.credential, upstream, masker !== undefined),
         body: hasBody(req) ? req.pipe(bytesIn) : null,
         signal: aborted.signal,
       });
       const status = answer.statusCode;
-      const masker = this.#masker(target.grant);
       if (masker && carriesBody(method, status) && isJson(answer.headers)) {
         const masked = await sendMasked(
           status,

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { V1Pod } from "@kubernetes/client-node";
-import { Agent } from "undici";
+import { Agent, fetch } from "undici";
 import type { LangGraphRun } from "../../api/v1alpha1.ts";
 import { SqliteSessionStore } from "../../operator/src/sessions/sqlite-store.ts";
 import { clusterDir, eventually } from "../lib/cluster.ts";
@@ -50,28 +50,44 @@ describe("session events across a sidecar killed and restarted", () => {
     return started;
   }
 
-  /** Writes the grant does not allow: each is refused (403) and recorded. */
-  async function refusedWrites(count: number, stopAfter?: () => Promise<void>): Promise<number> {
+  /**
+   * Writes the grant does not allow, 8 at a time: each is refused (403) and recorded. With
+   * killAfter, the sidecar is killed once that many were answered, while others are in flight.
+   */
+  async function refusedWrites(
+    total: number,
+    killAfter?: { answered: number; kill: () => Promise<void> },
+  ) {
     let answered = 0;
+    let sent = 0;
+    let killed = false;
     // A pool of its own: connections to a killed sidecar must not be reused for the next one.
     const dispatcher = new Agent();
-    const writes = Array.from({ length: count }, async (_, i) => {
-      const response = await fetch(`http://127.0.0.1:${port}/v1/docs/${i}`, {
-        method: "POST",
-        body: "{}",
-      }).catch(() => undefined);
-      if (response?.status === 403) answered++;
-      await response?.body?.cancel();
-      if (i === Math.floor(count / 2)) await stopAfter?.();
-    });
-    await Promise.all(writes);
+    const worker = async () => {
+      while (sent < total) {
+        const path = `/v1/docs/${sent++}`;
+        const response = await fetch(`http://127.0.0.1:${port}${path}`, {
+          method: "POST",
+          body: "{}",
+          dispatcher,
+        }).catch(() => undefined);
+        if (response?.status === 403) answered++;
+        await response?.body?.cancel();
+        if (killAfter && !killed && answered >= killAfter.answered) {
+          killed = true;
+          await killAfter.kill();
+        }
+        if (killed && !response) return; // the sidecar is gone
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
     await dispatcher.close();
     return answered;
   }
 
   it("stores every event once, without a gap, and every refusal the graph saw", async () => {
     const first = await sidecar();
-    const answeredBefore = await refusedWrites(400, () => first.kill());
+    const answeredBefore = await refusedWrites(400, { answered: 150, kill: () => first.kill() });
     const second = await sidecar();
     const answeredAfter = await refusedWrites(100);
     await second.stop();

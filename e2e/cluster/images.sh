@@ -85,16 +85,16 @@ image_exists "$coredns_image" || build_static coredns "$coredns_image" "$state/b
 # --network host only for `npm ci` to reach the registry; --pull=never: the base is local.
 # The CA file the host's npm or Node trusts (a TLS-inspecting egress proxy's, say) is lent to
 # the build, never baked into the image.
+trust=()
+cafile="$(npm config get cafile 2>/dev/null || true)"
+[[ -f "$cafile" ]] || cafile="${NODE_EXTRA_CA_CERTS:-}"
+if [[ -f "$cafile" ]]; then
+  printf 'cafile=/run/lgjit-build-ca.crt\nupdate-notifier=false\n' >"$work/npmrc"
+  trust=(-v "$cafile:/run/lgjit-build-ca.crt:ro" -v "$work/npmrc:/usr/local/etc/npmrc:ro")
+fi
 build_project_image() {
-  local name="$1" context="$repo_root" dockerfile="$repo_root/$1/Dockerfile" trust=()
+  local name="$1" context="$repo_root" dockerfile="$repo_root/$1/Dockerfile"
   [[ "$name" == graph ]] && context="$repo_root/examples/graph" dockerfile="$context/Dockerfile"
-  local cafile
-  cafile="$(npm config get cafile 2>/dev/null || true)"
-  [[ -f "$cafile" ]] || cafile="${NODE_EXTRA_CA_CERTS:-}"
-  if [[ -f "$cafile" ]]; then
-    printf 'cafile=/run/lgjit-build-ca.crt\nupdate-notifier=false\n' >"$work/npmrc"
-    trust=(-v "$cafile:/run/lgjit-build-ca.crt:ro" -v "$work/npmrc:/usr/local/etc/npmrc:ro")
-  fi
   log "building localhost/lgjit/$name:$image_tag"
   podman_ build --quiet --network host --pull=never "${trust[@]}" \
     --build-arg "BASE_IMAGE=$base_image" -f "$dockerfile" -t "localhost/lgjit/$name:$image_tag" "$context" >/dev/null

@@ -6,7 +6,7 @@ import { connect } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { SessionRecord } from "../../../api/session-events.ts";
-import type { Forwarder, HttpTarget } from "./forwarder.ts";
+import { type Forwarder, type HttpTarget, upstreamOf } from "./forwarder.ts";
 import { LoopbackServer } from "./loopback-server.ts";
 
 export interface ForwardProxyOptions {
@@ -32,7 +32,7 @@ function connectionAt(
   port: string | undefined,
 ): [string, HttpTarget, URL] | undefined {
   for (const [name, target] of targets) {
-    const upstream = new URL(target.credential.url);
+    const upstream = upstreamOf(target.credential).url;
     if (upstream.hostname.toLowerCase() !== hostname.toLowerCase()) continue;
     if (port !== undefined && effectivePort(upstream) !== port) continue;
     return [name, target, upstream];
@@ -85,7 +85,7 @@ export function createForwardProxy(options: ForwardProxyOptions): LoopbackServer
       }
       const [connection, target, upstream] = match;
       // Rules are written relative to the connection's URL, as on its own port.
-      const base = upstream.pathname.replace(/\/+$/, "");
+      const base = upstreamOf(target.credential).basePath;
       if (base && url.pathname !== base && !url.pathname.startsWith(`${base}/`)) {
         return refuse(
           403,

@@ -15,6 +15,31 @@ import { isJson, MaskingRefusal, maskerFor, sendMasked } from "./masked-response
 import { normalizePath } from "./request-path.ts";
 import { compileHttpPolicy, type HttpPolicy } from "./rules.ts";
 
+/** A connection's upstream, parsed once per credential (never per request). */
+export interface Upstream {
+  url: URL;
+  /** The URL's path without trailing slashes; forwarded paths are appended to it. */
+  basePath: string;
+  /** One keep-alive pool per origin and CA: a refreshed credential shares it. */
+  poolKey: string;
+}
+
+const upstreams = new WeakMap<HttpCredential, Upstream>();
+
+export function upstreamOf(credential: HttpCredential): Upstream {
+  let upstream = upstreams.get(credential);
+  if (!upstream) {
+    const url = new URL(credential.url);
+    upstream = {
+      url,
+      basePath: url.pathname.replace(/\/+$/, ""),
+      poolKey: `${url.origin}\n${credential.caPem ?? ""}`,
+    };
+    upstreams.set(credential, upstream);
+  }
+  return upstream;
+}
+
 /** What a request needs from the held credential; undefined while none is held (fail closed). */
 export interface HttpTarget {
   credential: HttpCredential;
@@ -63,7 +88,6 @@ export class Forwarder {
   readonly #options: ForwarderOptions;
   readonly #pools = new Map<string, Pool>();
   readonly #policies = new WeakMap<GrantClaim, HttpPolicy>();
-  readonly #upstreams = new WeakMap<HttpCredential, { upstream: URL; basePath: string }>();
   readonly #maskers = new WeakMap<GrantClaim, { make: (() => JsonMasker) | undefined }>();
 
   constructor(options: ForwarderOptions) {
@@ -118,9 +142,10 @@ export class Forwarder {
     const decision = this.#policy(target.grant).decide(method, path);
     if (!decision.allowed) return deny(403, decision.reason, decision.message, { path });
 
-    const { upstream, basePath } = this.#upstream(target.credential);
+    const upstream = upstreamOf(target.credential);
     const query = queryAt === -1 ? "" : request.pathAndQuery.slice(queryAt);
-    const bytesIn = new ByteCounter();
+    // Only a request with a body pays for a counting stream.
+    const bytesIn = hasBody(req) ? new ByteCounter() : undefined;
     let bytesOut = 0;
     const masker = this.#masker(target.grant);
     const aborted = new AbortController();
@@ -128,11 +153,11 @@ export class Forwarder {
       if (!res.writableFinished) aborted.abort(new Error("the graph closed the connection"));
     });
     try {
-      const answer = await this.#pool(target.credential).request({
+      const answer = await this.#pool(target.credential, upstream).request({
         method,
-        path: `${basePath}${normalized.encoded}${query}`,
-        headers: upstreamHeaders(req, target.credential, upstream, masker !== undefined),
-        body: hasBody(req) ? req.pipe(bytesIn) : null,
+        path: `${upstream.basePath}${normalized.encoded}${query}`,
+        headers: upstreamHeaders(req, target.credential, upstream.url, masker !== undefined),
+        body: bytesIn ? req.pipe(bytesIn) : null,
         signal: aborted.signal,
       });
       const status = answer.statusCode;
@@ -150,7 +175,7 @@ export class Forwarder {
           path,
           status,
           rule: decision.rule,
-          bytesIn: bytesIn.bytes,
+          bytesIn: bytesIn?.bytes ?? 0,
           bytesOut: masked.bytesOut,
           ...(counts > 0 ? { masked: masked.counts as Record<string, number> } : {}),
         });
@@ -166,7 +191,7 @@ export class Forwarder {
         path,
         status,
         rule: decision.rule,
-        bytesIn: bytesIn.bytes,
+        bytesIn: bytesIn?.bytes ?? 0,
         bytesOut,
       });
     } catch (error) {
@@ -182,7 +207,7 @@ export class Forwarder {
           error:
             error instanceof MaskingRefusal
               ? `${error.message}; the response was withheld`
-              : `the upstream ${upstream.origin} could not be reached: ${message(error)}`,
+              : `the upstream ${upstream.url.origin} could not be reached: ${message(error)}`,
           run: this.#options.run,
           connection,
           rule: decision.rule,
@@ -198,7 +223,7 @@ export class Forwarder {
         status: res.statusCode,
         reason,
         rule: decision.rule,
-        bytesIn: bytesIn.bytes,
+        bytesIn: bytesIn?.bytes ?? 0,
         bytesOut,
       });
       this.#options.logger.debug({ err: error, connection, path }, "upstream request failed");
@@ -208,17 +233,6 @@ export class Forwarder {
   async close(): Promise<void> {
     await Promise.allSettled([...this.#pools.values()].map((pool) => pool.destroy()));
     this.#pools.clear();
-  }
-
-  // Parsed once per credential, not per request.
-  #upstream(credential: HttpCredential): { upstream: URL; basePath: string } {
-    let parsed = this.#upstreams.get(credential);
-    if (!parsed) {
-      const upstream = new URL(credential.url);
-      parsed = { upstream, basePath: upstream.pathname.replace(/\/+$/, "") };
-      this.#upstreams.set(credential, parsed);
-    }
-    return parsed;
   }
 
   #masker(grant: GrantClaim): (() => JsonMasker) | undefined {
@@ -239,17 +253,14 @@ export class Forwarder {
     return policy;
   }
 
-  // One keep-alive pool per upstream origin and CA; a refreshed credential reuses it.
-  #pool(credential: HttpCredential): Pool {
-    const origin = new URL(credential.url).origin;
-    const key = `${origin}\n${credential.caPem ?? ""}`;
-    let pool = this.#pools.get(key);
+  #pool(credential: HttpCredential, upstream: Upstream): Pool {
+    let pool = this.#pools.get(upstream.poolKey);
     if (!pool) {
-      pool = new Pool(origin, {
+      pool = new Pool(upstream.url.origin, {
         connections: 64,
         connect: credential.caPem ? { ca: credential.caPem } : {},
       });
-      this.#pools.set(key, pool);
+      this.#pools.set(upstream.poolKey, pool);
     }
     return pool;
   }

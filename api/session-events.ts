@@ -57,3 +57,32 @@ export interface SessionEventsAck {
 /** Most events and bytes the sidecar sends at once (the operator refuses larger batches). */
 export const maxEventsPerBatch = 500;
 export const maxBatchBytes = 1024 * 1024;
+
+/**
+ * The operator serves stored sessions as an aggregated API (an APIService), so the API server
+ * authenticates the reader and the operator authorizes them with a SubjectAccessReview.
+ */
+export const sessionsApi = {
+  group: "sessions.langgraph-jit.dev",
+  version: "v1alpha1",
+  resource: "runsessions",
+  kind: "RunSession",
+  /** Most events in one answer; `continue` pages through the rest. */
+  defaultLimit: 1000,
+  maxLimit: 5000,
+} as const;
+export const sessionsApiVersion = `${sessionsApi.group}/${sessionsApi.version}`;
+
+/** GET /apis/<group>/<version>/namespaces/<ns>/runsessions/<run>[?limit=N&continue=T] */
+export interface RunSession {
+  apiVersion: typeof sessionsApiVersion;
+  kind: typeof sessionsApi.kind;
+  metadata: { name: string; namespace: string };
+  /** The run these events belong to: the live one, or the latest stored run of that name. */
+  run: { uid: string; phase?: string };
+  summary: { events: number; denied: number; masked: number };
+  /** In sequence order, after the `continue` token the request carried. */
+  events: SessionEvent[];
+  /** Present when more events follow: pass it back as `?continue=`. */
+  continue?: string;
+}

@@ -6,10 +6,12 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { parseAllDocuments } from "yaml";
+import { sessionsApi } from "../../api/session-events.ts";
 import {
   mutatingConfiguration,
   validatingConfiguration,
 } from "../../operator/src/admission/webhook-configurations.ts";
+import { sessionsApiServiceName } from "../../operator/src/install.ts";
 import { clusterDir, createTestNamespace, repoRoot } from "../lib/cluster.ts";
 
 const chart = join(repoRoot, "charts", "langgraph-jit");
@@ -53,7 +55,13 @@ describe("the Helm chart", () => {
       // The high-availability values render every object the chart has.
       const rendered = render(ns.name, ...highAvailability);
       assert.equal(rendered.status, 0, rendered.out);
-      for (const kind of ["Deployment", "Service", "ClusterRole", "PodDisruptionBudget"]) {
+      for (const kind of [
+        "Deployment",
+        "Service",
+        "ClusterRole",
+        "PodDisruptionBudget",
+        "APIService",
+      ]) {
         assert.match(rendered.out, new RegExp(`^kind: ${kind}$`, "m"));
       }
       const applied = run(
@@ -111,6 +119,22 @@ describe("the Helm chart", () => {
       }));
       assert.deepEqual(chartWebhook.webhooks, operatorWebhooks);
     }
+  });
+
+  it("registers the sessions API the operator serves and trusts", () => {
+    const objects = parseAllDocuments(render("lgjit-system").out).map(
+      (d) => d.toJS() as KubernetesObject & { spec: Record<string, unknown> },
+    );
+    const service = objects.find((o) => o.kind === "APIService");
+    assert.equal(service?.metadata?.name, sessionsApiServiceName);
+    assert.equal(service?.spec.group, sessionsApi.group);
+    assert.equal(service?.spec.version, sessionsApi.version);
+    assert.deepEqual(service?.spec.service, {
+      namespace: "lgjit-system",
+      name: "lgjit-langgraph-jit",
+      port: 8443,
+    });
+    assert.equal(service?.spec.insecureSkipTLSVerify, undefined, "the CA must be verified");
   });
 
   it("keeps one replica through a drain only when there are several", () => {

@@ -102,6 +102,10 @@ describe("the operator with only the chart's RBAC", () => {
     await rbac.deleteClusterRole({ name: release }).catch(ignore);
     await rbac.deleteClusterRoleBinding({ name: release }).catch(ignore);
     await rbac.deleteClusterRoleBinding({ name: `${release}-auth-delegator` }).catch(ignore);
+    await rbac.deleteClusterRole({ name: `${release}-session-reader` }).catch(ignore);
+    await rbac
+      .deleteNamespacedRoleBinding({ namespace: "kube-system", name: `${release}-front-proxy` })
+      .catch(ignore);
     await system?.remove();
   });
 

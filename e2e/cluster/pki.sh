@@ -14,13 +14,18 @@ openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days
   -subj "/CN=langgraph-jit-test-cluster-ca" -keyout ca.key -out ca.crt \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
 
-# sign NAME SUBJECT EXTENSIONS: a P-256 key and a certificate signed by the cluster CA.
+# The front proxy's own CA: the headers it sends name any user, so no cluster client may hold it.
+openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
+  -subj "/CN=langgraph-jit-test-front-proxy-ca" -keyout front-proxy-ca.key -out front-proxy-ca.crt \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+
+# sign NAME SUBJECT EXTENSIONS [CA]: a P-256 key and a certificate signed by the CA (the cluster's).
 sign() {
-  local name="$1" subject="$2" extensions="$3"
+  local name="$1" subject="$2" extensions="$3" ca="${4:-ca}"
   openssl_quiet req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$subject" \
     -keyout "$name.key" -out "$name.csr"
-  openssl_quiet x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" \
-    -extfile <(printf '%s\n' "$extensions") -out "$name.crt"
+  openssl_quiet x509 -req -in "$name.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial \
+    -days "$days" -extfile <(printf '%s\n' "$extensions") -out "$name.crt"
   rm -f "$name.csr"
 }
 
@@ -45,6 +50,9 @@ extendedKeyUsage=serverAuth
 subjectAltName=IP:$node_ip,DNS:$node_name"
 # The apiserver's identity towards the kubelet (logs, exec, port-forward).
 sign apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client/O=system:masters" "$client"
+
+# The aggregator's identity towards extension API servers (the operator's session API).
+sign front-proxy-client "/CN=front-proxy-client" "$client" front-proxy-ca
 
 # Test identities: what the product sees as requesters and approvers.
 sign alice "/CN=alice@example.com/O=ml-platform" "$client"

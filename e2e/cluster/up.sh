@@ -92,6 +92,8 @@ start etcd --name lgjit --data-dir "$state/etcd" \
   --log-level warn --unsafe-no-fsync
 wait_until "etcd" 60 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
+# The front-proxy (requestheader) flags let it proxy to extension API servers such as the
+# operator's session API; aggregator routing dials their endpoints, not the Service IP.
 log "starting kube-apiserver on $server"
 start kube-apiserver \
   --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -103,6 +105,14 @@ start kube-apiserver \
   --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
   --kubelet-certificate-authority "$pki/ca.crt" \
   --kubelet-preferred-address-types InternalIP \
+  --requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
+  --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User \
+  --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$pki/front-proxy-client.crt" \
+  --proxy-client-key-file "$pki/front-proxy-client.key" \
+  --enable-aggregator-routing=true \
   --authorization-mode Node,RBAC \
   --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,NodeRestriction,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota \
   --service-account-issuer "$sa_issuer" \

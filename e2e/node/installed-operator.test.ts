@@ -4,15 +4,20 @@
 // the run ends Succeeded (or Expired) with its credential revoked, even across a leader change.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { request } from "node:https";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
+  ApiregistrationV1Api,
   AppsV1Api,
   BatchV1Api,
   CoordinationV1Api,
   CoreV1Api,
+  RbacAuthorizationV1Api,
   type V1Pod,
 } from "@kubernetes/client-node";
+import { type RunSession, sessionsApi, sessionsApiVersion } from "../../api/session-events.ts";
 import type { LangGraphRun } from "../../api/v1alpha1.ts";
 import {
   clusterDir,
@@ -28,6 +33,7 @@ import { type PostgresServer, startPostgres, testNode } from "../lib/postgres.ts
 import {
   createObject,
   createRun,
+  deleteRun,
   readRun,
   runManifest,
   setUpBearerApiNamespace,
@@ -106,6 +112,54 @@ async function revoked(namespace: string, name: string): Promise<LangGraphRun> {
   );
 }
 
+/** `kubectl jit ...` as a test identity: the plugin found on PATH, as users install it. */
+function kubectlJit(identity: "alice" | "bob", ...args: string[]) {
+  const result = spawnSync(join(clusterDir, "bin", "kubectl"), ["jit", ...args], {
+    encoding: "utf8",
+    env: {
+      ...process.env,
+      PATH: `${join(repoRoot, "cli", "bin")}:${process.env.PATH}`,
+      KUBECONFIG: join(clusterDir, `${identity}.kubeconfig`),
+    },
+  });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** A GET straight to an operator pod's HTTPS port, past the API server, with the given TLS client. */
+function straightToOperator(
+  podIp: string,
+  servername: string,
+  caPem: string,
+  path: string,
+  client: { cert?: string; key?: string; headers?: Record<string, string | string[]> },
+): Promise<{ status: number; body: { reason?: string; message?: string } & Partial<RunSession> }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: podIp,
+        port: 8443,
+        path,
+        servername,
+        ca: caPem,
+        ...(client.cert ? { cert: client.cert, key: client.key } : {}),
+        headers: client.headers ?? {},
+      },
+      (response) => {
+        let text = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => {
+          text += chunk;
+        });
+        response.on("end", () =>
+          resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 async function leaseHolder(namespace: string): Promise<string> {
   return eventually("the Lease to have a holder", async () => {
     const lease = await leases.readNamespacedLease({ name: fullName, namespace });
@@ -117,6 +171,9 @@ describe("the operator installed with helm, on the real node", () => {
   let system: TestNamespace;
   let agents: TestNamespace;
   let sessions: PostgresServer;
+  // The KB API test's namespace and API, kept for the session API tests after it.
+  let kb: TestNamespace | undefined;
+  let kbApi: KbApi | undefined;
 
   before(async () => {
     system = await createTestNamespace("lgjit-system");
@@ -150,6 +207,8 @@ describe("the operator installed with helm, on the real node", () => {
   });
 
   after(async () => {
+    await kbApi?.stop();
+    await kb?.remove(120_000);
     await agents?.remove(120_000);
     if (system) helm("uninstall", release, "--namespace", system.name, "--wait", "--timeout", "2m");
     await system?.remove(120_000);
@@ -252,90 +311,201 @@ describe("the operator installed with helm, on the real node", () => {
   });
 
   it("runs a graph that reads the KB API through its sidecar: masked, a write refused, both recorded", async () => {
-    const kb = await createTestNamespace("kb");
-    let started: KbApi | undefined;
-    try {
-      await setUpRunNamespace(
-        kb.name,
-        {
-          grants: [
+    const ns = await createTestNamespace("kb");
+    kb = ns;
+    await setUpRunNamespace(
+      ns.name,
+      {
+        grants: [
+          {
+            connection: "kb-api",
+            actions: ["read"],
+            http: { rules: [{ methods: ["GET"], paths: ["/v1/docs/**"] }] },
+            masking: { jsonPaths: ["$.items[*].author_email"], detectors: ["credit-card"] },
+          },
+        ],
+      },
+      [],
+    );
+    // After the namespace, which made Service kb-api: the API goes behind that Service.
+    const api = await startKbApi(ns.name);
+    kbApi = api;
+    await createObject("admin", ns.name, "connections", api.connection);
+    const run = graphRun("kb-reader", 0);
+    const graph = run.spec.template.spec?.containers[0];
+    graph?.env?.push({ name: "GRAPH_CALLS", value: "GET /v1/docs, POST /v1/docs" });
+    await createRun("alice", ns.name, run);
+    const pod = await podOf(ns.name, "kb-reader");
+    await waitForPhase(ns.name, "kb-reader", "Succeeded", 120_000);
+
+    const output = await core.readNamespacedPodLog({
+      namespace: ns.name,
+      name: pod.metadata?.name ?? "",
+      container: "graph",
+    });
+    const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
+    assert.equal(summary.ok, true, output);
+    assert.deepEqual(summary.calls, [
+      {
+        connection: "kb-api",
+        method: "GET",
+        path: "/v1/docs",
+        status: 200,
+        body: {
+          items: [
             {
-              connection: "kb-api",
-              actions: ["read"],
-              http: { rules: [{ methods: ["GET"], paths: ["/v1/docs/**"] }] },
-              masking: { jsonPaths: ["$.items[*].author_email"], detectors: ["credit-card"] },
+              id: 1,
+              title: "Rotating keys",
+              author_email: "[MASKED:json-path]",
+              note: "paid with [MASKED:credit-card]",
+            },
+            {
+              id: 2,
+              title: "Run budgets",
+              author_email: "[MASKED:json-path]",
+              note: "no payment",
             },
           ],
         },
-        [],
-      );
-      // After the namespace, which made Service kb-api: the API goes behind that Service.
-      const api = await startKbApi(kb.name);
-      started = api;
-      await createObject("admin", kb.name, "connections", api.connection);
-      const run = graphRun("kb-reader", 0);
-      const graph = run.spec.template.spec?.containers[0];
-      graph?.env?.push({ name: "GRAPH_CALLS", value: "GET /v1/docs, POST /v1/docs" });
-      await createRun("alice", kb.name, run);
-      const pod = await podOf(kb.name, "kb-reader");
-      await waitForPhase(kb.name, "kb-reader", "Succeeded", 120_000);
+      },
+      {
+        connection: "kb-api",
+        method: "POST",
+        path: "/v1/docs",
+        status: 403,
+        reason: "ActionNotGranted",
+      },
+    ]);
+    // The upstream saw the read only, with the connection's token the graph never had.
+    assert.deepEqual(api.requests, [
+      { method: "GET", path: "/v1/docs", authorization: `Bearer ${api.token}` },
+    ]);
+    assert.ok(!output.includes(api.token));
 
-      const output = await core.readNamespacedPodLog({
-        namespace: kb.name,
-        name: pod.metadata?.name ?? "",
-        container: "graph",
-      });
-      const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
-      assert.equal(summary.ok, true, output);
-      assert.deepEqual(summary.calls, [
-        {
-          connection: "kb-api",
-          method: "GET",
-          path: "/v1/docs",
-          status: 200,
-          body: {
-            items: [
-              {
-                id: 1,
-                title: "Rotating keys",
-                author_email: "[MASKED:json-path]",
-                note: "paid with [MASKED:credit-card]",
-              },
-              {
-                id: 2,
-                title: "Run budgets",
-                author_email: "[MASKED:json-path]",
-                note: "no payment",
-              },
-            ],
-          },
-        },
-        {
-          connection: "kb-api",
-          method: "POST",
-          path: "/v1/docs",
-          status: 403,
-          reason: "ActionNotGranted",
-        },
-      ]);
-      // The upstream saw the read only, with the connection's token the graph never had.
-      assert.deepEqual(api.requests, [
-        { method: "GET", path: "/v1/docs", authorization: `Bearer ${api.token}` },
-      ]);
-      assert.ok(!output.includes(api.token));
+    const session = await eventually(
+      "the run's session counts",
+      async () => {
+        const current = await readRun(ns.name, "kb-reader");
+        return current?.status?.session?.events === 2 ? current.status.session : undefined;
+      },
+      30_000,
+    );
+    assert.deepEqual(session, { events: 2, denied: 1, masked: 1 });
+  });
 
-      const session = await eventually(
-        "the run's session counts",
-        async () => {
-          const current = await readRun(kb.name, "kb-reader");
-          return current?.status?.session?.events === 2 ? current.status.session : undefined;
+  it("shows the run's session to alice with `kubectl jit logs`, and to nobody the cluster does not allow", async () => {
+    assert.ok(kb, "the KB API test made the namespace");
+    await admin.makeApiClient(RbacAuthorizationV1Api).createNamespacedRoleBinding({
+      namespace: kb.name,
+      body: {
+        metadata: { name: "session-readers" },
+        roleRef: {
+          apiGroup: "rbac.authorization.k8s.io",
+          kind: "ClusterRole",
+          name: `${fullName}-session-reader`,
         },
-        30_000,
-      );
-      assert.deepEqual(session, { events: 2, denied: 1, masked: 1 });
-    } finally {
-      await started?.stop();
-      await kb.remove(120_000);
-    }
+        subjects: [
+          { apiGroup: "rbac.authorization.k8s.io", kind: "User", name: "alice@example.com" },
+        ],
+      },
+    });
+    // The APIService turns Available once the operator gave it its CA and answered discovery.
+    const text = await eventually(
+      "kubectl jit logs to answer",
+      async () => {
+        const result = kubectlJit("alice", "logs", "kb-reader", "-n", kb?.name ?? "");
+        return result.status === 0 ? result.stdout : undefined;
+      },
+      60_000,
+    );
+    const lines = text.trimEnd().split("\n");
+    assert.match(
+      lines[0] ?? "",
+      /^Run kb-\S+\/kb-reader \(uid [0-9a-f-]{36}, Succeeded\): 2 events, 1 denied, 1 masked$/,
+    );
+    assert.match(
+      lines[2] ?? "",
+      /\s1\s+kb-api\s+masked\s+GET \/v1\/docs\s+200\s.*masked json-path×2 credit-card×1$/,
+    );
+    assert.match(
+      lines[3] ?? "",
+      /\s2\s+kb-api\s+denied\s+POST \/v1\/docs\s+403\s.*ActionNotGranted$/,
+    );
+    assert.doesNotMatch(text, /@example\.com|4111|Bearer/, "a masked or secret value in the log");
+
+    const json = kubectlJit("alice", "logs", "kb-reader", "-n", kb.name, "-o", "json");
+    assert.equal(json.status, 0, json.stderr);
+    const events = json.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    assert.deepEqual(
+      events.map((e) => [e.seq, e.kind, e.method, e.status]),
+      [
+        [1, "masked", "GET", 200],
+        [2, "denied", "POST", 403],
+      ],
+    );
+
+    // bob may not: the API server refuses him before the operator is asked.
+    const bob = kubectlJit("bob", "logs", "kb-reader", "-n", kb.name);
+    assert.equal(bob.status, 1);
+    assert.match(bob.stderr, /^Error from server \(Forbidden\): .*bob@example\.com/);
+    const missing = kubectlJit("alice", "logs", "never-ran", "-n", kb.name);
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /Error from server \(NotFound\): no session of run "never-ran"/);
+
+    // The session outlives the run's object.
+    await deleteRun("alice", kb.name, "kb-reader");
+    await eventually("the run to be gone", async () =>
+      (await readRun(kb?.name ?? "", "kb-reader")) ? undefined : true,
+    );
+    const after = kubectlJit("alice", "logs", "kb-reader", "-n", kb.name);
+    assert.equal(after.status, 0, after.stderr);
+    assert.match(after.stdout, /^Run .* object deleted\): 2 events, 1 denied, 1 masked\n/);
+  });
+
+  it("believes who the reader is only from the API server's front proxy", async () => {
+    assert.ok(kb, "the KB API test made the namespace");
+    const apiService = await admin
+      .makeApiClient(ApiregistrationV1Api)
+      .readAPIService({ name: `${sessionsApi.version}.${sessionsApi.group}` });
+    const caPem = Buffer.from(apiService.spec?.caBundle ?? "", "base64").toString("utf8");
+    const pods = await core.listNamespacedPod({
+      namespace: system.name,
+      labelSelector: `app.kubernetes.io/instance=${release}`,
+    });
+    const podIp = pods.items.find((pod) => pod.status?.phase === "Running")?.status?.podIP ?? "";
+    const servername = `${fullName}.${system.name}.svc`;
+    const path = `/apis/${sessionsApiVersion}/namespaces/${kb.name}/${sessionsApi.resource}/kb-reader`;
+    const pki = (name: string) => readFileSync(join(clusterDir, "pki", name), "utf8");
+    const frontProxy = { cert: pki("front-proxy-client.crt"), key: pki("front-proxy-client.key") };
+    const claim = (user: string, group: string) => ({
+      "x-remote-user": user,
+      "x-remote-group": group,
+    });
+    const get = (client: Parameters<typeof straightToOperator>[4]) =>
+      straightToOperator(podIp, servername, caPem, path, client);
+
+    // Headers alone, or with a certificate the cluster CA signed for alice, prove nothing.
+    const forged = await get({ headers: claim("admin", "system:masters") });
+    assert.equal(forged.status, 401);
+    assert.match(forged.body.message ?? "", /no front-proxy client certificate/);
+    const alicesOwn = await get({
+      cert: pki("alice.crt"),
+      key: pki("alice.key"),
+      headers: claim("alice@example.com", "ml-platform"),
+    });
+    assert.equal(alicesOwn.status, 401);
+    // The front proxy's word counts, and the operator still asks the API server about it.
+    const asBob = await get({ ...frontProxy, headers: claim("bob@example.com", "security") });
+    assert.equal(asBob.status, 403);
+    assert.equal(asBob.body.reason, "Forbidden");
+    const asAlice = await get({
+      ...frontProxy,
+      headers: claim("alice@example.com", "ml-platform"),
+    });
+    assert.equal(asAlice.status, 200);
+    assert.equal(asAlice.body.events?.length, 2);
   });
 });

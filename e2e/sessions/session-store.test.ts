@@ -127,5 +127,13 @@ for (const [backend, open] of backends) {
       assert.deepEqual(await store.summary(runB.uid), { events: 4, denied: 1, masked: 1 });
       assert.deepEqual(await store.summary("no-such-run"), { events: 0, denied: 0, masked: 0 });
     });
+
+    it("finds the latest run of a name, after its object is gone", async () => {
+      // runA and runB share a name, as a rerun after a delete would.
+      const rerun = { ...runB, uid: "33333333-3333-4333-8333-333333333333" };
+      await store.ingest([event(rerun, 1, { time: "2026-11-29T08:00:00.000Z" })]);
+      assert.equal(await store.latestRun(runB.namespace, runB.name), rerun.uid);
+      assert.equal(await store.latestRun(runB.namespace, "never-ran"), undefined);
+    });
   });
 }

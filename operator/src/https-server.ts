@@ -2,6 +2,7 @@
 // its certificate and its error handling. Every replica serves it.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
+import type { SecureContextOptions } from "node:tls";
 import type { Logger } from "pino";
 
 /** A refusal with the HTTP status and a stable reason callers can branch on. */
@@ -26,8 +27,16 @@ export interface Route {
   handle(request: IncomingMessage, url: URL, signal: AbortSignal): Promise<JsonAnswer>;
 }
 
+export interface ServerTls {
+  certPem: string;
+  keyPem: string;
+  /** CA of the client certificates to verify (the API server's front proxy); none: no client is. */
+  clientCaPem?: string;
+}
+
 export interface ApiServerOptions {
-  tls: { certPem: string; keyPem: string };
+  tls: ServerTls;
+  /** By exact path; a key ending in "/" serves that path and everything under it. */
   routes: Record<string, Route>;
   logger: Logger;
 }
@@ -50,10 +59,33 @@ export async function readBody(request: IncomingMessage, maxBytes: number): Prom
   return Buffer.concat(chunks).toString("utf8");
 }
 
+/** The TLS context for the server: a client certificate is asked for, never required. */
+export function secureContextOf(tls: ServerTls): SecureContextOptions {
+  return {
+    cert: tls.certPem,
+    key: tls.keyPem,
+    // Without one Node verifies against public roots: the front-proxy check then refuses all.
+    ...(tls.clientCaPem ? { ca: tls.clientCaPem } : {}),
+  };
+}
+
+function routeOf(routes: Record<string, Route>, path: string): Route | undefined {
+  if (Object.hasOwn(routes, path)) return routes[path];
+  const subtree = Object.keys(routes).find(
+    (key) => key.endsWith("/") && `${path}/`.startsWith(key),
+  );
+  return subtree ? routes[subtree] : undefined;
+}
+
 export function createApiServer(options: ApiServerOptions): Server {
   const { logger, routes } = options;
   const server = createServer(
-    { cert: options.tls.certPem, key: options.tls.keyPem, minVersion: "TLSv1.2" },
+    {
+      ...secureContextOf(options.tls),
+      minVersion: "TLSv1.2",
+      requestCert: true,
+      rejectUnauthorized: false,
+    },
     (request, response) => void serve(request, response),
   );
   // Never throws: every failure becomes an answer, so no request can crash the process.
@@ -66,7 +98,7 @@ export function createApiServer(options: ApiServerOptions): Server {
       const url = URL.parse(request.url ?? "/", "https://operator");
       if (!url) throw new HttpError(400, "BadRequest", "the request target is not a valid URL");
       path = url.pathname;
-      const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
+      const route = routeOf(routes, path);
       if (!route) throw new HttpError(404, "NotFound", `no handler for ${path}`);
       if (request.method !== route.method) {
         throw new HttpError(405, "MethodNotAllowed", `${path} takes ${route.method}`);

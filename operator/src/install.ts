@@ -6,12 +6,14 @@ import { join } from "node:path";
 import {
   AdmissionregistrationV1Api,
   ApiextensionsV1Api,
+  ApiregistrationV1Api,
   CoreV1Api,
   type KubeConfig,
   type V1CustomResourceDefinition,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { parse } from "yaml";
+import { sessionsApi } from "../../api/session-events.ts";
 import { WebhookCertificates, type WebhookTlsMaterial } from "./admission/webhook-certs.ts";
 import {
   mutatingConfiguration,
@@ -19,7 +21,7 @@ import {
   type WebhookTarget,
 } from "./admission/webhook-configurations.ts";
 import type { OperatorConfig } from "./config.ts";
-import { isConflict } from "./kube/api-errors.ts";
+import { isConflict, isNotFound } from "./kube/api-errors.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
 import { patchAs } from "./kube/meta.ts";
 
@@ -87,6 +89,30 @@ export async function applyWebhookConfigurations(
     { ...options, body: validatingConfiguration(target) },
     patchAs.apply,
   );
+}
+
+/** The chart's APIService for stored sessions: its name is fixed by its group and version. */
+export const sessionsApiServiceName = `${sessionsApi.version}.${sessionsApi.group}`;
+
+/**
+ * Gives the sessions APIService the CA the replicas serve with. It comes with the chart; a
+ * locally run operator has none (an APIService nobody serves would break API discovery).
+ */
+export async function trustSessionsApiService(
+  kc: KubeConfig,
+  tls: WebhookTlsMaterial,
+): Promise<void> {
+  const caBundle = Buffer.from(tls.caBundlePem).toString("base64");
+  try {
+    await kc
+      .makeApiClient(ApiregistrationV1Api)
+      .patchAPIService(
+        { name: sessionsApiServiceName, body: { spec: { caBundle } } },
+        patchAs.merge,
+      );
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
 }
 
 async function applyCrds(kc: KubeConfig, logger: Logger): Promise<void> {

@@ -1,7 +1,12 @@
 // The operator process: webhooks, the credential API and health on every replica, the run
 // reconciler on the replica holding the Lease.
 
-import { BatchV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import {
+  AuthorizationV1Api,
+  BatchV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+} from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { admissionRoutes } from "./admission/webhook-server.ts";
 import { ConfigError, type OperatorConfig, parseConfig, usage } from "./config.ts";
@@ -15,15 +20,22 @@ import { PodTokenReviewer } from "./credentials/token-review.ts";
 import { UpstreamCredentials } from "./credentials/upstream-credentials.ts";
 import { EventRecorder } from "./events.ts";
 import { startHealthServer } from "./health.ts";
-import { createApiServer } from "./https-server.ts";
-import { applyWebhookConfigurations, install, webhookCertificates } from "./install.ts";
+import { createApiServer, secureContextOf } from "./https-server.ts";
+import {
+  applyWebhookConfigurations,
+  install,
+  trustSessionsApiService,
+  webhookCertificates,
+} from "./install.ts";
 import { unlessNotFound } from "./kube/api-errors.ts";
+import { FrontProxyAuth } from "./kube/front-proxy-auth.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
 import { LeaderElector } from "./kube/leader-election.ts";
 import { createLogger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import { RunReconciler } from "./runs/reconciler.ts";
 import { PostgresSessionStore } from "./sessions/postgres-store.ts";
+import { sessionApiRoutes } from "./sessions/session-api.ts";
 import { SessionStatus } from "./sessions/session-status.ts";
 import type { SessionStore } from "./sessions/session-store.ts";
 import { SqliteSessionStore } from "./sessions/sqlite-store.ts";
@@ -39,6 +51,11 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   const certificates = webhookCertificates(kc, config, logger);
   let tls = await certificates.ensure();
   await applyWebhookConfigurations(kc, config, tls);
+  await trustSessionsApiService(kc, tls);
+  // The API server's front proxy, whose client certificate vouches for session API readers.
+  const frontProxy = new FrontProxyAuth(core, logger.child({ component: "session-api" }));
+  await frontProxy.refresh();
+  const serverTls = () => ({ ...tls, clientCaPem: frontProxy.config?.caPem });
   const signingKeys = new SigningKeys({
     core,
     namespace: config.namespace,
@@ -88,7 +105,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     logger: logger.child({ component: "sessions" }),
   });
   const server = createApiServer({
-    tls,
+    tls: serverTls(),
     logger,
     routes: {
       ...admissionRoutes({
@@ -106,20 +123,30 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
         logger: logger.child({ component: "credentials" }),
         metrics,
       }),
+      ...sessionApiRoutes({
+        store: sessionStore,
+        runs: caches.runs,
+        authenticate: (request) => frontProxy.authenticate(request),
+        authorization: kc.makeApiClient(AuthorizationV1Api),
+      }),
     },
   });
   const stopWatchingTls = certificates.watch((material) => {
     // The API server must trust the new CA before the server presents a certificate from it.
     applyWebhookConfigurations(kc, config, material)
+      .then(() => trustSessionsApiService(kc, material))
       .then(() => {
         tls = material;
-        server.setSecureContext({ cert: material.certPem, key: material.keyPem });
+        server.setSecureContext(secureContextOf(serverTls()));
       })
       .catch((error: unknown) =>
         logger.error({ err: error }, "could not roll the webhook certificate"),
       );
   });
   const stopWatchingKeys = signingKeys.watch();
+  const stopWatchingFrontProxy = frontProxy.watch(() =>
+    server.setSecureContext(secureContextOf(serverTls())),
+  );
   await new Promise<void>((resolve) =>
     server.listen(config.listen.port, config.listen.host, resolve),
   );
@@ -171,6 +198,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     logger.info({ signal }, "shutting down");
     stopWatchingTls();
     stopWatchingKeys();
+    stopWatchingFrontProxy();
     await reconciler.stop();
     await elector?.stop();
     server.close();

@@ -19,7 +19,9 @@ const schema = `
     status integer, bytes_in bigint, bytes_out bigint, duration_ms double precision, rule text,
     reason text, masked jsonb,
     PRIMARY KEY (run_uid, seq)
-  )`;
+  );
+  CREATE INDEX IF NOT EXISTS lgjit_session_events_by_name
+    ON lgjit_session_events (namespace, name, time)`;
 
 export class PostgresSessionStore implements SessionStore {
   readonly #pool: pg.Pool;
@@ -80,6 +82,16 @@ export class PostgresSessionStore implements SessionStore {
       denied: Number(row?.denied ?? 0),
       masked: Number(row?.masked ?? 0),
     };
+  }
+
+  async latestRun(namespace: string, name: string): Promise<string | undefined> {
+    await this.#schema();
+    const result = await this.#pool.query<{ run_uid: string }>(
+      `SELECT run_uid FROM lgjit_session_events WHERE namespace = $1 AND name = $2
+       ORDER BY time DESC LIMIT 1`,
+      [namespace, name],
+    );
+    return result.rows[0]?.run_uid;
   }
 
   async close(): Promise<void> {

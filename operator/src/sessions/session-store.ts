@@ -23,6 +23,8 @@ export interface SessionStore {
   /** The run's events in sequence order. */
   list(runUid: string, options?: ListOptions): Promise<SessionEvent[]>;
   summary(runUid: string): Promise<SessionSummary>;
+  /** The uid of the latest run of that name with stored events (runs outlive their objects). */
+  latestRun(namespace: string, name: string): Promise<string | undefined>;
   close(): Promise<void>;
 }
 

@@ -28,7 +28,8 @@ export class SqliteSessionStore implements SessionStore {
         status INTEGER, bytes_in INTEGER, bytes_out INTEGER, duration_ms REAL, rule TEXT,
         reason TEXT, masked TEXT,
         PRIMARY KEY (run_uid, seq)
-      ) WITHOUT ROWID`);
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS session_events_by_name ON session_events (namespace, name, time)`);
     this.#insert = this.#db.prepare(
       `INSERT OR IGNORE INTO session_events (${eventColumns.join(", ")})
        VALUES (${eventColumns.map((column) => `@${column}`).join(", ")})`,
@@ -61,6 +62,16 @@ export class SqliteSessionStore implements SessionStore {
       )
       .get(runUid) as SessionSummary;
     return { events: row.events, denied: row.denied, masked: row.masked };
+  }
+
+  async latestRun(namespace: string, name: string): Promise<string | undefined> {
+    const row = this.#db
+      .prepare(
+        `SELECT run_uid FROM session_events WHERE namespace = ? AND name = ?
+         ORDER BY time DESC LIMIT 1`,
+      )
+      .get(namespace, name) as { run_uid: string } | undefined;
+    return row?.run_uid;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,68 @@
+// A run's session as a readable timeline: one aligned row per event, oldest first, under a
+// line that names the run and its counts. Values were never recorded, so none can appear here.
+import type { RunSession, SessionEvent } from "../../api/session-events.ts";
+
+const columns = [
+  "TIME",
+  "SEQ",
+  "CONNECTION",
+  "EVENT",
+  "REQUEST",
+  "STATUS",
+  "IN",
+  "OUT",
+  "DURATION",
+];
+
+function bytes(value: number | undefined): string {
+  if (value === undefined) return "-";
+  if (value < 1024) return `${value}B`;
+  if (value < 1024 * 1024) return `${(value / 1024).toFixed(1)}KiB`;
+  return `${(value / 1024 / 1024).toFixed(1)}MiB`;
+}
+
+/** Why it was allowed or refused, and what was masked, e.g. "rule read; masked email×2". */
+function detail(event: SessionEvent): string {
+  const parts: string[] = [];
+  if (event.rule) parts.push(`rule ${event.rule}`);
+  if (event.reason) parts.push(event.reason);
+  const masked = Object.entries(event.masked ?? {});
+  if (masked.length > 0) {
+    parts.push(`masked ${masked.map(([what, count]) => `${what}×${count}`).join(" ")}`);
+  }
+  return parts.join("; ");
+}
+
+function row(event: SessionEvent): string[] {
+  return [
+    event.time,
+    String(event.seq),
+    event.connection ?? "-",
+    event.kind,
+    [event.method, event.path].filter(Boolean).join(" ") || "-",
+    event.status === undefined ? "-" : String(event.status),
+    bytes(event.bytesIn),
+    bytes(event.bytesOut),
+    event.durationMs === undefined ? "-" : `${event.durationMs.toFixed(1)}ms`,
+    detail(event),
+  ];
+}
+
+export function heading(session: RunSession): string {
+  const { metadata, run, summary } = session;
+  const phase = run.phase ?? "object deleted";
+  return `Run ${metadata.namespace}/${metadata.name} (uid ${run.uid}, ${phase}): ${summary.events} events, ${summary.denied} denied, ${summary.masked} masked`;
+}
+
+export function timeline(session: RunSession, events: SessionEvent[]): string {
+  if (events.length === 0) return `${heading(session)}\nNo events recorded.\n`;
+  const rows = [[...columns, "DETAIL"], ...events.map(row)];
+  const widths = columns.map((_, i) => Math.max(...rows.map((r) => r[i]?.length ?? 0)));
+  const lines = rows.map((r) =>
+    r
+      .map((cell, i) => (i < widths.length ? cell.padEnd(widths[i] ?? 0) : cell))
+      .join("  ")
+      .trimEnd(),
+  );
+  return `${heading(session)}\n${lines.join("\n")}\n`;
+}

@@ -71,8 +71,7 @@ describe("the Helm chart", () => {
           join(clusterDir, "admin.kubeconfig"),
           "apply",
           "--dry-run=server",
-          "--namespace",
-          ns.name,
+          // Each object names its namespace (one RoleBinding lives in kube-system).
           "-f",
           "-",
         ],

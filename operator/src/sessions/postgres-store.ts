@@ -30,6 +30,9 @@ export class PostgresSessionStore implements SessionStore {
   /** connectionString: a libpq URL; the table is created on first use. */
   constructor(connectionString: string) {
     this.#pool = new pg.Pool({ connectionString, max: 4 });
+    // An idle connection the server ended (a restart, a failover) must not crash the process:
+    // the pool drops it and connects anew on the next query.
+    this.#pool.on("error", () => undefined);
   }
 
   async ingest(events: SessionEvent[]): Promise<void> {

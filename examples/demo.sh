@@ -4,7 +4,7 @@
 # and AccessPolicy, mallory's run Denied, and alice's run of the example LangGraph graph: the
 # sidecar starts first and fetches the run's credential from the operator, the graph reads a
 # real knowledge-base API through it (masked) and is refused a write, the run ends Succeeded,
-# its credential is revoked, and its session is counted.
+# its credential is revoked, and its session is counted and read back with `kubectl jit logs`.
 set -euo pipefail
 # shellcheck source=../e2e/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/cluster/lib.sh"
@@ -13,6 +13,8 @@ export PATH="$repo_root/node_modules/.bin:$PATH"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 kubectl_as() { local who="$1"; shift; "$state/bin/kubectl" --kubeconfig "$state/$who.kubeconfig" "$@"; }
+# The kubectl plugin, found on PATH as users install it (plugins take no flags before their name).
+jit_as() { local who="$1"; shift; PATH="$PWD/cli/bin:$PATH" KUBECONFIG="$state/$who.kubeconfig" "$state/bin/kubectl" jit "$@"; }
 # wait_for WHAT SECONDS COMMAND...: polls COMMAND until it succeeds.
 wait_for() {
   local what="$1" seconds="$2"; shift 2
@@ -88,6 +90,11 @@ wait_for "the session counts" 30 session_complete kb-search-alice
 kubectl_as admin -n agents get lgr kb-search-alice -o jsonpath='  session: {.status.session}{"\n"}'
 kubectl_as admin -n agents get events --field-selector involvedObject.name=kb-search-alice \
   -o custom-columns=REASON:.reason,MESSAGE:.message --sort-by=.lastTimestamp
+
+step "the run's session as alice reads it: kubectl jit logs kb-search-alice"
+jit_as alice logs kb-search-alice -n agents | sed 's/^/  /'
+echo "bob is not in alice's team:"
+jit_as bob logs kb-search-alice -n agents 2>&1 | sed 's/^/  /' || true
 
 step "a forged requester is refused by the admission webhook"
 kubectl_as mallory apply -f - <<'RUN' || true

@@ -21,7 +21,7 @@ import {
   type WebhookTarget,
 } from "./admission/webhook-configurations.ts";
 import type { OperatorConfig } from "./config.ts";
-import { isConflict, isNotFound } from "./kube/api-errors.ts";
+import { isConflict, unlessNotFound } from "./kube/api-errors.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
 import { patchAs } from "./kube/meta.ts";
 
@@ -95,24 +95,24 @@ export async function applyWebhookConfigurations(
 export const sessionsApiServiceName = `${sessionsApi.version}.${sessionsApi.group}`;
 
 /**
- * Gives the sessions APIService the CA the replicas serve with. It comes with the chart; a
- * locally run operator has none (an APIService nobody serves would break API discovery).
+ * Gives the sessions APIService the CA the replicas serve with, when it points at this
+ * operator's Service. It comes with the chart; a locally run operator has none (an APIService
+ * nobody serves would break API discovery), and another installation's is left alone.
  */
 export async function trustSessionsApiService(
   kc: KubeConfig,
+  config: OperatorConfig,
   tls: WebhookTlsMaterial,
 ): Promise<void> {
+  const api = kc.makeApiClient(ApiregistrationV1Api);
+  const current = await unlessNotFound(api.readAPIService({ name: sessionsApiServiceName }));
+  const service = current?.spec?.service;
+  if (service?.namespace !== config.namespace || service.name !== config.serviceName) return;
   const caBundle = Buffer.from(tls.caBundlePem).toString("base64");
-  try {
-    await kc
-      .makeApiClient(ApiregistrationV1Api)
-      .patchAPIService(
-        { name: sessionsApiServiceName, body: { spec: { caBundle } } },
-        patchAs.merge,
-      );
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
+  await api.patchAPIService(
+    { name: sessionsApiServiceName, body: { spec: { caBundle } } },
+    patchAs.merge,
+  );
 }
 
 async function applyCrds(kc: KubeConfig, logger: Logger): Promise<void> {

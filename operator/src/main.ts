@@ -51,7 +51,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   const certificates = webhookCertificates(kc, config, logger);
   let tls = await certificates.ensure();
   await applyWebhookConfigurations(kc, config, tls);
-  await trustSessionsApiService(kc, tls);
+  await trustSessionsApiService(kc, config, tls);
   // The API server's front proxy, whose client certificate vouches for session API readers.
   const frontProxy = new FrontProxyAuth(core, logger.child({ component: "session-api" }));
   await frontProxy.refresh();
@@ -134,7 +134,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   const stopWatchingTls = certificates.watch((material) => {
     // The API server must trust the new CA before the server presents a certificate from it.
     applyWebhookConfigurations(kc, config, material)
-      .then(() => trustSessionsApiService(kc, material))
+      .then(() => trustSessionsApiService(kc, config, material))
       .then(() => {
         tls = material;
         server.setSecureContext(secureContextOf(serverTls()));

@@ -68,6 +68,8 @@ export type AccessPolicySpec = {
       jsonPaths?: Array<string>;
       /** Patterns masked wherever they appear. */
       detectors?: Array<"email" | "credit-card" | "us-ssn" | "phone" | "iban" | "jwt" | "private-key" | "aws-access-key">;
+      /** A response that cannot be masked (not the JSON it claims, beyond the masker's limits, an unknown encoding): Deny withholds it, Pass forwards it unmasked; the session event records either. */
+      unmaskable: "Deny" | "Pass";
     };
   }>;
 };

@@ -2,6 +2,7 @@
 // with a message naming the field, and nothing is stored.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { AccessPolicy } from "../../api/v1alpha1.ts";
 import { statusOf } from "../lib/cluster.ts";
 import { useOperator } from "../lib/operator.ts";
 import { createObject, customObjects, runManifest } from "../lib/runs.ts";
@@ -138,5 +139,34 @@ describe("CRD validation", () => {
       })) as { items: unknown[] };
       assert.deepEqual(list.items, [], `no ${plural} were stored`);
     }
+  });
+
+  it("withholds what cannot be masked unless the grant says Pass, and knows no third way", async () => {
+    const policy = (unmaskable?: string) => ({
+      apiVersion,
+      kind: "AccessPolicy",
+      metadata: { name: `masking-${unmaskable ?? "default"}`.toLowerCase() },
+      spec: {
+        subjects: [{ kind: "Group", name: "g" }],
+        grants: [
+          {
+            connection: "kb-api",
+            actions: ["read"],
+            masking: { detectors: ["email"], ...(unmaskable ? { unmaskable } : {}) },
+          },
+        ],
+      },
+    });
+    const message = await rejection(
+      createObject("admin", suite.ns.name, "accesspolicies", policy("Sometimes")),
+    );
+    assert.match(message, /spec\.grants\[0\]\.masking\.unmaskable: Unsupported value: "Sometimes"/);
+    const stored = (await createObject(
+      "admin",
+      suite.ns.name,
+      "accesspolicies",
+      policy(),
+    )) as AccessPolicy;
+    assert.equal(stored.spec.grants[0]?.masking?.unmaskable, "Deny");
   });
 });

@@ -29,6 +29,7 @@ import {
   type TestNamespace,
 } from "../lib/cluster.ts";
 import { type KbApi, startKbApi } from "../lib/kb-api.ts";
+import { startOperator } from "../lib/operator.ts";
 import { type PostgresServer, startPostgres, testNode } from "../lib/postgres.ts";
 import {
   createObject,
@@ -321,7 +322,11 @@ describe("the operator installed with helm, on the real node", () => {
             connection: "kb-api",
             actions: ["read"],
             http: { rules: [{ methods: ["GET"], paths: ["/v1/docs/**"] }] },
-            masking: { jsonPaths: ["$.items[*].author_email"], detectors: ["credit-card"] },
+            masking: {
+              jsonPaths: ["$.items[*].author_email"],
+              detectors: ["credit-card"],
+              unmaskable: "Deny",
+            },
           },
         ],
       },
@@ -507,5 +512,22 @@ describe("the operator installed with helm, on the real node", () => {
     });
     assert.equal(asAlice.status, 200);
     assert.equal(asAlice.body.events?.length, 2);
+  });
+
+  it("keeps its APIService trusted when an operator of another installation starts", async () => {
+    assert.ok(kb, "the KB API test made the namespace");
+    const apis = admin.makeApiClient(ApiregistrationV1Api);
+    const name = `${sessionsApi.version}.${sessionsApi.group}`;
+    const caBundle = (await apis.readAPIService({ name })).spec?.caBundle;
+    const other = await createTestNamespace("lgjit-other");
+    const operator = await startOperator(other.name);
+    try {
+      assert.equal((await apis.readAPIService({ name })).spec?.caBundle, caBundle);
+      const logs = kubectlJit("alice", "logs", "kb-reader", "-n", kb.name);
+      assert.equal(logs.status, 0, logs.stderr);
+    } finally {
+      await operator.remove();
+      await other.remove();
+    }
   });
 });

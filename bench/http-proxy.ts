@@ -2,7 +2,8 @@
 // nginx (Debian's) as a reverse proxy, in one run on one machine with one load generator: the
 // saturation throughput, the latency each proxy adds at a fixed 1,000 req/s (1 KB bodies), the
 // sidecar's CPU per 1,000 req/s and its RSS. Every request through the sidecar is checked against
-// the grant, gets the connection's credential and is recorded as a session event on disk.
+// the grant, gets the connection's credential and is recorded as a session event on disk, which
+// it ships to the credential API (a process of its own, like the upstream and nginx).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -13,7 +14,7 @@ import {
   generateCertificateAuthority,
   issueServingCertificate,
 } from "../operator/src/admission/webhook-certs.ts";
-import { CredentialApiServer, testIdentity } from "../sidecar/src/testing/credential-api-server.ts";
+import { testIdentity } from "../sidecar/src/testing/credential-api-server.ts";
 import { freePort, waitFor } from "../sidecar/src/testing/test-helpers.ts";
 import { closedLoop, ms, openLoop, percentile } from "./lib/stats.ts";
 
@@ -32,10 +33,16 @@ process.on("exit", () => {
 function start(command: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
   const child = spawn(command, args, {
     env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
   });
   children.push(child);
   return child;
+}
+
+/** The first line a child prints. */
+async function firstLine(child: ChildProcess): Promise<string> {
+  const [chunk] = (await once(child.stdout as NodeJS.ReadableStream, "data")) as [Buffer];
+  return chunk.toString().trim();
 }
 
 // The upstream, with a CA of its own.
@@ -53,10 +60,7 @@ const upstreamProcess = start(process.execPath, [join(repo, "bench/lib/https-ups
   UPSTREAM_CERT: serving.certPem,
   UPSTREAM_KEY: serving.keyPem,
 });
-const [portLine] = (await once(upstreamProcess.stdout as NodeJS.ReadableStream, "data")) as [
-  Buffer,
-];
-const upstreamPort = Number(portLine.toString().trim());
+const upstreamPort = Number(await firstLine(upstreamProcess));
 
 // nginx as a reverse proxy: one worker (the sidecar has one thread), upstream keep-alive, TLS
 // verified against the same CA.
@@ -92,14 +96,11 @@ execFileSync("nginx", ["-t", "-q", "-p", work, "-c", join(work, "nginx.conf")]);
 start("nginx", ["-p", work, "-c", join(work, "nginx.conf")]);
 
 // The real sidecar, its credential from the credential API's test server: kb-api at the upstream.
-const operator = await CredentialApiServer.create();
-operator.kbApi = {
-  type: "http",
-  url: `https://127.0.0.1:${upstreamPort}`,
-  caPem: authority.certPem,
-  headers: { authorization: "Bearer bench-token" },
-};
-await operator.listen();
+const operatorProcess = start(process.execPath, [join(repo, "bench/lib/credential-api.ts")], {
+  UPSTREAM_URL: `https://127.0.0.1:${upstreamPort}`,
+  UPSTREAM_CA: authority.certPem,
+});
+const operator = JSON.parse(await firstLine(operatorProcess)) as { url: string; caPem: string };
 writeFileSync(join(work, "token"), "pod-token\n");
 const [listenerPort, adminPort] = [await freePort(), await freePort()];
 const sidecar = start(join(repo, "sidecar/bin/sidecar"), [], {
@@ -168,7 +169,8 @@ for (const target of order) {
 const added = (target: Target, p: "p50" | "p99") =>
   (fixed[target]?.[p] ?? 0) - (fixed.direct?.[p] ?? 0);
 const pid = sidecar.pid ?? 0;
-const stored = operator.events.size;
+operatorProcess.send("events");
+const [stored] = (await once(operatorProcess, "message")) as [number];
 
 console.log(
   `\nHTTP data path: GET with a 1 KB JSON body, ${workers} workers at saturation, ${rate} req/s fixed, ${seconds} s each`,
@@ -203,5 +205,4 @@ await Promise.all(Object.values(targets).map((pool) => pool.close()));
 const stopped = once(sidecar, "exit");
 sidecar.kill("SIGTERM");
 await stopped;
-await operator.close();
 process.exit(0);

@@ -1,9 +1,10 @@
 // The sidecar's admin endpoints for the kubelet and Prometheus: /ready (200 only while a
 // verified, unexpired credential is held), /healthz (the process runs) and /metrics.
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { Readiness } from "./credentials/credential-client.ts";
+import { createServer } from "./http/create-server.ts";
 
 export interface AdminServerOptions {
   host: string;

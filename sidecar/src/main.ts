@@ -72,6 +72,8 @@ const shipper = new EventShipper({
   token: () => runToken,
   logger,
 });
+// Events queued for the end of the turn still reach the disk when the process exits early.
+process.on("exit", () => events.flush());
 function record(entry: SessionRecord): void {
   metrics.httpRequests.inc({
     connection: entry.connection ?? "",
@@ -79,7 +81,10 @@ function record(entry: SessionRecord): void {
     status: String(entry.status ?? 0),
   });
   try {
-    events.append(entry);
+    // A refusal is on disk before the graph sees it; a finished request's event is written with
+    // the others of this event-loop turn, in one write.
+    if (entry.kind === "denied") events.append(entry);
+    else events.enqueue(entry);
   } catch (error) {
     logger.error({ err: error, event: entry }, "a session event could not be recorded");
   }

@@ -1,7 +1,7 @@
 // The on-disk event buffer: sequence numbers without gaps across restarts, events kept until
 // acknowledged, a kill mid-write costing at most the torn line, and a bound that refuses.
 import assert from "node:assert/strict";
-import { appendFileSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -27,7 +27,7 @@ describe("the session event buffer", () => {
 
   it("numbers events from 1 and reads them back in order, in bounded batches", () => {
     const buffer = new EventBuffer({ directory, run });
-    for (let i = 0; i < 10; i++) assert.equal(buffer.append(record(`/v1/docs/${i}`)).seq, i + 1);
+    for (let i = 0; i < 10; i++) assert.equal(buffer.append(record(`/v1/docs/${i}`)), i + 1);
     const batch = buffer.read(4, 1024 * 1024);
     assert.deepEqual(
       batch.map((event) => event.seq),
@@ -35,6 +35,31 @@ describe("the session event buffer", () => {
     );
     assert.deepEqual(batch[0], { schema: 1, run, seq: 1, ...record("/v1/docs/0") });
     assert.equal(buffer.read(100, 1).length, 1, "a batch holds at least one event");
+    buffer.close();
+  });
+
+  it("numbers queued events at once and writes them in one go by the end of the turn", async () => {
+    const buffer = new EventBuffer({ directory, run });
+    const onDisk = () =>
+      readdirSync(directory)
+        .filter((name) => name.endsWith(".jsonl"))
+        .map((name) => readFileSync(join(directory, name), "utf8"))
+        .join("");
+    assert.equal(buffer.enqueue(record("/a")), 1);
+    assert.equal(buffer.enqueue(record("/b")), 2);
+    assert.equal(onDisk(), "");
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(onDisk().split("\n").length - 1, 2, "the turn ended with events still queued");
+    buffer.enqueue(record("/c"));
+    assert.equal(buffer.append(record("/refused")), 4);
+    assert.deepEqual(
+      onDisk()
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line).path),
+      ["/a", "/b", "/c", "/refused"],
+      "an appended event is on disk when append returns, after those queued before it",
+    );
     buffer.close();
   });
 
@@ -53,11 +78,7 @@ describe("the session event buffer", () => {
       readdirSync(directory).filter((name) => name.endsWith(".jsonl")),
       [],
     );
-    assert.equal(
-      buffer.append(record("/after")).seq,
-      21,
-      "numbering goes on after an empty buffer",
-    );
+    assert.equal(buffer.append(record("/after")), 21, "numbering goes on after an empty buffer");
     buffer.close();
   });
 
@@ -78,7 +99,7 @@ describe("the session event buffer", () => {
       second.read(100, 1024 * 1024).map((event) => event.seq),
       [4, 5, 6, 7, 8, 9],
     );
-    assert.equal(second.append(record("/again")).seq, 10, "the torn event's number is reused");
+    assert.equal(second.append(record("/again")), 10, "the torn event's number is reused");
     assert.deepEqual(
       second.read(100, 1024 * 1024).map((event) => event.path),
       [
@@ -109,7 +130,7 @@ describe("the session event buffer", () => {
         error.message.includes(`holds ${appended} unacknowledged events`),
     );
     buffer.acknowledge(appended);
-    assert.equal(buffer.append(record("/room")).seq, appended + 1);
+    assert.equal(buffer.append(record("/room")), appended + 1);
     buffer.close();
   });
 });

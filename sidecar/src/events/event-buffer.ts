@@ -1,20 +1,19 @@
 // The sidecar's session events on disk (the pod's emptyDir), so none is lost when the operator
 // is unreachable or the sidecar is killed: each event gets the run's next sequence number and
-// is appended to a segment file before anything else happens; events leave the disk only once
-// the operator has acknowledged them. Bounded: when full, new events are refused and the data
-// path fails closed rather than proceed unrecorded.
+// is appended to a segment file, at once or with the others of the same event-loop turn; events
+// leave the disk only once the operator has acknowledged them. Bounded: when full, new events
+// are refused and the data path fails closed rather than proceed unrecorded.
 import {
   closeSync,
+  constants,
   ftruncateSync,
   mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
   readSync,
-  renameSync,
   rmSync,
   statSync,
-  writeFileSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -49,25 +48,34 @@ interface Segment {
 
 const segmentName = /^(\d{12})\.jsonl$/;
 const ackedFile = "acked";
+/** The acknowledged sequence number is written at this width, over the previous one. */
+const ackedDigits = 16;
 /** Room kept for one more event; real ones are a few hundred bytes. */
 const maxEventBytes = 4096;
 
 export class EventBuffer {
   readonly #directory: string;
-  readonly #run: SessionEvent["run"];
+  /** Every line's start up to its sequence number: the schema and the run never change. */
+  readonly #linePrefix: string;
   readonly #maxBytes: number;
   readonly #segmentBytes: number;
   readonly #segments: Segment[] = [];
   readonly #waiters = new Set<() => void>();
   #acked = 0;
+  #ackedFd: number | undefined;
   #next = 1;
   #fd: number | undefined;
+  /** Every segment's bytes, queued lines included. */
+  #bytes = 0;
+  /** Lines numbered but not yet written, all for the newest segment. */
+  #queued: string[] = [];
+  #flushScheduled = false;
   /** Where each event of the last read() ends in its segment: acknowledge() resumes there. */
   #ends = new Map<number, { segment: Segment; end: number }>();
 
   constructor(options: EventBufferOptions) {
     this.#directory = options.directory;
-    this.#run = options.run;
+    this.#linePrefix = `{"schema":${sessionEventSchemaVersion},"run":${JSON.stringify(options.run)},"seq":`;
     this.#maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
     this.#segmentBytes = options.segmentBytes ?? 1024 * 1024;
     mkdirSync(this.#directory, { recursive: true });
@@ -94,39 +102,69 @@ export class EventBuffer {
   }
 
   get bytes(): number {
-    return this.#segments.reduce((sum, segment) => sum + segment.bytes, 0);
+    return this.#bytes;
   }
 
-  /** Writes the event to disk and returns it with its sequence number; throws when full. */
-  append(record: SessionRecord): SessionEvent {
-    const event: SessionEvent = {
-      schema: sessionEventSchemaVersion,
-      run: this.#run,
-      seq: this.#next,
-      ...record,
-    };
-    const line = Buffer.from(`${JSON.stringify(event)}\n`);
-    if (this.bytes + line.length > this.#maxBytes) {
+  /**
+   * Writes the event to disk before it returns, with any queued before it, and returns its
+   * sequence number; throws when full.
+   */
+  append(record: SessionRecord): number {
+    const seq = this.enqueue(record);
+    this.flush();
+    return seq;
+  }
+
+  /**
+   * Numbers the event at once and writes it at the end of this event-loop turn, in one write
+   * with the others queued meanwhile (or earlier, when flush() or append() comes first).
+   */
+  enqueue(record: SessionRecord): number {
+    const seq = this.#next;
+    // The event is {schema, run, seq, ...record}, serialized without building it.
+    const fields = JSON.stringify(record);
+    const line = `${this.#linePrefix}${seq}${fields.length > 2 ? `,${fields.slice(1)}` : "}"}\n`;
+    const length = Buffer.byteLength(line);
+    if (this.#bytes + length > this.#maxBytes) {
       throw new EventBufferFullError(
-        `the session event buffer holds ${this.pending} unacknowledged events (${this.bytes} bytes, at most ${this.#maxBytes}); the operator has not taken them`,
+        `the session event buffer holds ${this.pending} unacknowledged events (${this.#bytes} bytes, at most ${this.#maxBytes}); the operator has not taken them`,
       );
     }
     let segment = this.#segments.at(-1);
     if (!segment || this.#fd === undefined || segment.bytes >= this.#segmentBytes) {
-      segment = this.#openSegment(event.seq);
+      segment = this.#openSegment(seq);
     }
-    // One write per line: a kill leaves at most a torn last line, which recovery drops.
-    writeSync(this.#fd as number, line);
-    segment.last = event.seq;
-    segment.bytes += line.length;
+    this.#queued.push(line);
+    segment.last = seq;
+    segment.bytes += length;
+    this.#bytes += length;
     this.#next++;
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flushQueued);
+    }
+    return seq;
+  }
+
+  /** Writes the queued events now. */
+  flush(): void {
+    if (this.#queued.length === 0) return;
+    const text = this.#queued.join("");
+    this.#queued = [];
+    // One write: a kill leaves at most a torn last line, which recovery drops.
+    writeSync(this.#fd as number, text);
     for (const wake of this.#waiters) wake();
     this.#waiters.clear();
-    return event;
   }
+
+  readonly #flushQueued = () => {
+    this.#flushScheduled = false;
+    this.flush();
+  };
 
   /** Up to maxEvents unacknowledged events in order, at most maxBytes of them (at least one). */
   read(maxEvents: number, maxBytes: number): SessionEvent[] {
+    this.flush();
     const events: SessionEvent[] = [];
     this.#ends.clear();
     let bytes = 0;
@@ -152,15 +190,20 @@ export class EventBuffer {
   /** Records the operator's acknowledgement and deletes the segments it covers entirely. */
   acknowledge(seq: number): void {
     if (seq <= this.#acked) return;
+    this.flush();
     this.#acked = Math.min(seq, this.last);
     const position = this.#ends.get(this.#acked);
     if (position) position.segment.readFrom = position.end;
-    // Written to a new file, then renamed: the pointer is either old or new, never torn.
-    const temporary = join(this.#directory, `${ackedFile}.tmp`);
-    writeFileSync(temporary, String(this.#acked));
-    renameSync(temporary, join(this.#directory, ackedFile));
+    // One fixed-width write over the old number: a kill leaves the old or the new one, never a
+    // torn one; a rename instead made the filesystem flush the file while the data path waited.
+    this.#ackedFd ??= openSync(
+      join(this.#directory, ackedFile),
+      constants.O_RDWR | constants.O_CREAT,
+    );
+    writeSync(this.#ackedFd, String(this.#acked).padStart(ackedDigits, "0"), 0);
     while (this.#segments.length > 0 && (this.#segments[0]?.last ?? 0) <= this.#acked) {
       const segment = this.#segments.shift() as Segment;
+      this.#bytes -= segment.bytes;
       if (this.#segments.length === 0) this.#closeSegment();
       rmSync(this.#path(segment.first), { force: true });
     }
@@ -184,6 +227,8 @@ export class EventBuffer {
 
   close(): void {
     this.#closeSegment();
+    if (this.#ackedFd !== undefined) closeSync(this.#ackedFd);
+    this.#ackedFd = undefined;
   }
 
   #recover(): void {
@@ -199,7 +244,10 @@ export class EventBuffer {
       .sort((a, b) => a - b);
     for (const first of firsts) {
       const segment = this.#recoverSegment(first);
-      if (segment) this.#segments.push(segment);
+      if (segment) {
+        this.#segments.push(segment);
+        this.#bytes += segment.bytes;
+      }
     }
     this.#next = Math.max(this.#acked, this.#segments.at(-1)?.last ?? 0) + 1;
     // Segments the operator acknowledged before the restart go now.
@@ -245,7 +293,9 @@ export class EventBuffer {
     return segment;
   }
 
+  /** Writes what is queued for the segment, then closes it. */
   #closeSegment(): void {
+    this.flush();
     if (this.#fd !== undefined) closeSync(this.#fd);
     this.#fd = undefined;
   }

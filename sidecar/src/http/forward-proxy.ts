@@ -47,7 +47,7 @@ export function createForwardProxy(options: ForwardProxyOptions): LoopbackServer
     run: options.run,
     connection: "",
     record,
-    onRequest: async (req, res) => {
+    onRequest: (req, res) => {
       const refuse = (status: number, reason: string, error: string, connection?: string) =>
         server.refuseRequest(req, res, {
           status,
@@ -95,7 +95,7 @@ export function createForwardProxy(options: ForwardProxyOptions): LoopbackServer
         );
       }
       const pathAndQuery = `${url.pathname.slice(base.length) || "/"}${url.search}`;
-      await forwarder.forward(req, res, { connection, target, pathAndQuery });
+      forwarder.forward(req, res, { connection, target, pathAndQuery });
     },
     onConnect: (req, socket, head) => tunnel(req.url ?? "", req.method ?? "CONNECT", socket, head),
   });

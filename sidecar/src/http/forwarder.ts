@@ -2,18 +2,30 @@
 // decides on the normalized path, the graph's credential and hop-by-hop headers are dropped,
 // the connection's credential is added, and the bodies stream through a keep-alive pool to
 // the upstream over verified TLS. Denied requests never reach the upstream; all are recorded.
+
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { createRequire } from "node:module";
+import { Readable, Transform } from "node:stream";
+import { createSecureContext } from "node:tls";
 import type { Logger } from "pino";
-import { Pool } from "undici";
+import type { Dispatcher, Pool as UndiciPool } from "undici";
 import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
-import type { SessionRecord } from "../../../api/session-events.ts";
-import type { JsonMasker } from "../masking/json-masker.ts";
+import type { SessionEventKind, SessionRecord } from "../../../api/session-events.ts";
 import { answerJson } from "./loopback-server.ts";
-import { isJson, MaskingRefusal, maskerFor, sendMasked } from "./masked-response.ts";
+import {
+  isJson,
+  MaskingRefusal,
+  maskingFor,
+  type ResponseMasking,
+  sendMasked,
+} from "./masked-response.ts";
 import { normalizePath } from "./request-path.ts";
 import { compileHttpPolicy, type HttpPolicy } from "./rules.ts";
+
+// Only undici's Pool: its index also loads fetch, WebSocket, caches and mocks (about 10 MB of
+// resident memory the sidecar does not need).
+const require = createRequire(import.meta.url);
+const Pool: typeof UndiciPool = require("undici/lib/dispatcher/pool.js");
 
 /** A connection's upstream, parsed once per credential (never per request). */
 export interface Upstream {
@@ -22,6 +34,10 @@ export interface Upstream {
   basePath: string;
   /** One keep-alive pool per origin and CA: a refreshed credential shares it. */
   poolKey: string;
+  /** The credential's headers as name/value pairs, names lowercased. */
+  credentialHeaders: string[];
+  /** Their names: the graph's headers of the same names are dropped. */
+  credentialHeaderNames: Set<string>;
 }
 
 const upstreams = new WeakMap<HttpCredential, Upstream>();
@@ -30,10 +46,16 @@ export function upstreamOf(credential: HttpCredential): Upstream {
   let upstream = upstreams.get(credential);
   if (!upstream) {
     const url = new URL(credential.url);
+    const credentialHeaders = Object.entries(credential.headers).flatMap(([name, value]) => [
+      name.toLowerCase(),
+      value,
+    ]);
     upstream = {
       url,
       basePath: url.pathname.replace(/\/+$/, ""),
       poolKey: `${url.origin}\n${credential.caPem ?? ""}`,
+      credentialHeaders,
+      credentialHeaderNames: new Set(credentialHeaders.filter((_, index) => index % 2 === 0)),
     };
     upstreams.set(credential, upstream);
   }
@@ -83,151 +105,68 @@ const neverFromGraph = new Set([
   "x-forwarded-host",
   "x-forwarded-proto",
 ]);
+// A masked body must arrive whole and readable: no ranges, and plain if the upstream obliges.
+const neverWhenMasked = new Set(["range", "if-range", "accept-encoding"]);
 
 export class Forwarder {
   readonly #options: ForwarderOptions;
-  readonly #pools = new Map<string, Pool>();
+  readonly #pools = new Map<string, UndiciPool>();
   readonly #policies = new WeakMap<GrantClaim, HttpPolicy>();
-  readonly #maskers = new WeakMap<GrantClaim, { make: (() => JsonMasker) | undefined }>();
+  readonly #maskings = new WeakMap<GrantClaim, { masking: ResponseMasking | undefined }>();
 
   constructor(options: ForwarderOptions) {
     this.#options = options;
   }
 
-  async forward(req: IncomingMessage, res: ServerResponse, request: ForwardRequest): Promise<void> {
-    const started = performance.now();
-    const time = new Date().toISOString();
-    const method = req.method ?? "";
-    const { connection, target } = request;
-    const record = (fields: Omit<SessionRecord, "time" | "connection" | "method">) =>
-      this.#options.record({
-        time,
-        connection,
-        method,
-        durationMs: Math.round((performance.now() - started) * 1000) / 1000,
-        ...fields,
-      });
-    const deny = (
-      status: number,
-      reason: string,
-      error: string,
-      fields: { path?: string } = {},
-    ) => {
-      // Recorded first: a kill between the two must not leave a refusal the graph saw unrecorded.
-      record({ kind: "denied", status, reason, ...fields });
-      answerJson(res, status, { error, run: this.#options.run, connection, rule: null, reason });
-      req.resume();
-    };
-
+  /** Decides, then forwards or refuses; the answer streams to res and the record follows it. */
+  forward(req: IncomingMessage, res: ServerResponse, request: ForwardRequest): void {
+    const exchange = new Exchange(this.#options, req, res, request.connection);
+    const { target } = request;
     if (!target) {
-      return deny(
+      exchange.deny(
         503,
         "CredentialUnavailable",
         "the sidecar holds no credential for this run; nothing is forwarded",
       );
+      return;
     }
     if (this.#options.canRecord && !this.#options.canRecord()) {
-      return deny(
+      exchange.deny(
         503,
         "EventBufferFull",
         "session events cannot be recorded right now, so nothing is forwarded",
       );
+      return;
     }
     const queryAt = request.pathAndQuery.indexOf("?");
     const rawPath = queryAt === -1 ? request.pathAndQuery : request.pathAndQuery.slice(0, queryAt);
     const normalized = normalizePath(rawPath);
-    if (!normalized.ok)
-      return deny(400, "BadPath", `the request path was refused: ${normalized.reason}`);
+    if (!normalized.ok) {
+      exchange.deny(400, "BadPath", `the request path was refused: ${normalized.reason}`);
+      return;
+    }
     const path = normalized.path;
-    const decision = this.#policy(target.grant).decide(method, path);
-    if (!decision.allowed) return deny(403, decision.reason, decision.message, { path });
+    const decision = this.#policy(target.grant).decide(exchange.method, path);
+    if (!decision.allowed) {
+      exchange.deny(403, decision.reason, decision.message, path);
+      return;
+    }
 
     const upstream = upstreamOf(target.credential);
     const query = queryAt === -1 ? "" : request.pathAndQuery.slice(queryAt);
+    const masking = this.#masking(target.grant);
     // Only a request with a body pays for a counting stream.
     const bytesIn = hasBody(req) ? new ByteCounter() : undefined;
-    let bytesOut = 0;
-    const masker = this.#masker(target.grant);
-    const aborted = new AbortController();
-    res.once("close", () => {
-      if (!res.writableFinished) aborted.abort(new Error("the graph closed the connection"));
-    });
-    try {
-      const answer = await this.#pool(target.credential, upstream).request({
-        method,
+    exchange.start(path, decision.rule, upstream, bytesIn, masking);
+    this.#pool(target.credential, upstream).dispatch(
+      {
+        method: exchange.method,
         path: `${upstream.basePath}${normalized.encoded}${query}`,
-        headers: upstreamHeaders(req, target.credential, upstream.url, masker !== undefined),
+        headers: upstreamHeaders(req, upstream, masking !== undefined),
         body: bytesIn ? req.pipe(bytesIn) : null,
-        signal: aborted.signal,
-      });
-      const status = answer.statusCode;
-      if (masker && carriesBody(method, status) && isJson(answer.headers)) {
-        const masked = await sendMasked(
-          status,
-          responseHeaders(answer.headers),
-          answer.body,
-          res,
-          masker(),
-        );
-        const counts = Object.values(masked.counts).reduce((sum, count) => sum + (count ?? 0), 0);
-        record({
-          kind: counts > 0 ? "masked" : "request",
-          path,
-          status,
-          rule: decision.rule,
-          bytesIn: bytesIn?.bytes ?? 0,
-          bytesOut: masked.bytesOut,
-          ...(counts > 0 ? { masked: masked.counts as Record<string, number> } : {}),
-        });
-        return;
-      }
-      res.writeHead(status, responseHeaders(answer.headers));
-      answer.body.on("data", (chunk: Buffer) => {
-        bytesOut += chunk.length;
-      });
-      await pipeline(answer.body, res);
-      record({
-        kind: "request",
-        path,
-        status,
-        rule: decision.rule,
-        bytesIn: bytesIn?.bytes ?? 0,
-        bytesOut,
-      });
-    } catch (error) {
-      const graphLeft = aborted.signal.aborted;
-      const reason =
-        error instanceof MaskingRefusal
-          ? error.reason
-          : graphLeft
-            ? "GraphDisconnected"
-            : "UpstreamUnavailable";
-      if (!res.headersSent) {
-        answerJson(res, 502, {
-          error:
-            error instanceof MaskingRefusal
-              ? `${error.message}; the response was withheld`
-              : `the upstream ${upstream.url.origin} could not be reached: ${message(error)}`,
-          run: this.#options.run,
-          connection,
-          rule: decision.rule,
-          reason,
-        });
-      } else {
-        res.destroy();
-      }
-      req.resume();
-      record({
-        kind: "error",
-        path,
-        status: res.statusCode,
-        reason,
-        rule: decision.rule,
-        bytesIn: bytesIn?.bytes ?? 0,
-        bytesOut,
-      });
-      this.#options.logger.debug({ err: error, connection, path }, "upstream request failed");
-    }
+      },
+      exchange,
+    );
   }
 
   async close(): Promise<void> {
@@ -235,13 +174,13 @@ export class Forwarder {
     this.#pools.clear();
   }
 
-  #masker(grant: GrantClaim): (() => JsonMasker) | undefined {
-    let entry = this.#maskers.get(grant);
+  #masking(grant: GrantClaim): ResponseMasking | undefined {
+    let entry = this.#maskings.get(grant);
     if (!entry) {
-      entry = { make: maskerFor(grant.masking) };
-      this.#maskers.set(grant, entry);
+      entry = { masking: maskingFor(grant.masking) };
+      this.#maskings.set(grant, entry);
     }
-    return entry.make;
+    return entry.masking;
   }
 
   #policy(grant: GrantClaim): HttpPolicy {
@@ -253,63 +192,255 @@ export class Forwarder {
     return policy;
   }
 
-  #pool(credential: HttpCredential, upstream: Upstream): Pool {
+  #pool(credential: HttpCredential, upstream: Upstream): UndiciPool {
     let pool = this.#pools.get(upstream.poolKey);
     if (!pool) {
-      pool = new Pool(upstream.url.origin, {
-        connections: 64,
-        connect: credential.caPem ? { ca: credential.caPem } : {},
-      });
+      // One TLS context for the pool's connections: the CA is parsed once, not per connection.
+      const trust = credential.caPem
+        ? { secureContext: createSecureContext({ ca: credential.caPem }) }
+        : {};
+      pool = new Pool(upstream.url.origin, { connections: 64, connect: trust });
       this.#pools.set(upstream.poolKey, pool);
     }
     return pool;
   }
 }
 
-/** The graph's headers minus hop-by-hop and credential headers, plus the connection's own. */
-function upstreamHeaders(
-  req: IncomingMessage,
-  credential: HttpCredential,
-  upstream: URL,
-  masked: boolean,
-): Record<string, string | string[]> {
-  const listed = namedByConnection(req.headers);
-  const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined || hopByHop.has(name) || listed.has(name)) continue;
-    if (neverFromGraph.has(name) || name in credential.headers) continue;
-    headers[name] = value;
+/**
+ * One request from the graph, and for a forwarded one undici's dispatch handler: the upstream's
+ * answer streams to the graph with backpressure (no intermediate stream unless it is masked),
+ * and the request is recorded once, when it is over.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  readonly method: string;
+  readonly #options: ForwarderOptions;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #connection: string;
+  readonly #started = performance.now();
+  readonly #time = new Date().toISOString();
+  #path: string | undefined;
+  #rule: string | undefined;
+  /** Set once the request is allowed: it goes there. */
+  #upstream: Upstream | undefined;
+  #bytesIn: ByteCounter | undefined;
+  #bytesOut = 0;
+  #masking: ResponseMasking | undefined;
+  /** Where a masked answer's body goes; undefined while it streams straight to the graph. */
+  #maskedBody: Readable | undefined;
+  #controller: Dispatcher.DispatchController | undefined;
+  #graphLeft = false;
+  #recorded = false;
+
+  constructor(
+    options: ForwarderOptions,
+    req: IncomingMessage,
+    res: ServerResponse,
+    connection: string,
+  ) {
+    this.#options = options;
+    this.#req = req;
+    this.#res = res;
+    this.#connection = connection;
+    this.method = req.method ?? "";
   }
-  if (masked) {
-    // A masked body must arrive whole and readable: no ranges, and plain if the upstream obliges.
-    for (const name of ["range", "if-range", "accept-encoding"]) delete headers[name];
-    headers["accept-encoding"] = "identity";
+
+  deny(status: number, reason: string, error: string, path?: string): void {
+    // Recorded first: a kill between the two must not leave a refusal the graph saw unrecorded.
+    this.#path = path;
+    this.#record("denied", status, reason);
+    answerJson(this.#res, status, {
+      error,
+      run: this.#options.run,
+      connection: this.#connection,
+      rule: null,
+      reason,
+    });
+    this.#req.resume();
   }
-  headers.via = "1.1 langgraph-jit";
-  const host = String(req.headers.host ?? upstream.host).replace(/["\\]/g, "");
-  headers.forwarded = `proto=http;host="${host}"`;
-  return { ...headers, ...credential.headers };
+
+  start(
+    path: string,
+    rule: string,
+    upstream: Upstream,
+    bytesIn: ByteCounter | undefined,
+    masking: ResponseMasking | undefined,
+  ): void {
+    this.#path = path;
+    this.#rule = rule;
+    this.#upstream = upstream;
+    this.#bytesIn = bytesIn;
+    this.#masking = masking;
+    this.#res.on("close", this.#onGraphClose);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#graphLeft) controller.abort(graphLeftError());
+  }
+
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    status: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    const masking = this.#masking;
+    if (masking && carriesBody(this.method, status) && isJson(headers)) {
+      const body = new Readable({ read: () => controller.resume() });
+      this.#maskedBody = body;
+      sendMasked(status, responseHeaders(headers), body, this.#res, masking).then(
+        (masked) => {
+          const counts = Object.values(masked.counts).reduce((sum, count) => sum + (count ?? 0), 0);
+          this.#bytesOut = masked.bytesOut;
+          if (masked.passedUnmasked) this.#record("request", status, "PassedUnmasked");
+          else if (counts > 0) this.#record("masked", status, undefined, masked.counts);
+          else this.#record("request", status);
+        },
+        (error: unknown) => {
+          this.#fail(error);
+          controller.abort(error as Error);
+        },
+      );
+      return;
+    }
+    this.#res.writeHead(status, responseHeaders(headers));
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#maskedBody) {
+      if (!this.#maskedBody.push(chunk)) controller.pause();
+      return;
+    }
+    this.#bytesOut += chunk.length;
+    if (!this.#res.write(chunk)) {
+      controller.pause();
+      this.#res.once("drain", () => controller.resume());
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.#maskedBody) {
+      this.#maskedBody.push(null);
+      return;
+    }
+    this.#res.end();
+    this.#record("request", this.#res.statusCode);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, error: Error): void {
+    // A masked answer fails through sendMasked, which reads this body.
+    if (this.#maskedBody) this.#maskedBody.destroy(error);
+    else this.#fail(error);
+  }
+
+  readonly #onGraphClose = () => {
+    if (this.#res.writableFinished) return;
+    this.#graphLeft = true;
+    this.#controller?.abort(graphLeftError());
+  };
+
+  #fail(error: unknown): void {
+    if (this.#recorded) return;
+    const reason =
+      error instanceof MaskingRefusal
+        ? error.reason
+        : this.#graphLeft
+          ? "GraphDisconnected"
+          : "UpstreamUnavailable";
+    if (!this.#res.headersSent) {
+      answerJson(this.#res, 502, {
+        error:
+          error instanceof MaskingRefusal
+            ? `${error.message}; the response was withheld`
+            : `the upstream ${this.#upstream?.url.origin} could not be reached: ${message(error)}`,
+        run: this.#options.run,
+        connection: this.#connection,
+        rule: this.#rule ?? null,
+        reason,
+      });
+    } else {
+      this.#res.destroy();
+    }
+    this.#req.resume();
+    this.#record("error", this.#res.statusCode, reason);
+    this.#options.logger.debug(
+      { err: error, connection: this.#connection, path: this.#path },
+      "upstream request failed",
+    );
+  }
+
+  /** The request's one record, always of this shape: what a refusal never had stays undefined. */
+  #record(
+    kind: SessionEventKind,
+    status: number,
+    reason?: string,
+    masked?: Partial<Record<string, number>>,
+  ): void {
+    if (this.#recorded) return;
+    this.#recorded = true;
+    const forwarded = this.#upstream !== undefined;
+    this.#options.record({
+      time: this.#time,
+      kind,
+      connection: this.#connection,
+      method: this.method,
+      path: this.#path,
+      status,
+      bytesIn: forwarded ? (this.#bytesIn?.bytes ?? 0) : undefined,
+      bytesOut: forwarded ? this.#bytesOut : undefined,
+      durationMs: Math.round((performance.now() - this.#started) * 1000) / 1000,
+      rule: this.#rule,
+      reason,
+      masked: masked as Record<string, number> | undefined,
+    });
+  }
 }
 
-function responseHeaders(
-  headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>,
-): Record<string, string | string[]> {
-  const listed = namedByConnection(headers);
+function graphLeftError(): Error {
+  return new Error("the graph closed the connection");
+}
+
+/** The graph's headers minus hop-by-hop and credential headers, plus the connection's own. */
+function upstreamHeaders(req: IncomingMessage, upstream: Upstream, masked: boolean): string[] {
+  const listed = namedByConnection(req.headers.connection);
+  const headers: string[] = [];
+  for (const name in req.headers) {
+    const value = req.headers[name];
+    if (value === undefined || hopByHop.has(name) || listed?.has(name)) continue;
+    if (neverFromGraph.has(name) || upstream.credentialHeaderNames.has(name)) continue;
+    if (masked && neverWhenMasked.has(name)) continue;
+    if (typeof value === "string") headers.push(name, value);
+    else for (const each of value) headers.push(name, each);
+  }
+  if (masked) headers.push("accept-encoding", "identity");
+  const host = String(req.headers.host ?? upstream.url.host).replace(/["\\]/g, "");
+  headers.push("via", "1.1 langgraph-jit", "forwarded", `proto=http;host="${host}"`);
+  for (const header of upstream.credentialHeaders) headers.push(header);
+  return headers;
+}
+
+function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const listed = namedByConnection(headers.connection);
   const result: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || hopByHop.has(name) || listed.has(name)) continue;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || hopByHop.has(name) || listed?.has(name)) continue;
     result[name] = value;
   }
   result.via = result.via ? `${result.via}, 1.1 langgraph-jit` : "1.1 langgraph-jit";
   return result;
 }
 
-/** Headers a Connection header lists are hop-by-hop too. */
-function namedByConnection(headers: Record<string, string | string[] | undefined>): Set<string> {
+/** Headers a Connection header lists are hop-by-hop too; undefined when it lists none. */
+function namedByConnection(connection: string | string[] | undefined): Set<string> | undefined {
+  if (connection === undefined) return undefined;
+  const value = String(connection).toLowerCase();
+  // The usual values name only hop-by-hop headers already dropped.
+  if (value === "keep-alive" || value === "close") return undefined;
   return new Set(
-    String(headers.connection ?? "")
+    value
       .split(",")
-      .map((name) => name.trim().toLowerCase())
+      .map((name) => name.trim())
       .filter(Boolean),
   );
 }

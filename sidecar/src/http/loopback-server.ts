@@ -1,10 +1,11 @@
 // An HTTP server on 127.0.0.1 for the graph, hardened the same way for every listener of the
 // sidecar: bounded headers, malformed requests (smuggling attempts included) answered with a
 // 4xx and recorded before the socket closes, and close() cutting every connection at once.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { SessionRecord } from "../../../api/session-events.ts";
+import { createServer } from "./create-server.ts";
 
 /** The JSON body of every answer the sidecar gives itself (DESIGN.md section 4). */
 export interface DenialBody {
@@ -21,7 +22,7 @@ export interface LoopbackServerOptions {
   /** The connection named in denials and records; "" for the forward proxy. */
   connection: string;
   record: (record: SessionRecord) => void;
-  onRequest: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+  onRequest: (req: IncomingMessage, res: ServerResponse) => void;
   /** CONNECT; refused when absent. */
   onConnect?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 }
@@ -50,7 +51,7 @@ export class LoopbackServer {
     // header names and oversized heads; each arrives here as a clientError.
     this.#server = createServer(
       { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, headersTimeout: 30_000 },
-      (req, res) => void options.onRequest(req, res),
+      options.onRequest,
     );
     this.#server.on("connection", (socket: Socket) => {
       this.#sockets.add(socket);

@@ -1,9 +1,9 @@
 // Sends an upstream JSON response to the graph through the grant's masking: decoded first if
 // the upstream compressed it anyway, masked as it streams, and sent with a corrected
 // Content-Length when it fits the buffer (chunked past that). A body that cannot be masked is
-// never passed on: before the headers it is a 502, after them the response is cut.
+// withheld (the default): before the headers it is a 502, after them the response is cut. A
+// grant with `unmaskable: Pass` forwards it unmasked instead, while nothing masked was sent yet.
 
-import { once } from "node:events";
 import type { IncomingHttpHeaders, ServerResponse } from "node:http";
 import type { Readable, Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
@@ -24,12 +24,30 @@ export class MaskingRefusal extends Error {
   }
 }
 
-/** The masker for a grant's masking, or undefined when it masks nothing in HTTP responses. */
-export function maskerFor(masking: Grant["masking"]): (() => JsonMasker) | undefined {
+/** A grant's masking of HTTP responses. */
+export interface ResponseMasking {
+  /** A fresh masker, for one response. */
+  masker(): JsonMasker;
+  /** Whether a response that cannot be masked goes through unmasked (`unmaskable: Pass`). */
+  pass: boolean;
+}
+
+/** What was sent: the bytes, what was masked, and why the body went through unmasked, if it did. */
+export interface MaskedAnswer {
+  bytesOut: number;
+  counts: MaskCounts;
+  passedUnmasked?: MaskingRefusal["reason"];
+}
+
+/** The grant's response masking, or undefined when it masks nothing in HTTP responses. */
+export function maskingFor(masking: Grant["masking"]): ResponseMasking | undefined {
   const jsonPaths = masking?.jsonPaths ?? [];
   const detectors = (masking?.detectors ?? []).filter(isDetectorName);
   if (jsonPaths.length === 0 && detectors.length === 0) return undefined;
-  return () => new JsonMasker({ jsonPaths, detectors });
+  return {
+    masker: () => new JsonMasker({ jsonPaths, detectors }),
+    pass: masking?.unmaskable === "Pass",
+  };
 }
 
 /** JSON by its media type: application/json or any +json type. */
@@ -57,33 +75,68 @@ export async function sendMasked(
   headers: Record<string, string | string[]>,
   body: Readable,
   res: ServerResponse,
-  masker: JsonMasker,
-): Promise<{ bytesOut: number; counts: MaskCounts }> {
-  const source = decoded(body, String(headers["content-encoding"] ?? "identity"));
+  masking: ResponseMasking,
+): Promise<MaskedAnswer> {
+  const encoding = String(headers["content-encoding"] ?? "identity");
+  const source = decoded(body, encoding);
+  if (!source) {
+    const refusal = new MaskingRefusal(
+      "UnsupportedEncoding",
+      `the response is ${encoding}-encoded, which the sidecar cannot decode to mask`,
+    );
+    if (!masking.pass) {
+      body.resume();
+      throw refusal;
+    }
+    // Passed as the upstream sent it, encoding, length and all.
+    res.writeHead(status, headers);
+    let bytesOut = 0;
+    for await (const chunk of body) {
+      bytesOut += (chunk as Buffer).length;
+      if (!res.write(chunk)) await drained(res);
+    }
+    res.end();
+    return { bytesOut, counts: {}, passedUnmasked: refusal.reason };
+  }
+  const masker = masking.masker();
   const outgoing = { ...headers };
   for (const name of describesBody) delete outgoing[name];
   const held: Buffer[] = [];
+  // The decoded body as it came, kept while nothing is sent, for a grant that passes it.
+  const unmasked: Buffer[] = [];
   let heldBytes = 0;
   let bytesOut = 0;
+  let passing: MaskingRefusal | undefined;
   const write = async (chunk: Buffer) => {
     bytesOut += chunk.length;
-    if (!res.write(chunk)) await once(res, "drain");
+    if (!res.write(chunk)) await drained(res);
   };
-  const mask = (run: () => Buffer) => {
+  /** The masker's output, or, when it fails and the grant passes, the start of the pass. */
+  const mask = async (run: () => Buffer): Promise<Buffer | undefined> => {
     try {
       return run();
     } catch (error) {
-      throw new MaskingRefusal(
+      const refusal = new MaskingRefusal(
         "MaskingFailed",
         `the response could not be masked: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
+        { cause: error },
       );
+      if (!masking.pass || res.headersSent) throw refusal;
+      passing = refusal;
+      res.writeHead(status, outgoing);
+      for (const part of unmasked.splice(0)) await write(part);
+      return undefined;
     }
   };
-  for await (const chunk of source) {
-    const out = mask(() => masker.write(chunk as Buffer));
+  for await (const chunk of source as AsyncIterable<Buffer>) {
+    if (passing) {
+      await write(chunk);
+      continue;
+    }
+    if (masking.pass && !res.headersSent) unmasked.push(chunk);
+    const out = await mask(() => masker.write(chunk));
+    // Undefined: the pass began, and sent what came so far, this chunk included.
+    if (!out) continue;
     if (res.headersSent) {
       await write(out);
       continue;
@@ -92,15 +145,20 @@ export async function sendMasked(
     heldBytes += out.length;
     if (heldBytes > bufferedBytes) {
       res.writeHead(status, outgoing);
+      unmasked.length = 0;
       for (const part of held.splice(0)) await write(part);
     }
   }
-  const tail = mask(() => masker.end());
+  const tail = passing ? undefined : await mask(() => masker.end());
+  if (passing) {
+    res.end();
+    return { bytesOut, counts: {}, passedUnmasked: passing.reason };
+  }
   if (res.headersSent) {
-    bytesOut += tail.length;
+    bytesOut += tail?.length ?? 0;
     res.end(tail);
   } else {
-    const whole = Buffer.concat([...held, tail]);
+    const whole = Buffer.concat([...held, tail ?? Buffer.alloc(0)]);
     res.writeHead(status, { ...outgoing, "content-length": String(whole.length) });
     bytesOut += whole.length;
     res.end(whole);
@@ -108,7 +166,23 @@ export async function sendMasked(
   return { bytesOut, counts: masker.counts };
 }
 
-function decoded(body: Readable, encoding: string): Readable {
+/** Resolves when res takes more; rejects when the graph went away, which no drain follows. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (res.destroyed) return reject(new Error("the graph closed the connection"));
+    const settle = (error?: Error) => {
+      res.off("drain", onDrain).off("close", onClose);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onDrain = () => settle();
+    const onClose = () => settle(new Error("the graph closed the connection"));
+    res.on("drain", onDrain).on("close", onClose);
+  });
+}
+
+/** The body decoded, or undefined for an encoding the sidecar cannot decode. */
+function decoded(body: Readable, encoding: string): Readable | undefined {
   switch (encoding.trim().toLowerCase()) {
     case "identity":
     case "":
@@ -121,11 +195,7 @@ function decoded(body: Readable, encoding: string): Readable {
     case "br":
       return through(body, createBrotliDecompress());
     default:
-      body.resume();
-      throw new MaskingRefusal(
-        "UnsupportedEncoding",
-        `the response is ${encoding}-encoded, which the sidecar cannot decode to mask`,
-      );
+      return undefined;
   }
 }
 

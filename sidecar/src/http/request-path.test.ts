@@ -54,6 +54,14 @@ describe("normalizePath", () => {
     assert.match(refusal("*"), /does not start with \//);
   });
 
+  it("gives a plain path back as it is, exactly as the full normalization would", () => {
+    for (const raw of ["/", "/v1/docs/7", "/v1/docs/", "/a:b@c;d=e,f+g$h&i/~x-y_z!*'()"]) {
+      assert.deepEqual(normalizePath(raw), { ok: true, path: raw, encoded: raw });
+      const { path, encoded } = normalized(`/.${raw}`);
+      assert.deepEqual([path, encoded], [raw, raw], `/.${raw} normalized differently`);
+    }
+  });
+
   it("refuses paths with more segments than any API needs", () => {
     assert.match(refusal("/a".repeat(maxPathSegments + 1)), /more than 512 segments/);
     assert.ok(normalizePath("/a".repeat(maxPathSegments)).ok);

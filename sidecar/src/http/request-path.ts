@@ -25,8 +25,15 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 /** No API needs more; it bounds the work of matching a path against globs. */
 export const maxPathSegments = 512;
 
+// Segments of characters that neither decoding nor re-encoding changes, none of them "." or
+// empty: such a path is already normalized (most are), and short enough to be in bounds.
+const plainPath = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@]+)*\/?$/;
+
 /** Normalizes the path of an origin-form request target (the part before "?"). */
 export function normalizePath(rawPath: string): NormalizedPath {
+  if (rawPath.length <= maxPathSegments && rawPath.startsWith("/") && plainPath.test(rawPath)) {
+    return { ok: true, path: rawPath, encoded: rawPath };
+  }
   if (!rawPath.startsWith("/")) return refuse("the path does not start with /");
   if (rawPath.includes("\\")) return refuse("the path holds a backslash");
   const segments: string[] = [];

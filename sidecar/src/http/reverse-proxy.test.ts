@@ -2,6 +2,7 @@
 // the connection's credential and nothing of the graph's; what is denied or malformed never
 // reaches the upstream; every request is recorded.
 import assert from "node:assert/strict";
+import { get } from "node:http";
 import { createServer as createHttpsServer, type Server } from "node:https";
 import { connect } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
@@ -11,7 +12,7 @@ import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import { issueServingCertificate } from "../../../operator/src/admission/webhook-certs.ts";
 import { createTestAuthority } from "../testing/credential-api-server.ts";
-import { freePort } from "../testing/test-helpers.ts";
+import { freePort, waitFor } from "../testing/test-helpers.ts";
 import { Forwarder, type HttpTarget } from "./forwarder.ts";
 import type { LoopbackServer } from "./loopback-server.ts";
 import { createReverseProxy } from "./reverse-proxy.ts";
@@ -111,13 +112,23 @@ describe("a connection's reverse proxy", () => {
           res.end("<html>4111 1111 1111 1111</html>");
           return;
         }
-        if (req.url?.startsWith("/api/v1/docs/many")) {
-          const items = Array.from({ length: 40_000 }, (_, i) => ({
+        if (req.url?.startsWith("/api/v1/docs/zstd")) {
+          res.writeHead(200, { "content-type": "application/json", "content-encoding": "zstd" });
+          res.end("(zstd bytes) 4111 1111 1111 1111");
+          return;
+        }
+        if (req.url?.startsWith("/api/v1/docs/many") || req.url === "/api/v1/docs/huge") {
+          const count = req.url.endsWith("huge") ? 400_000 : 40_000;
+          const items = Array.from({ length: count }, (_, i) => ({
             id: i,
             email: `u${i}@example.com`,
           }));
           res.writeHead(200, { "content-type": "application/json" });
-          res.end(JSON.stringify({ items }));
+          // many-broken: the JSON breaks after more than the masked-body buffer was sent.
+          const broken = req.url.endsWith("broken");
+          res.end(
+            broken ? `${JSON.stringify({ items }).slice(0, -2)}<html>` : JSON.stringify({ items }),
+          );
           return;
         }
         if (req.url?.startsWith("/api/v1/docs/big")) {
@@ -283,7 +294,11 @@ describe("a connection's reverse proxy", () => {
   });
 
   describe("with masking in the grant", () => {
-    const masking = { jsonPaths: ["$.items[*].email"], detectors: ["credit-card" as const] };
+    const masking = {
+      jsonPaths: ["$.items[*].email"],
+      detectors: ["credit-card" as const],
+      unmaskable: "Deny" as const,
+    };
     beforeEach(() => {
       target = { credential: credential(), grant: { ...grant, masking } };
     });
@@ -326,6 +341,13 @@ describe("a connection's reverse proxy", () => {
       assert.equal(records[0]?.reason, "MaskingFailed");
     });
 
+    it("withholds a body in an encoding it cannot decode", async () => {
+      const response = await fetch(`${base}/v1/docs/zstd`);
+      assert.equal(response.status, 502);
+      assert.equal(JSON.parse(await response.text()).reason, "UnsupportedEncoding");
+      assert.equal(records[0]?.reason, "UnsupportedEncoding");
+    });
+
     it("streams a masked body larger than its buffer, chunked", async () => {
       const response = await fetch(`${base}/v1/docs/many`);
       assert.equal(response.headers.get("content-length"), null);
@@ -333,6 +355,68 @@ describe("a connection's reverse proxy", () => {
       assert.equal(body.items.length, 40_000);
       assert.ok(body.items.every((item) => item.email === "[MASKED:json-path]"));
       assert.deepEqual(records[0]?.masked, { "json-path": 40_000 });
+    });
+
+    it("records a masked answer the graph walks away from while it is held back", async () => {
+      await new Promise<void>((resolve) => {
+        const req = get(`${base}/v1/docs/huge`, (res) => {
+          // Read one chunk, then stop reading until the sidecar waits on a full socket.
+          res.once("data", () => {
+            res.pause();
+            setTimeout(() => {
+              req.destroy();
+              resolve();
+            }, 300);
+          });
+        });
+        req.on("error", () => undefined);
+      });
+      await waitFor("the record", () => records.length === 1, 5_000);
+      assert.equal(records[0]?.kind, "error");
+      assert.equal(records[0]?.reason, "GraphDisconnected");
+    });
+
+    describe("and unmaskable: Pass", () => {
+      beforeEach(() => {
+        target = {
+          credential: credential(),
+          grant: { ...grant, masking: { ...masking, unmaskable: "Pass" as const } },
+        };
+      });
+
+      it("still masks what it can", async () => {
+        const body = (await (await fetch(`${base}/v1/docs/people`)).json()) as {
+          items: Array<{ email: string }>;
+        };
+        assert.equal(body.items[0]?.email, "[MASKED:json-path]");
+        assert.equal(records[0]?.kind, "masked");
+      });
+
+      it("passes a body that is not the JSON it claims, unmasked, and records that it did", async () => {
+        const response = await fetch(`${base}/v1/docs/not-json`);
+        assert.equal(response.status, 200);
+        const sent = "<html>4111 1111 1111 1111</html>";
+        assert.equal(await response.text(), sent);
+        assert.equal(records[0]?.kind, "request");
+        assert.equal(records[0]?.reason, "PassedUnmasked");
+        assert.equal(records[0]?.bytesOut, sent.length);
+      });
+
+      it("passes a body it cannot decode as the upstream sent it", async () => {
+        const response = await fetch(`${base}/v1/docs/zstd`);
+        assert.equal(response.status, 200);
+        assert.equal(response.headers.get("content-encoding"), "zstd");
+        assert.equal(records[0]?.reason, "PassedUnmasked");
+      });
+
+      it("cuts a body that breaks after masked bytes were sent: nothing unmasked follows them", async () => {
+        const response = await fetch(`${base}/v1/docs/many-broken`);
+        assert.equal(response.status, 200);
+        await assert.rejects(response.text());
+        await waitFor("the record", () => records.length === 1);
+        assert.equal(records[0]?.kind, "error");
+        assert.equal(records[0]?.reason, "MaskingFailed");
+      });
     });
   });
 

@@ -25,7 +25,7 @@ export function createReverseProxy(options: ReverseProxyOptions): LoopbackServer
     run: options.run,
     connection,
     record: options.record,
-    onRequest: async (req, res) => {
+    onRequest: (req, res) => {
       const pathAndQuery = req.url ?? "";
       if (!pathAndQuery.startsWith("/")) {
         return server.refuseRequest(req, res, {
@@ -36,7 +36,7 @@ export function createReverseProxy(options: ReverseProxyOptions): LoopbackServer
             "absolute URLs go to the forward proxy",
         });
       }
-      await forwarder.forward(req, res, { connection, target: options.target(), pathAndQuery });
+      forwarder.forward(req, res, { connection, target: options.target(), pathAndQuery });
     },
   });
   return server;

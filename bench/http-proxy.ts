@@ -150,17 +150,38 @@ function rssMb(pid: number, field: "VmRSS" | "VmHWM"): number {
   return Number(line?.[1] ?? 0) / 1024;
 }
 
+/** How many session events the operator side has stored. */
+async function storedEvents(): Promise<number> {
+  operatorProcess.send("events");
+  const [stored] = (await once(operatorProcess, "message")) as [number];
+  return stored;
+}
+
 const order: Target[] = ["direct", "nginx", "sidecar"];
-for (const target of order) await closedLoop(8, 1_000, () => get(target)); // warm pools and JIT
+let sidecarRequests = 0;
+for (const target of order) {
+  // Warm pools and JIT.
+  const { latencies } = await closedLoop(8, 1_000, () => get(target));
+  if (target === "sidecar") sidecarRequests += latencies.length;
+}
 
 const saturation: Record<string, number> = {};
 for (const target of order) {
   const { latencies, elapsedMs } = await closedLoop(workers, seconds * 1000, () => get(target));
   saturation[target] = latencies.length / (elapsedMs / 1000);
+  if (target === "sidecar") sidecarRequests += latencies.length;
 }
 const fixed: Record<string, { p50: number; p99: number }> = {};
 let sidecarCpu = 0;
 for (const target of order) {
+  // The fixed rate measures the steady state: the backlog of events from saturation is shipped.
+  if (target === "sidecar") {
+    await waitFor(
+      "the sidecar to ship the events of the saturation phase",
+      async () => (await storedEvents()) >= sidecarRequests,
+      120_000,
+    );
+  }
   const cpuBefore = target === "sidecar" ? cpuSeconds(sidecar.pid ?? 0) : 0;
   const latencies = await openLoop(rate, seconds * 1000, () => get(target));
   if (target === "sidecar") sidecarCpu = (cpuSeconds(sidecar.pid ?? 0) - cpuBefore) / seconds;
@@ -169,8 +190,7 @@ for (const target of order) {
 const added = (target: Target, p: "p50" | "p99") =>
   (fixed[target]?.[p] ?? 0) - (fixed.direct?.[p] ?? 0);
 const pid = sidecar.pid ?? 0;
-operatorProcess.send("events");
-const [stored] = (await once(operatorProcess, "message")) as [number];
+const stored = await storedEvents();
 
 console.log(
   `\nHTTP data path: GET with a 1 KB JSON body, ${workers} workers at saturation, ${rate} req/s fixed, ${seconds} s each`,

@@ -131,7 +131,14 @@ describe("LangGraphRun lifecycle", () => {
   ] as const) {
     it(`carries a pod marked ${podPhase} through the Job to a ${runPhase} run`, async () => {
       const name = `finish-${podPhase.toLowerCase()}`;
-      await createRun("alice", suite.ns.name, runManifest(name));
+      // Kept off the node: the test plays the kubelet, and a real one would race it.
+      const manifest = runManifest(name);
+      manifest.spec.template.spec = {
+        ...manifest.spec.template.spec,
+        containers: manifest.spec.template.spec?.containers ?? [],
+        nodeSelector: { "langgraph-jit.dev/e2e": "no-such-node" },
+      };
+      await createRun("alice", suite.ns.name, manifest);
       await waitForPhase(suite.ns.name, name, "Running");
       const pod = await eventually("the Job's pod", async () => {
         const pods = await core.listNamespacedPod({

@@ -512,6 +512,25 @@ describe("the operator installed with helm, on the real node", () => {
     });
     assert.equal(asAlice.status, 200);
     assert.equal(asAlice.body.events?.length, 2);
+
+    // Pages: `continue` is the last sequence number read; a bad limit names itself.
+    const alice = { ...frontProxy, headers: claim("alice@example.com", "ml-platform") };
+    const first = await straightToOperator(podIp, servername, caPem, `${path}?limit=1`, alice);
+    assert.deepEqual([first.body.events?.map((e) => e.seq), first.body.continue], [[1], "1"]);
+    const second = await straightToOperator(
+      podIp,
+      servername,
+      caPem,
+      `${path}?limit=1&continue=${first.body.continue}`,
+      alice,
+    );
+    assert.deepEqual(
+      [second.body.events?.map((e) => e.seq), second.body.continue],
+      [[2], undefined],
+    );
+    const bad = await straightToOperator(podIp, servername, caPem, `${path}?limit=0`, alice);
+    assert.equal(bad.status, 400);
+    assert.match(bad.body.message ?? "", /limit must be an integer from 1 to 5000/);
   });
 
   it("keeps its APIService trusted when an operator of another installation starts", async () => {

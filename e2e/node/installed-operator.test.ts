@@ -489,8 +489,8 @@ describe("the operator installed with helm, on the real node", () => {
       "x-remote-user": user,
       "x-remote-group": group,
     });
-    const get = (client: Parameters<typeof straightToOperator>[4]) =>
-      straightToOperator(podIp, servername, caPem, path, client);
+    const get = (client: Parameters<typeof straightToOperator>[4], query = "") =>
+      straightToOperator(podIp, servername, caPem, `${path}${query}`, client);
 
     // Headers alone, or with a certificate the cluster CA signed for alice, prove nothing.
     const forged = await get({ headers: claim("admin", "system:masters") });
@@ -506,29 +506,20 @@ describe("the operator installed with helm, on the real node", () => {
     const asBob = await get({ ...frontProxy, headers: claim("bob@example.com", "security") });
     assert.equal(asBob.status, 403);
     assert.equal(asBob.body.reason, "Forbidden");
-    const asAlice = await get({
-      ...frontProxy,
-      headers: claim("alice@example.com", "ml-platform"),
-    });
+    const alice = { ...frontProxy, headers: claim("alice@example.com", "ml-platform") };
+    const asAlice = await get(alice);
     assert.equal(asAlice.status, 200);
     assert.equal(asAlice.body.events?.length, 2);
 
     // Pages: `continue` is the last sequence number read; a bad limit names itself.
-    const alice = { ...frontProxy, headers: claim("alice@example.com", "ml-platform") };
-    const first = await straightToOperator(podIp, servername, caPem, `${path}?limit=1`, alice);
+    const first = await get(alice, "?limit=1");
     assert.deepEqual([first.body.events?.map((e) => e.seq), first.body.continue], [[1], "1"]);
-    const second = await straightToOperator(
-      podIp,
-      servername,
-      caPem,
-      `${path}?limit=1&continue=${first.body.continue}`,
-      alice,
-    );
+    const second = await get(alice, `?limit=1&continue=${first.body.continue}`);
     assert.deepEqual(
       [second.body.events?.map((e) => e.seq), second.body.continue],
       [[2], undefined],
     );
-    const bad = await straightToOperator(podIp, servername, caPem, `${path}?limit=0`, alice);
+    const bad = await get(alice, "?limit=0");
     assert.equal(bad.status, 400);
     assert.match(bad.body.message ?? "", /limit must be an integer from 1 to 5000/);
   });

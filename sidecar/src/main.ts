@@ -81,10 +81,7 @@ function record(entry: SessionRecord): void {
     status: String(entry.status ?? 0),
   });
   try {
-    // A refusal is on disk before the graph sees it; a finished request's event is written with
-    // the others of this event-loop turn, in one write.
-    if (entry.kind === "denied") events.append(entry);
-    else events.enqueue(entry);
+    events.record(entry);
   } catch (error) {
     logger.error({ err: error, event: entry }, "a session event could not be recorded");
   }

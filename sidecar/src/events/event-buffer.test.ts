@@ -60,6 +60,19 @@ describe("the session event buffer", () => {
       ["/a", "/b", "/c", "/refused"],
       "an appended event is on disk when append returns, after those queued before it",
     );
+    // record(): a refusal at once, anything else with its turn.
+    buffer.record(record("/later"));
+    buffer.record({ ...record("/denied"), kind: "denied", status: 403 });
+    assert.deepEqual(
+      onDisk()
+        .trim()
+        .split("\n")
+        .slice(-2)
+        .map((line) => JSON.parse(line).path),
+      ["/later", "/denied"],
+    );
+    buffer.record(record("/next-turn"));
+    assert.ok(!onDisk().includes("/next-turn"), "a finished request waits for its turn's write");
     buffer.close();
   });
 

@@ -115,6 +115,11 @@ export class EventBuffer {
     return seq;
   }
 
+  /** A refusal is on disk before the graph is answered; any other event goes with its turn. */
+  record(record: SessionRecord): number {
+    return record.kind === "denied" ? this.append(record) : this.enqueue(record);
+  }
+
   /**
    * Numbers the event at once and writes it at the end of this event-loop turn, in one write
    * with the others queued meanwhile (or earlier, when flush() or append() comes first).

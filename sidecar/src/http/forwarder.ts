@@ -13,6 +13,7 @@ import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
 import type { SessionEventKind, SessionRecord } from "../../../api/session-events.ts";
 import { answerJson } from "./loopback-server.ts";
 import {
+  graphLeftError,
   isJson,
   MaskingRefusal,
   maskingFor,
@@ -394,10 +395,6 @@ class Exchange implements Dispatcher.DispatchHandler {
       masked: masked as Record<string, number> | undefined,
     });
   }
-}
-
-function graphLeftError(): Error {
-  return new Error("the graph closed the connection");
 }
 
 /** The graph's headers minus hop-by-hop and credential headers, plus the connection's own. */

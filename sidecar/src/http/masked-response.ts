@@ -77,6 +77,11 @@ export async function sendMasked(
   res: ServerResponse,
   masking: ResponseMasking,
 ): Promise<MaskedAnswer> {
+  let bytesOut = 0;
+  const write = async (chunk: Buffer) => {
+    bytesOut += chunk.length;
+    if (!res.write(chunk)) await drained(res);
+  };
   const encoding = String(headers["content-encoding"] ?? "identity");
   const source = decoded(body, encoding);
   if (!source) {
@@ -90,11 +95,7 @@ export async function sendMasked(
     }
     // Passed as the upstream sent it, encoding, length and all.
     res.writeHead(status, headers);
-    let bytesOut = 0;
-    for await (const chunk of body) {
-      bytesOut += (chunk as Buffer).length;
-      if (!res.write(chunk)) await drained(res);
-    }
+    for await (const chunk of body as AsyncIterable<Buffer>) await write(chunk);
     res.end();
     return { bytesOut, counts: {}, passedUnmasked: refusal.reason };
   }
@@ -105,12 +106,7 @@ export async function sendMasked(
   // The decoded body as it came, kept while nothing is sent, for a grant that passes it.
   const unmasked: Buffer[] = [];
   let heldBytes = 0;
-  let bytesOut = 0;
   let passing: MaskingRefusal | undefined;
-  const write = async (chunk: Buffer) => {
-    bytesOut += chunk.length;
-    if (!res.write(chunk)) await drained(res);
-  };
   /** The masker's output, or, when it fails and the grant passes, the start of the pass. */
   const mask = async (run: () => Buffer): Promise<Buffer | undefined> => {
     try {
@@ -166,17 +162,21 @@ export async function sendMasked(
   return { bytesOut, counts: masker.counts };
 }
 
+export function graphLeftError(): Error {
+  return new Error("the graph closed the connection");
+}
+
 /** Resolves when res takes more; rejects when the graph went away, which no drain follows. */
 function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve, reject) => {
-    if (res.destroyed) return reject(new Error("the graph closed the connection"));
+    if (res.destroyed) return reject(graphLeftError());
     const settle = (error?: Error) => {
       res.off("drain", onDrain).off("close", onClose);
       if (error) reject(error);
       else resolve();
     };
     const onDrain = () => settle();
-    const onClose = () => settle(new Error("the graph closed the connection"));
+    const onClose = () => settle(graphLeftError());
     res.on("drain", onDrain).on("close", onClose);
   });
 }

@@ -205,6 +205,16 @@ describe("a connection's reverse proxy", () => {
     assert.ok(!JSON.stringify(records).includes("secret"), "a credential reached a record");
   });
 
+  it("drops the graph's copy of a credential header however the Connection spells its name", async () => {
+    target = {
+      credential: { ...credential(), headers: { "X-Api-Key": "key-secret" } },
+      grant,
+    };
+    const response = await fetch(`${base}/v1/docs/7`, { headers: { "x-api-key": "graph-key" } });
+    assert.equal(response.status, 200);
+    assert.equal(seen[0]?.headers["x-api-key"], "key-secret");
+  });
+
   it("matches and forwards the normalized path, so dot-segments cannot escape a rule", async () => {
     const inside = await fetch(`${base}/v1/docs/a/../b//c`);
     assert.equal(inside.status, 200);

@@ -93,11 +93,23 @@ describe("the owner chain pod -> Job -> LangGraphRun", () => {
     assert.equal(await refusal(chain({ run })), "403 RunNotFound");
   });
 
-  it("refuses a Job that claims the run but is not the Job the run records", async () => {
+  it("refuses a Job that claims the run under another name than the operator gives its Job", async () => {
+    const claim = { apiVersion: "langgraph-jit.dev/v1alpha1", kind: "LangGraphRun", name: "r" };
+    const job = {
+      metadata: { name: "another", uid: "job-9", ownerReferences: [{ ...claim, uid: "run-1" }] },
+    };
+    const jobRef = { apiVersion: "batch/v1", kind: "Job", name: "another", uid: "job-9" };
+    const pod = {
+      metadata: { name: "p", uid: "pod-1", ownerReferences: [{ ...jobRef, ...controller }] },
+    };
+    assert.equal(await refusal(chain({ job, pod })), "403 NotARunPod");
+  });
+
+  it("serves the run's Job before the run records its name (the pod can start first)", async () => {
     const run = {
       metadata: { name: "r", namespace: "agents", uid: "run-1" },
-      status: { phase: "Running" as const, jobName: "another" },
+      status: { phase: "Running" as const },
     };
-    assert.equal(await refusal(chain({ run })), "403 NotARunPod");
+    assert.equal((await chain({ run })).run.metadata?.uid, "run-1");
   });
 });

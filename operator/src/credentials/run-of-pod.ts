@@ -3,6 +3,7 @@
 import type { V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
 import { apiVersion, finishedPhases, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
 import { HttpError } from "../https-server.ts";
+import { runObjectName } from "../runs/names.ts";
 import type { Cache } from "../runs/run-controller.ts";
 import type { PodIdentity } from "./token-review.ts";
 
@@ -54,9 +55,9 @@ export async function runOfPod(
   if (run?.metadata?.uid !== runRef.uid) {
     throw new HttpError(403, "RunNotFound", `LangGraphRun ${namespace}/${runRef.name} is gone`);
   }
-  // Owner references are claims anyone may write: only the Job the operator made counts (a run
-  // that is not Running is refused next, whatever its Job).
-  if (run.status?.phase === RunPhase.Running && run.status.jobName !== jobRef.name) {
+  // Owner references are claims anyone may write: only the Job the operator makes for the run
+  // counts, known by its one name (not status.jobName, which the pod can outrun).
+  if (jobRef.name !== runObjectName(run)) {
     throw new HttpError(
       403,
       "NotARunPod",

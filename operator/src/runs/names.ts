@@ -1,5 +1,6 @@
 // Kubernetes names and label values derived from a run's name, within their length limits.
 import { createHash } from "node:crypto";
+import type { LangGraphRun } from "../../../api/v1alpha1.ts";
 
 const labelValueLimit = 63;
 
@@ -8,6 +9,11 @@ export function boundedName(name: string, limit = labelValueLimit): string {
   if (name.length <= limit) return name;
   const hash = createHash("sha256").update(name).digest("hex").slice(0, 10);
   return `${name.slice(0, limit - hash.length - 1).replace(/[-.]+$/, "")}-${hash}`;
+}
+
+/** The one name of the Job and NetworkPolicy the operator makes for a run. */
+export function runObjectName(run: LangGraphRun): string {
+  return boundedName(run.metadata?.name ?? "");
 }
 
 /** Upper snake case for environment variable names: "kb-postgres" -> "KB_POSTGRES". */

@@ -35,7 +35,7 @@ import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { rememberFor } from "../ttl-cache.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
 import { buildJob, checkTemplate, type SidecarSettings, TemplateRefused } from "./job-builder.ts";
-import { boundedName } from "./names.ts";
+import { runObjectName } from "./names.ts";
 import {
   buildNetworkPolicy,
   connectionEndpoint,
@@ -232,7 +232,7 @@ export class RunController {
         log,
       );
     if (!(deadline > now.getTime())) return expire();
-    const jobName = boundedName(run.metadata?.name ?? "");
+    const jobName = runObjectName(run);
     await this.#ensureNetworkPolicy(run, jobName);
     const job =
       this.#o.jobs.get(namespace, jobName) ??
@@ -349,7 +349,7 @@ export class RunController {
   ): Promise<undefined> {
     const namespace = run.metadata?.namespace ?? "";
     if (phase === RunPhase.Expired || phase === RunPhase.Cancelled) {
-      await this.#deleteJob(namespace, boundedName(run.metadata?.name ?? ""));
+      await this.#deleteJob(namespace, runObjectName(run));
     }
     const credential = await this.#revoke(run, log);
     await this.#writeStatus(
@@ -440,7 +440,7 @@ export class RunController {
     }
     // The garbage collector would remove it too, but on its own schedule.
     await this.#networking
-      .deleteNamespacedNetworkPolicy({ namespace, name: boundedName(run.metadata?.name ?? "") })
+      .deleteNamespacedNetworkPolicy({ namespace, name: runObjectName(run) })
       .catch((error: unknown) => {
         if (!isNotFound(error)) throw error;
       });

@@ -377,12 +377,13 @@ describe("run-scoped credentials", () => {
         runManifest("denied", { access: [{ connection: "kb-postgres", actions: ["read"] }] }),
       );
       const denied = await waitForPhase(suite.ns.name, "denied", "Denied");
-      // Only an administrator could make this Job; the operator must still refuse its pod.
+      // Only an administrator could make this Job, under the very name the operator gives a run's
+      // Job; the operator must still refuse its pod.
       await batch.createNamespacedJob({
         namespace: suite.ns.name,
         body: {
           metadata: {
-            name: "denied-job",
+            name: "denied",
             ownerReferences: [
               {
                 apiVersion: "langgraph-jit.dev/v1alpha1",

@@ -8,7 +8,7 @@ import { timeline } from "./session-timeline.ts";
 export const usage = `kubectl jit: langgraph-jit's kubectl plugin
 
 Usage:
-  kubectl jit logs RUN [-n NAMESPACE] [-o text|json]
+  kubectl jit logs RUN [-n NAMESPACE] [-o text|json] [--chunk-size N]
 
 Commands:
   logs   every request, denial and tunnel the run's sidecar recorded, oldest first
@@ -17,6 +17,7 @@ Commands:
 Options:
   -n, --namespace NAME   the run's namespace (default: the context's, else "default")
   -o, --output FORMAT    text: a timeline (default); json: one JSON object per event
+      --chunk-size N     events asked for per request, 1-${sessionsApi.maxLimit} (default ${sessionsApi.defaultLimit})
       --kubeconfig FILE  the kubeconfig (default: $KUBECONFIG, then ~/.kube/config)
       --context NAME     the kubeconfig context (default: the current one)
   -h, --help             this help
@@ -28,6 +29,7 @@ interface LogsCommand {
   run: string;
   namespace: string | undefined;
   output: "text" | "json";
+  chunkSize: number;
   kubeconfig: string | undefined;
   context: string | undefined;
 }
@@ -40,6 +42,7 @@ function readArgs(argv: string[]) {
       options: {
         namespace: { type: "string", short: "n" },
         output: { type: "string", short: "o", default: "text" },
+        "chunk-size": { type: "string", default: String(sessionsApi.defaultLimit) },
         kubeconfig: { type: "string" },
         context: { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -60,10 +63,17 @@ export function parseCommand(argv: string[]): LogsCommand | "help" {
   if (values.output !== "text" && values.output !== "json") {
     throw new UsageError(`--output must be text or json, not "${values.output}"`);
   }
+  const chunkSize = Number(values["chunk-size"]);
+  if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > sessionsApi.maxLimit) {
+    throw new UsageError(
+      `--chunk-size must be a whole number from 1 to ${sessionsApi.maxLimit}, not "${values["chunk-size"]}"`,
+    );
+  }
   return {
     run,
     namespace: values.namespace,
     output: values.output,
+    chunkSize,
     kubeconfig: values.kubeconfig,
     context: values.context,
   };
@@ -77,7 +87,7 @@ async function logs(command: LogsCommand): Promise<void> {
   let session: RunSession | undefined;
   let page: string | undefined;
   do {
-    const query = page ? `?continue=${encodeURIComponent(page)}` : "";
+    const query = `?limit=${command.chunkSize}${page ? `&continue=${encodeURIComponent(page)}` : ""}`;
     session = await getJson<RunSession>(kc, `${base}${query}`);
     // JSON streams page by page; the timeline aligns its columns over every event.
     if (command.output === "json") {

@@ -85,9 +85,12 @@ describe("kubectl jit's arguments", () => {
       run: "kb-search",
       namespace: "agents",
       output: "json",
+      chunkSize: 1000,
       kubeconfig: undefined,
       context: undefined,
     });
+    const chunked = parseCommand(["logs", "x", "--chunk-size", "2"]);
+    assert.equal(chunked !== "help" && chunked.chunkSize, 2);
     assert.equal(parseCommand([]), "help");
     assert.equal(parseCommand(["logs", "x", "--help"]), "help");
   });
@@ -107,5 +110,11 @@ describe("kubectl jit's arguments", () => {
     refused(["logs", "a", "b"], /unexpected arguments: b/);
     refused(["logs", "a", "-o", "yaml"], /--output must be text or json, not "yaml"/);
     refused(["logs", "a", "--since", "1h"], /--since/);
+    for (const size of ["0", "5001", "1.5", "ten"]) {
+      refused(
+        ["logs", "a", "--chunk-size", size],
+        /--chunk-size must be a whole number from 1 to 5000/,
+      );
+    }
   });
 });

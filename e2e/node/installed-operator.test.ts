@@ -440,6 +440,21 @@ describe("the operator installed with helm, on the real node", () => {
 
     const json = kubectlJit("alice", "logs", "kb-reader", "-n", kb.name, "-o", "json");
     assert.equal(json.status, 0, json.stderr);
+    // A page per event reads the same as one page: the plugin follows `continue` to the end.
+    for (const format of ["text", "json"]) {
+      const paged = kubectlJit(
+        "alice",
+        "logs",
+        "kb-reader",
+        "-n",
+        kb.name,
+        "-o",
+        format,
+        "--chunk-size",
+        "1",
+      );
+      assert.equal(paged.stdout, format === "text" ? text : json.stdout, paged.stderr);
+    }
     const events = json.stdout
       .trim()
       .split("\n")

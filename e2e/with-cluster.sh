@@ -8,6 +8,14 @@ cd "$repo_root"
 
 if [[ -f "$state/admin.kubeconfig" ]] && "$state/bin/kubectl" --kubeconfig "$state/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; then
   log "using the running test cluster"
+  # `make demo` leaves its operator installed: it would reconcile these runs too, and its
+  # sessions APIService is the cluster's only one.
+  helm=("$state/bin/helm" --kubeconfig "$state/admin.kubeconfig" --namespace langgraph-jit)
+  if "${helm[@]}" status langgraph-jit >/dev/null 2>&1; then
+    log "uninstalling the demo's release langgraph-jit"
+    "${helm[@]}" uninstall langgraph-jit --wait >/dev/null
+  fi
+  stop demo-services
 else
   e2e/cluster/up.sh
   trap 'e2e/cluster/down.sh' EXIT

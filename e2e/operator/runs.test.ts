@@ -147,12 +147,16 @@ describe("LangGraphRun lifecycle", () => {
         });
         return pods.items[0];
       });
-      // As a kubelet would report it, through the status subresource.
-      await core.replaceNamespacedPodStatus({
-        namespace: suite.ns.name,
-        name: pod.metadata?.name ?? "",
-        body: { ...pod, status: { ...pod.status, phase: podPhase } },
-      });
+      // As a kubelet would report it, through the status subresource; a merge patch, since the
+      // scheduler writes this pending pod's conditions meanwhile.
+      await core.patchNamespacedPodStatus(
+        {
+          namespace: suite.ns.name,
+          name: pod.metadata?.name ?? "",
+          body: { status: { phase: podPhase } },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
       const run = await waitForPhase(suite.ns.name, name, runPhase);
       assert.ok(run.status?.completedAt);
       assert.ok(run.status?.credential?.revokedAt, "credentials revoked when the run finished");

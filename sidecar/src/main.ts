@@ -92,7 +92,7 @@ const httpListeners = new HttpListeners({
   run: `${config.namespace ?? ""}/${config.run}`,
   credentials,
   record,
-  canRecord: () => !events.full,
+  canRecord: () => events.accepting,
   logger,
 });
 

@@ -1,6 +1,7 @@
 // The on-disk event buffer: sequence numbers without gaps across restarts, events kept until
 // acknowledged, a kill mid-write costing at most the torn line, and a bound that refuses.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -145,5 +146,34 @@ describe("the session event buffer", () => {
     buffer.acknowledge(appended);
     assert.equal(buffer.append(record("/room")), appended + 1);
     buffer.close();
+  });
+
+  it("survives a disk that refuses the end of a turn's write: keeps what it wrote, takes no more", () => {
+    // A real short write and EFBIG: the process may write files of at most 600 bytes.
+    const script = `
+      import { EventBuffer } from ${JSON.stringify(new URL("./event-buffer.ts", import.meta.url).pathname)};
+      const [directory, run, record] = ${JSON.stringify([directory, run, record("/v1/docs")])};
+      const buffer = new EventBuffer({ directory, run });
+      const turn = () => new Promise((resolve) => setImmediate(resolve));
+      buffer.record(record);
+      await turn();
+      for (let i = 0; i < 20; i++) buffer.record(record);
+      await turn();
+      let refused;
+      try { buffer.record({ ...record, kind: "denied" }); } catch (error) { refused = error.message; }
+      const read = buffer.read(100, 1 << 20).map((event) => event.seq);
+      console.log(JSON.stringify({ accepting: buffer.accepting, pending: buffer.pending, read, refused }));
+    `;
+    const output = execFileSync(
+      "prlimit",
+      ["--fsize=600", process.execPath, "--input-type=module", "-e", script],
+      { encoding: "utf8" },
+    );
+    const outcome = JSON.parse(output);
+    assert.deepEqual([outcome.accepting, outcome.pending, outcome.read], [false, 1, [1]]);
+    assert.match(
+      outcome.refused,
+      /session events can no longer be written to .*: wrote \d+ of \d+ bytes/,
+    );
   });
 });

@@ -70,6 +70,8 @@ export class EventBuffer {
   /** Lines numbered but not yet written, all for the newest segment. */
   #queued: string[] = [];
   #flushScheduled = false;
+  /** Why the disk refused queued events; the buffer then takes no more. */
+  #writeError: Error | undefined;
   /** Where each event of the last read() ends in its segment: acknowledge() resumes there. */
   #ends = new Map<number, { segment: Segment; end: number }>();
 
@@ -101,6 +103,11 @@ export class EventBuffer {
     return this.bytes + maxEventBytes > this.#maxBytes;
   }
 
+  /** Whether a new event would be kept: not full, and the disk took every write so far. */
+  get accepting(): boolean {
+    return this.#writeError === undefined && !this.full;
+  }
+
   get bytes(): number {
     return this.#bytes;
   }
@@ -112,6 +119,7 @@ export class EventBuffer {
   append(record: SessionRecord): number {
     const seq = this.enqueue(record);
     this.flush();
+    this.#refuseIfBroken();
     return seq;
   }
 
@@ -125,6 +133,7 @@ export class EventBuffer {
    * with the others queued meanwhile (or earlier, when flush() or append() comes first).
    */
   enqueue(record: SessionRecord): number {
+    this.#refuseIfBroken();
     const seq = this.#next;
     // The event is {schema, run, seq, ...record}, serialized without building it.
     const fields = JSON.stringify(record);
@@ -151,15 +160,39 @@ export class EventBuffer {
     return seq;
   }
 
-  /** Writes the queued events now. */
+  /**
+   * Writes the queued events now. It never throws (it also runs at the end of a turn, with no
+   * caller): a failed or short write is kept, and every later event is refused with it.
+   */
   flush(): void {
     if (this.#queued.length === 0) return;
-    const text = this.#queued.join("");
+    const text = Buffer.from(this.#queued.join(""));
+    const first = this.#next - this.#queued.length;
     this.#queued = [];
-    // One write: a kill leaves at most a torn last line, which recovery drops.
-    writeSync(this.#fd as number, text);
+    try {
+      // One write: a kill leaves at most a torn last line, which recovery drops.
+      const written = writeSync(this.#fd as number, text);
+      if (written < text.length) throw new Error(`wrote ${written} of ${text.length} bytes`);
+    } catch (error) {
+      this.#writeError ??= error as Error;
+      // The lost events were never kept: the shipper must not wait for them.
+      const segment = this.#segments.at(-1) as Segment;
+      segment.last = first - 1;
+      segment.bytes -= text.length;
+      this.#bytes -= text.length;
+      this.#next = first;
+    }
     for (const wake of this.#waiters) wake();
     this.#waiters.clear();
+  }
+
+  #refuseIfBroken(): void {
+    if (this.#writeError) {
+      throw new Error(
+        `session events can no longer be written to ${this.#directory}: ${this.#writeError.message}`,
+        { cause: this.#writeError },
+      );
+    }
   }
 
   readonly #flushQueued = () => {

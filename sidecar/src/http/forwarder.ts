@@ -56,7 +56,7 @@ export function upstreamOf(credential: HttpCredential): Upstream {
       basePath: url.pathname.replace(/\/+$/, ""),
       poolKey: `${url.origin}\n${credential.caPem ?? ""}`,
       credentialHeaders,
-      credentialHeaderNames: new Set(credentialHeaders.filter((_, index) => index % 2 === 0)),
+      credentialHeaderNames: new Set(Object.keys(credential.headers).map((n) => n.toLowerCase())),
     };
     upstreams.set(credential, upstream);
   }

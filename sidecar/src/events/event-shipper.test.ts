@@ -2,7 +2,7 @@
 // exactly once though the operator is away for a while, and a sidecar restarted on the same
 // buffer sends what was left without losing or duplicating anything.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, it } from "node:test";
@@ -103,5 +103,27 @@ it("flushes what is left within the deadline it is given", async () => {
   assert.equal(server.eventPosts, 2, "700 events go in two batches of at most 500");
   await close();
   await server.close();
+  buffer.close();
+});
+
+it("keeps running, and says why, when the buffer's files cannot be read", async () => {
+  const folder = join(directory, "unreadable");
+  const buffer = new EventBuffer({ directory: folder, run });
+  buffer.append(record(1));
+  for (const file of readdirSync(folder)) if (file.endsWith(".jsonl")) rmSync(join(folder, file));
+  const warnings: string[] = [];
+  const shipper = new EventShipper({
+    buffer,
+    post: async () => assert.fail("nothing could be read, so nothing is posted"),
+    token: () => "run-token",
+    logger: pino({ level: "warn" }, { write: (line: string) => void warnings.push(line) }),
+    backoff: { initialMs: 20, maxMs: 100 },
+    idleMs: 50,
+  });
+  shipper.start();
+  await waitFor("a warning naming the missing segment", () =>
+    warnings.some((line) => line.includes("ENOENT")),
+  );
+  await shipper.stop();
   buffer.close();
 });

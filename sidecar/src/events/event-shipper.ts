@@ -82,10 +82,12 @@ export class EventShipper {
     const { buffer, logger } = this.#options;
     const token = this.#options.token();
     if (!token) return false;
-    const events = buffer.read(maxEventsPerBatch, maxBatchBytes);
-    const last = events.at(-1);
-    if (!last) return true;
+    let events: SessionEvent[] = [];
     try {
+      // Inside: a read the disk refuses is retried like a refused post, never thrown out of the loop.
+      events = buffer.read(maxEventsPerBatch, maxBatchBytes);
+      const last = events.at(-1);
+      if (!last) return true;
       const answer = (await this.#options.post(token, events, signal)) as {
         ackedThrough?: unknown;
       };

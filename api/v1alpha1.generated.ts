@@ -22,6 +22,8 @@ export type AccessPolicySpec = {
   }>;
   /** Longest run this policy authorizes, as a duration such as 30m or 2h. */
   maxDuration: string;
+  /** The ServiceAccount of this namespace that runs granted by this policy run as; default: langgraph-jit-run, which the operator makes and binds to nothing. The pod never holds a token of it either way. */
+  runServiceAccountName?: string;
   /** A human approval before the run starts. */
   runApproval?: {
     approvers: Array<{
@@ -206,8 +208,14 @@ export type LangGraphRunStatus = {
     username?: string;
     uid?: string;
     groups?: Array<string>;
+    /** The authenticator's extra attributes, as SubjectAccessReviews need them. */
+    extra?: Record<string, Array<string>>;
   };
   jobName?: string;
+  /** The uid of the Job the operator created; no other Job gets the run's credential. */
+  jobUID?: string;
+  /** The operator's MAC over the phase, start, deadline and Job it decided; a status written by anyone else is not trusted. */
+  seal?: string;
   startedAt?: string;
   deadline?: string;
   completedAt?: string;

@@ -1,6 +1,7 @@
 // The langgraph-jit.dev/v1alpha1 API: generated resource types plus the contract's names.
 import type {
   AccessPolicySpec,
+  Connection,
   LangGraphRun,
   LangGraphRunSpec,
   LangGraphRunStatus,
@@ -27,7 +28,11 @@ export const labels = {
 export const annotations = {
   requester: "langgraph-jit.dev/requester",
   access: "langgraph-jit.dev/access",
+  /** On a run's Job: the operator's proof that it made it (no one else can). */
+  seal: "langgraph-jit.dev/seal",
 } as const;
+/** The ServiceAccount a run's pod runs as when no AccessPolicy names one; bound to nothing. */
+export const defaultRunServiceAccount = "langgraph-jit-run";
 export const revokeFinalizer = "langgraph-jit.dev/revoke";
 /** Holds a Connection's deletion while a run may hold an unrevoked credential through it. */
 export const connectionFinalizer = "langgraph-jit.dev/connection-in-use";
@@ -66,4 +71,18 @@ export function runKey(run: Pick<LangGraphRun, "metadata">): string {
 /** The run with its apiVersion and kind, which watched and listed objects may lack. */
 export function typedRun(run: LangGraphRun): LangGraphRun {
   return { ...run, apiVersion, kind: "LangGraphRun" };
+}
+
+/** The names of every Secret a Connection reads: they exist for the operator alone. */
+export function connectionSecretNames(connection: Connection): string[] {
+  const { postgres, http } = connection.spec;
+  const auth = http?.auth;
+  return [
+    postgres?.credentials.secretRef.name,
+    postgres?.caSecretRef?.name,
+    http?.caSecretRef?.name,
+    auth?.bearer?.secretRef.name,
+    auth?.header?.secretRef.name,
+    auth?.oauth2ClientCredentials?.clientSecretRef.name,
+  ].filter((name): name is string => typeof name === "string" && name !== "");
 }

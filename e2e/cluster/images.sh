@@ -15,7 +15,10 @@ source "$cluster_scripts/versions.env"
 cache_root="${LGJIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/langgraph-jit}"
 node_version="$(sed -n '/"node_modules\/node": {/,/}/s/.*"version": "\(.*\)".*/\1/p' "$repo_root/package-lock.json")"
 [[ -n "$node_version" ]] || die "package-lock.json pins no node version"
-base_image="localhost/lgjit/node-base:$node_version-$DEBIAN_SUITE"
+# The sidecar image's in-pod capture needs iptables: the base carries it, as the public
+# node image gets it from the sidecar Dockerfile's apt-get.
+base_packages=iptables
+base_image="localhost/lgjit/node-base:$node_version-$DEBIAN_SUITE-$base_packages"
 pause_image="localhost/lgjit/pause:$K8S_VERSION"
 coredns_image="localhost/lgjit/coredns:$COREDNS_VERSION"
 project_images=(operator sidecar graph)
@@ -45,7 +48,7 @@ debian_mirror() {
 build_base() {
   local rootfs="$work/rootfs"
   log "building $base_image: debootstrap $DEBIAN_SUITE (about a minute and a half)"
-  debootstrap --variant=minbase "$DEBIAN_SUITE" "$rootfs" "$(debian_mirror)" >"$work/debootstrap.log" 2>&1 ||
+  debootstrap --variant=minbase --include="$base_packages" "$DEBIAN_SUITE" "$rootfs" "$(debian_mirror)" >"$work/debootstrap.log" 2>&1 ||
     { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/{doc,man,info}/*
   log "adding Node $node_version and npm $NPM_VERSION from the npm registry"

@@ -14,6 +14,7 @@ export interface OperatorConfig {
   webhookConfigurationName: string;
   webhookSecretName: string;
   signingKeySecretName: string;
+  sealSecretName: string;
   runTokenTtlMs: number;
   /** Where session events are stored: a SQLite file or a PostgreSQL URL. */
   sessionStore: { kind: "sqlite"; file: string } | { kind: "postgres"; url: string };
@@ -21,6 +22,7 @@ export interface OperatorConfig {
   sidecarImage: string;
   sidecarImagePullPolicy: string;
   sidecarUid: number;
+  capture: boolean;
   clusterDomain: string;
   leaderElection: boolean;
   leaseName: string;
@@ -68,6 +70,11 @@ export const options = {
     "langgraph-jit-signing-keys",
     "Secret shared by replicas for the run-token signing keys",
   ],
+  "seal-secret-name": [
+    "LGJIT_SEAL_SECRET",
+    "langgraph-jit-seal-key",
+    "Secret shared by replicas for the key that seals run status and Jobs",
+  ],
   "run-token-ttl": [
     "LGJIT_RUN_TOKEN_TTL",
     "15m",
@@ -92,6 +99,11 @@ export const options = {
     "LGJIT_SIDECAR_UID",
     "17337",
     "UID the sidecar runs as; graph containers may not use it",
+  ],
+  capture: [
+    "LGJIT_CAPTURE",
+    "false",
+    "in-pod capture: only the sidecar's UID may send off loopback (for network plugins that do not enforce NetworkPolicy)",
   ],
   "cluster-domain": [
     "LGJIT_CLUSTER_DOMAIN",
@@ -213,6 +225,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     webhookConfigurationName: value("webhook-configuration-name"),
     webhookSecretName: value("webhook-secret-name"),
     signingKeySecretName: value("signing-key-secret-name"),
+    sealSecretName: value("seal-secret-name"),
     runTokenTtlMs: duration("run-token-ttl", value("run-token-ttl")),
     sessionStore: sessionStore(value("session-store")),
     // The run tokens' issuer: sidecars compare it as a string, so it has one spelling.
@@ -223,6 +236,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     sidecarImage: value("sidecar-image"),
     sidecarImagePullPolicy: value("sidecar-image-pull-policy"),
     sidecarUid: integer("sidecar-uid", value("sidecar-uid"), 1),
+    capture: boolean("capture", value("capture")),
     clusterDomain,
     leaderElection: boolean("leader-election", value("leader-election")),
     leaseName: value("lease-name"),

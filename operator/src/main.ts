@@ -2,10 +2,12 @@
 // reconciler on the replica holding the Lease.
 
 import {
+  AuthenticationV1Api,
   AuthorizationV1Api,
   BatchV1Api,
   CoreV1Api,
   CustomObjectsApi,
+  type KubeConfig,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { admissionRoutes } from "./admission/webhook-server.ts";
@@ -34,6 +36,8 @@ import { LeaderElector } from "./kube/leader-election.ts";
 import { createLogger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import { RunReconciler } from "./runs/reconciler.ts";
+import { loadStatusSeal } from "./runs/status-seal.ts";
+import { requesterAuthorizer } from "./runs/template-review.ts";
 import { PostgresSessionStore } from "./sessions/postgres-store.ts";
 import { sessionApiRoutes } from "./sessions/session-api.ts";
 import { SessionStatus } from "./sessions/session-status.ts";
@@ -63,6 +67,18 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     logger,
   });
   await signingKeys.ensure();
+  const seal = await loadStatusSeal({
+    core,
+    namespace: config.namespace,
+    secretName: config.sealSecretName,
+    logger,
+  });
+  const operatorUsername = await whoAmI(kc);
+  const authorization = kc.makeApiClient(AuthorizationV1Api);
+  const templateReview = {
+    rules: { sidecarUid: config.sidecarUid, capture: config.capture },
+    requesterMay: requesterAuthorizer(authorization),
+  };
 
   const tokens = new MintedTokens(core, config.namespace);
   const upstream = new UpstreamCredentials(
@@ -77,6 +93,8 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     metrics,
     revoker: new CredentialRevoker(upstream),
     operatorCaPem: () => tls.caBundlePem,
+    seal,
+    templateReview,
   });
   await reconciler.sync();
   const { caches } = reconciler;
@@ -94,7 +112,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     }),
     upstream,
     caches,
-    sidecar: { image: config.sidecarImage, uid: config.sidecarUid },
+    seal,
     issuer: config.operatorUrl,
     tokenTtlMs: config.runTokenTtlMs,
   });
@@ -109,7 +127,12 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     logger,
     routes: {
       ...admissionRoutes({
-        sidecarUid: config.sidecarUid,
+        runs: {
+          policies: (namespace) => caches.policies.list(namespace),
+          connections: (namespace) => caches.connections.list(namespace),
+          templateReview,
+        },
+        operatorUsername,
         logger: logger.child({ component: "webhooks" }),
         metrics,
       }),
@@ -119,6 +142,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
         refreshKeys: () => signingKeys.ensure(),
         issuerUrl: config.operatorUrl,
         runs: caches.runs,
+        seal,
         sessions: { store: sessionStore, status: sessionStatus },
         logger: logger.child({ component: "credentials" }),
         metrics,
@@ -127,7 +151,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
         store: sessionStore,
         runs: caches.runs,
         authenticate: (request) => frontProxy.authenticate(request),
-        authorization: kc.makeApiClient(AuthorizationV1Api),
+        authorization,
       }),
     },
   });
@@ -210,6 +234,17 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+/** The user name the API server knows this operator by: the one that may write run status. */
+async function whoAmI(kc: KubeConfig): Promise<string> {
+  const review = await kc.makeApiClient(AuthenticationV1Api).createSelfSubjectReview({
+    body: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" },
+  });
+  const username = review.status?.userInfo?.username;
+  if (!username)
+    throw new Error("the API server did not say who the operator is (SelfSubjectReview)");
+  return username;
 }
 
 function openSessionStore(store: OperatorConfig["sessionStore"]): SessionStore {

@@ -53,9 +53,22 @@ export function allow(request: AdmissionRequest, patch?: JsonPatchOperation[]): 
   };
 }
 
-export function deny(request: AdmissionRequest, message: string, code = 403): AdmissionResponse {
-  const reason = code === 403 ? "Forbidden" : "Invalid";
-  return { uid: request.uid, allowed: false, status: { code, reason, message } };
+const statusReasons: Record<number, string> = {
+  403: "Forbidden",
+  422: "Invalid",
+  503: "ServiceUnavailable",
+};
+
+export function deny(
+  request: AdmissionRequest,
+  message: string,
+  code: 403 | 422 | 503 = 403,
+): AdmissionResponse {
+  return {
+    uid: request.uid,
+    allowed: false,
+    status: { code, reason: statusReasons[code] ?? "Forbidden", message },
+  };
 }
 
 /** Escapes a key for use as one JSON Pointer segment (RFC 6901). */

@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
+import { postgresConnection } from "../testing/connections.ts";
 import type { AdmissionRequest } from "./admission-review.ts";
-import { mutateRun, requesterOf, validateRun } from "./run-admission.ts";
+import {
+  mutateRun,
+  type RunAdmissionDeps,
+  requesterOf,
+  validateRun,
+  validateRunStatus,
+} from "./run-admission.ts";
 
 const alice = {
   username: "alice@example.com",
@@ -71,80 +78,196 @@ describe("mutateRun", () => {
     );
   });
 
+  it("stamps the authenticator's extra attributes, which a SubjectAccessReview needs", () => {
+    const extra = { "authentication.kubernetes.io/credential-id": ["X509SHA256=ab"] };
+    const response = mutateRun({ ...request("CREATE", run()), userInfo: { ...alice, extra } });
+    assert.deepEqual(decodePatch(response.patch), [
+      {
+        op: "add",
+        path: "/metadata/annotations",
+        value: { "langgraph-jit.dev/requester": JSON.stringify({ ...alice, extra }) },
+      },
+    ]);
+  });
+
   it("does not touch updates", () => {
     const response = mutateRun(request("UPDATE", run({ "langgraph-jit.dev/requester": stamp })));
     assert.deepEqual(response, { uid: "req-1", allowed: true });
   });
 });
 
+/** Alice may read only the ConfigMap graph-settings; the namespace's one policy names kb-graphs. */
+const deps: RunAdmissionDeps = {
+  policies: () => [
+    {
+      metadata: { name: "ml-platform" },
+      spec: {
+        subjects: [{ kind: "Group", name: "ml-platform" }],
+        maxDuration: "1h",
+        grants: [{ connection: "kb-postgres", actions: ["read"] }],
+        runServiceAccountName: "kb-graphs",
+      },
+    },
+  ],
+  connections: () => [postgresConnection()],
+  templateReview: {
+    rules: { sidecarUid, capture: false },
+    requesterMay: async (_requester, _namespace, ref) => ref.name === "graph-settings",
+  },
+};
+
+function stamped(phase?: string): LangGraphRun {
+  return run({ "langgraph-jit.dev/requester": stamp }, phase);
+}
+
 describe("validateRun", () => {
-  it("accepts a CREATE whose stamp is the authenticated user", () => {
-    const response = validateRun(
-      request("CREATE", run({ "langgraph-jit.dev/requester": stamp })),
-      sidecarUid,
-    );
+  it("accepts a CREATE whose stamp is the authenticated user", async () => {
+    const response = await validateRun(request("CREATE", stamped()), deps);
     assert.equal(response.allowed, true);
   });
 
-  it("rejects a CREATE whose stamp differs from the authenticated user", () => {
+  it("rejects a CREATE whose stamp differs from the authenticated user", async () => {
     const other = JSON.stringify({ ...alice, username: "bob@example.com" });
-    const response = validateRun(
+    const response = await validateRun(
       request("CREATE", run({ "langgraph-jit.dev/requester": other })),
-      sidecarUid,
+      deps,
     );
     assert.equal(response.allowed, false);
     assert.match(response.status?.message ?? "", /does not match the authenticated requester/);
   });
 
-  it("rejects a change of the requester on UPDATE", () => {
-    const old = run({ "langgraph-jit.dev/requester": stamp });
+  it("rejects a change of the requester on UPDATE", async () => {
     const changed = run({
       "langgraph-jit.dev/requester": JSON.stringify({ username: "mallory@example.com" }),
     });
-    const response = validateRun(request("UPDATE", changed, old), sidecarUid);
+    const response = await validateRun(request("UPDATE", changed, stamped()), deps);
     assert.equal(response.allowed, false);
     assert.match(response.status?.message ?? "", /is immutable/);
   });
 
-  it("allows spec changes while the run is Pending", () => {
-    const old = run({ "langgraph-jit.dev/requester": stamp });
-    const changed = run({ "langgraph-jit.dev/requester": stamp });
-    changed.spec.access = [{ connection: "kb-postgres", actions: ["read", "write"] }];
-    assert.equal(validateRun(request("UPDATE", changed, old), sidecarUid).allowed, true);
-  });
-
-  it("rejects changes to access, template or maxDuration once the run left Pending, naming them", () => {
-    const old = run({ "langgraph-jit.dev/requester": stamp }, "Running");
-    const changed = run({ "langgraph-jit.dev/requester": stamp }, "Running");
+  it("rejects any change of the spec, even while the run is Pending, naming the fields", async () => {
+    const changed = stamped();
     changed.spec.access = [{ connection: "kb-postgres", actions: ["read", "write"] }];
     changed.spec.maxDuration = "2h";
-    const response = validateRun(request("UPDATE", changed, old), sidecarUid);
+    const response = await validateRun(request("UPDATE", changed, stamped()), deps);
     assert.equal(response.allowed, false);
     assert.equal(
       response.status?.message,
-      "spec.access, spec.maxDuration cannot change once the run has left Pending (phase Running)",
+      "spec.access, spec.maxDuration: a run's spec cannot change once it is created; create a new run instead",
     );
   });
 
-  it("allows metadata-only updates of a running run, such as a finalizer", () => {
-    const old = run({ "langgraph-jit.dev/requester": stamp }, "Running");
-    const changed = run({ "langgraph-jit.dev/requester": stamp }, "Running");
+  it("allows metadata-only updates of a running run, such as a finalizer", async () => {
+    const changed = stamped("Running");
     changed.metadata = { ...changed.metadata, finalizers: ["langgraph-jit.dev/revoke"] };
-    assert.equal(validateRun(request("UPDATE", changed, old), sidecarUid).allowed, true);
+    const response = await validateRun(request("UPDATE", changed, stamped("Running")), deps);
+    assert.equal(response.allowed, true);
   });
 
-  it("refuses a template whose container takes the sidecar's UID", () => {
-    const bad = run({ "langgraph-jit.dev/requester": stamp });
+  it("refuses a template that breaks a pod rule, with 422 and the field", async () => {
+    const bad = stamped();
     bad.spec.template.spec = {
       containers: [{ name: "graph", securityContext: { runAsUser: sidecarUid } }],
     };
-    const response = validateRun(request("CREATE", bad), sidecarUid);
+    const response = await validateRun(request("CREATE", bad), deps);
     assert.equal(response.allowed, false);
     assert.equal(response.status?.code, 422);
     assert.match(
       response.status?.message ?? "",
-      /^spec\.template: container "graph" runs as UID 17337/,
+      /^spec\.template\.spec\.containers\[0\]\.securityContext\.runAsUser: UID 17337 is reserved/,
     );
+  });
+
+  it("reviews the template as the requester: what they may read passes, what they may not is refused", async () => {
+    const withVolume = (volume: object) => {
+      const r = stamped();
+      r.spec.template.spec = { containers: [{ name: "graph" }], volumes: [volume as never] };
+      return r;
+    };
+    const allowed = withVolume({ name: "s", configMap: { name: "graph-settings" } });
+    assert.equal((await validateRun(request("CREATE", allowed), deps)).allowed, true);
+    const refused = await validateRun(
+      request("CREATE", withVolume({ name: "s", secret: { secretName: "payroll" } })),
+      deps,
+    );
+    assert.equal(
+      refused.status?.message,
+      'spec.template.spec.volumes[0].secret: alice@example.com may not get secrets "payroll" in namespace "agents", so the run\'s pod may not either',
+    );
+    const connectionSecret = await validateRun(
+      request("CREATE", withVolume({ name: "s", secret: { secretName: "kb-admin" } })),
+      deps,
+    );
+    assert.match(
+      connectionSecret.status?.message ?? "",
+      /holds the credentials of Connection "kb-postgres"/,
+    );
+  });
+
+  it("accepts only the ServiceAccounts the namespace's policies name for runs", async () => {
+    for (const [account, allowed] of [
+      ["langgraph-jit-run", true],
+      ["kb-graphs", true],
+      ["editor", false],
+    ] as const) {
+      const r = stamped();
+      r.spec.template.spec = { containers: [{ name: "graph" }], serviceAccountName: account };
+      assert.equal((await validateRun(request("CREATE", r), deps)).allowed, allowed, account);
+    }
+  });
+
+  it("refuses, never admits, a template it could not review", async () => {
+    const r = stamped();
+    r.spec.template.spec = {
+      containers: [{ name: "graph" }],
+      volumes: [{ name: "s", secret: { secretName: "graph-token" } }],
+    };
+    const down = {
+      ...deps,
+      templateReview: {
+        ...deps.templateReview,
+        requesterMay: () => Promise.reject(new Error("connect ECONNREFUSED 10.96.0.1:443")),
+      },
+    };
+    const response = await validateRun(request("CREATE", r), down);
+    assert.equal(response.allowed, false);
+    assert.equal(response.status?.code, 503);
+    assert.match(
+      response.status?.message ?? "",
+      /could not be reviewed as alice@example.com: connect ECONNREFUSED/,
+    );
+  });
+});
+
+describe("validateRunStatus", () => {
+  const statusRequest = (username: string) => ({
+    ...request("UPDATE", stamped("Running"), stamped("Pending")),
+    subResource: "status",
+    namespace: "agents",
+    name: "r",
+    userInfo: { username },
+  });
+
+  it("lets the operator write a run's status", () => {
+    const response = validateRunStatus(
+      statusRequest("system:serviceaccount:lgjit:operator"),
+      "system:serviceaccount:lgjit:operator",
+    );
+    assert.equal(response.allowed, true);
+  });
+
+  it("refuses anyone else, cluster admins included", () => {
+    for (const user of ["alice@example.com", "admin"]) {
+      const response = validateRunStatus(
+        statusRequest(user),
+        "system:serviceaccount:lgjit:operator",
+      );
+      assert.equal(response.allowed, false);
+      assert.equal(
+        response.status?.message,
+        `status of LangGraphRun agents/r is written by langgraph-jit (system:serviceaccount:lgjit:operator) alone, not by ${user}`,
+      );
+    }
   });
 });
 
@@ -154,5 +277,13 @@ describe("requesterOf", () => {
     assert.equal(requesterOf(run({ "langgraph-jit.dev/requester": "{not json" })), undefined);
     assert.equal(requesterOf(run({ "langgraph-jit.dev/requester": "{}" })), undefined);
     assert.equal(requesterOf(run()), undefined);
+    const extra = { a: ["1"] };
+    const withExtra = JSON.stringify({ ...alice, extra });
+    assert.deepEqual(requesterOf(run({ "langgraph-jit.dev/requester": withExtra })), {
+      ...alice,
+      extra,
+    });
+    const badExtra = JSON.stringify({ ...alice, extra: { a: [1] } });
+    assert.equal(requesterOf(run({ "langgraph-jit.dev/requester": badExtra })), undefined);
   });
 });

@@ -1,8 +1,18 @@
 // Admission of LangGraphRuns: the requester is stamped from the API server's authentication
-// of the request (request.userInfo), which no client can forge, and never changes afterwards.
+// of the request (request.userInfo), which no client can forge, and never changes afterwards;
+// the run's spec never changes either; its pod template is reviewed as the requester; and
+// its status is written by the operator alone.
 import { isDeepStrictEqual } from "node:util";
-import { annotations, type LangGraphRun, type Requester, RunPhase } from "../../../api/v1alpha1.ts";
-import { checkTemplate, TemplateRefused } from "../runs/job-builder.ts";
+import {
+  type AccessPolicy,
+  annotations,
+  type Connection,
+  defaultRunServiceAccount,
+  type LangGraphRun,
+  type Requester,
+} from "../../../api/v1alpha1.ts";
+import { TemplateRefused } from "../runs/pod-rules.ts";
+import { reviewTemplate, type TemplateReviewDeps } from "../runs/template-review.ts";
 import {
   type AdmissionRequest,
   type AdmissionResponse,
@@ -13,25 +23,39 @@ import {
 } from "./admission-review.ts";
 
 const requesterField = `metadata.annotations[${annotations.requester}]`;
-const immutableOnceStarted = ["access", "template", "maxDuration"] as const;
 
 export function requesterFrom(user: UserInfo): Requester {
-  return { username: user.username ?? "", uid: user.uid ?? "", groups: user.groups ?? [] };
+  const extra = user.extra && Object.keys(user.extra).length > 0 ? { extra: user.extra } : {};
+  return {
+    username: user.username ?? "",
+    uid: user.uid ?? "",
+    groups: user.groups ?? [],
+    ...extra,
+  };
 }
 
-/** The requester stamped on a run, or undefined when it is missing or not valid JSON. */
+const isStringList = (value: unknown): value is string[] =>
+  Array.isArray(value) && value.every((item) => typeof item === "string");
+
+/** The requester stamped on a run, or undefined when it is missing or malformed. */
 export function requesterOf(run: LangGraphRun): Requester | undefined {
   const raw = run.metadata?.annotations?.[annotations.requester];
   if (!raw) return undefined;
   try {
     const parsed = JSON.parse(raw) as Partial<Requester>;
     if (typeof parsed.username !== "string" || parsed.username === "") return undefined;
+    const extra = parsed.extra;
+    if (
+      extra !== undefined &&
+      (typeof extra !== "object" || extra === null || !Object.values(extra).every(isStringList))
+    ) {
+      return undefined;
+    }
     return {
       username: parsed.username,
       uid: typeof parsed.uid === "string" ? parsed.uid : "",
-      groups: Array.isArray(parsed.groups)
-        ? parsed.groups.filter((g) => typeof g === "string")
-        : [],
+      groups: isStringList(parsed.groups) ? parsed.groups : [],
+      ...(extra ? { extra } : {}),
     };
   } catch {
     return undefined;
@@ -67,53 +91,96 @@ export function mutateRun(request: AdmissionRequest<LangGraphRun>): AdmissionRes
   return allow(request, patch);
 }
 
+/** What the validating webhook reads: the namespace's policies and Connections, from the caches. */
+export interface RunAdmissionDeps {
+  policies(namespace: string): AccessPolicy[];
+  connections(namespace: string): Connection[];
+  templateReview: TemplateReviewDeps;
+}
+
 /**
  * Validating webhook, after every mutation: the stamp matches the authenticated user on
- * CREATE, never changes on UPDATE, and the run's access, template and duration are frozen
- * once it has left Pending.
+ * CREATE and the pod template passes review as that user; on UPDATE neither the stamp nor the
+ * spec changes (like a Job's template, a run's spec is fixed when it is created).
  */
-export function validateRun(
+export async function validateRun(
   request: AdmissionRequest<LangGraphRun>,
-  sidecarUid: number,
-): AdmissionResponse {
+  deps: RunAdmissionDeps,
+): Promise<AdmissionResponse> {
   const run = request.object;
-  if (!run || (request.operation !== "CREATE" && request.operation !== "UPDATE"))
-    return allow(request);
-
-  if (request.operation === "CREATE") {
-    const stamped = requesterOf(run);
-    if (!stamped || !isDeepStrictEqual(stamped, requesterFrom(request.userInfo))) {
-      return deny(request, `${requesterField} does not match the authenticated requester`);
-    }
-  } else {
+  if (!run) return allow(request);
+  if (request.operation === "UPDATE") {
     const old = request.oldObject;
     const before = old?.metadata?.annotations?.[annotations.requester];
     if (run.metadata?.annotations?.[annotations.requester] !== before) {
       return deny(request, `${requesterField} is immutable`);
     }
-    const phase = old?.status?.phase ?? RunPhase.Pending;
-    if (phase !== RunPhase.Pending) {
-      const changed = immutableOnceStarted.filter(
-        (field) => !isDeepStrictEqual(run.spec?.[field], old?.spec?.[field]),
+    if (!isDeepStrictEqual(run.spec, old?.spec)) {
+      const changed = Object.keys({ ...run.spec, ...old?.spec }).filter(
+        (field) =>
+          !isDeepStrictEqual(
+            run.spec?.[field as keyof LangGraphRun["spec"]],
+            old?.spec?.[field as keyof LangGraphRun["spec"]],
+          ),
       );
-      if (changed.length > 0) {
-        return deny(
-          request,
-          `${changed.map((f) => `spec.${f}`).join(", ")} cannot change once the run has left Pending (phase ${phase})`,
-        );
-      }
+      return deny(
+        request,
+        `${changed.map((f) => `spec.${f}`).join(", ")}: a run's spec cannot change once it is created; create a new run instead`,
+      );
     }
+    return allow(request);
   }
+  if (request.operation !== "CREATE") return allow(request);
 
-  const podSpec = run.spec?.template?.spec;
-  if (podSpec) {
-    try {
-      checkTemplate(podSpec, sidecarUid);
-    } catch (error) {
-      if (error instanceof TemplateRefused)
-        return deny(request, `spec.template: ${error.message}`, 422);
-      throw error;
+  const stamped = requesterOf(run);
+  if (!stamped || !isDeepStrictEqual(stamped, requesterFrom(request.userInfo))) {
+    return deny(request, `${requesterField} does not match the authenticated requester`);
+  }
+  const namespace = request.namespace ?? run.metadata?.namespace ?? "";
+  // Which account applies is the reconciler's to decide from the granting policies; here the
+  // template may name only one that some policy of the namespace names for runs.
+  const serviceAccounts = new Set([
+    defaultRunServiceAccount,
+    ...deps.policies(namespace).flatMap((p) => p.spec.runServiceAccountName ?? []),
+  ]);
+  try {
+    await reviewTemplate(
+      {
+        template: run.spec.template,
+        namespace,
+        requester: stamped,
+        serviceAccounts,
+        connections: deps.connections(namespace),
+      },
+      deps.templateReview,
+    );
+  } catch (error) {
+    if (error instanceof TemplateRefused) {
+      return deny(request, `spec.template.${error.message}`, 422);
     }
+    // Fail closed: a template that could not be reviewed is not admitted.
+    return deny(
+      request,
+      `the pod template could not be reviewed as ${stamped.username}: ${(error as Error).message}`,
+      503,
+    );
   }
   return allow(request);
+}
+
+/**
+ * Validating webhook on langgraphruns/status: a run's phase, deadline, Job and approval are
+ * the operator's to decide, so only the operator's own identity may write them.
+ */
+export function validateRunStatus(
+  request: AdmissionRequest<LangGraphRun>,
+  operatorUsername: string,
+): AdmissionResponse {
+  if (request.operation !== "UPDATE" || request.userInfo.username === operatorUsername) {
+    return allow(request);
+  }
+  return deny(
+    request,
+    `status of LangGraphRun ${request.namespace}/${request.name} is written by langgraph-jit (${operatorUsername}) alone, not by ${request.userInfo.username}`,
+  );
 }

@@ -4,11 +4,13 @@ import type {
   V1MutatingWebhookConfiguration,
   V1ValidatingWebhookConfiguration,
 } from "@kubernetes/client-node";
-import { group, resources, version } from "../../../api/v1alpha1.ts";
+import { group, labels, resources, version } from "../../../api/v1alpha1.ts";
 
 export const webhookPaths = {
   mutateRun: "/admission/mutate/langgraphruns",
   validateRun: "/admission/validate/langgraphruns",
+  validateRunStatus: "/admission/validate/langgraphruns/status",
+  validateEphemeralContainers: "/admission/validate/pods/ephemeralcontainers",
 } as const;
 
 export interface WebhookTarget {
@@ -37,7 +39,7 @@ function clientConfig(
 const common = (target: WebhookTarget) => ({
   admissionReviewVersions: ["v1"],
   sideEffects: "None",
-  // Fail closed: no run is admitted unless we stamped and checked it.
+  // Fail closed: nothing is admitted unless we checked it.
   failurePolicy: "Fail",
   timeoutSeconds: 5,
   matchPolicy: "Equivalent",
@@ -46,15 +48,14 @@ const common = (target: WebhookTarget) => ({
       { key: "kubernetes.io/metadata.name", operator: "NotIn", values: [target.namespace] },
     ],
   },
-  rules: [
-    {
-      apiGroups: [group],
-      apiVersions: [version],
-      operations: ["CREATE", "UPDATE"],
-      resources: [resources.runs],
-      scope: "Namespaced",
-    },
-  ],
+});
+
+const runRule = (operations: string[], resource: string) => ({
+  apiGroups: [group],
+  apiVersions: [version],
+  operations,
+  resources: [resource],
+  scope: "Namespaced",
 });
 
 export function mutatingConfiguration(target: WebhookTarget): V1MutatingWebhookConfiguration {
@@ -68,6 +69,7 @@ export function mutatingConfiguration(target: WebhookTarget): V1MutatingWebhookC
         clientConfig: clientConfig(target, webhookPaths.mutateRun),
         reinvocationPolicy: "Never",
         ...common(target),
+        rules: [runRule(["CREATE", "UPDATE"], resources.runs)],
       },
     ],
   };
@@ -83,6 +85,29 @@ export function validatingConfiguration(target: WebhookTarget): V1ValidatingWebh
         name: `runs.${group}`,
         clientConfig: clientConfig(target, webhookPaths.validateRun),
         ...common(target),
+        rules: [runRule(["CREATE", "UPDATE"], resources.runs)],
+      },
+      {
+        name: `status.runs.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.validateRunStatus),
+        ...common(target),
+        rules: [runRule(["UPDATE"], `${resources.runs}/status`)],
+      },
+      {
+        // A debugging container in a run's pod could read the sidecar's memory or token.
+        name: `ephemeral-containers.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.validateEphemeralContainers),
+        ...common(target),
+        objectSelector: { matchExpressions: [{ key: labels.run, operator: "Exists" }] },
+        rules: [
+          {
+            apiGroups: [""],
+            apiVersions: ["v1"],
+            operations: ["UPDATE"],
+            resources: ["pods/ephemeralcontainers"],
+            scope: "Namespaced",
+          },
+        ],
       },
     ],
   };

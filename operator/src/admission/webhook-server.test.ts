@@ -55,7 +55,19 @@ describe("admission webhook server", () => {
     const logger = pino({ level: "silent" });
     const server = createApiServer({
       tls: serving,
-      routes: admissionRoutes({ sidecarUid: 17337, logger, metrics }),
+      routes: admissionRoutes({
+        runs: {
+          policies: () => [],
+          connections: () => [],
+          templateReview: {
+            rules: { sidecarUid: 17337, capture: false },
+            requesterMay: async () => false,
+          },
+        },
+        operatorUsername: "system:serviceaccount:lgjit:operator",
+        logger,
+        metrics,
+      }),
       logger,
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -113,6 +125,37 @@ describe("admission webhook server", () => {
     assert.equal(answer.response.status.code, 403);
     const counted = await metrics.webhookDecisions.get();
     assert.ok(counted.values.some((v) => v.labels.decision === "denied" && v.value >= 1));
+  });
+
+  it("refuses ephemeral containers in a run's pod, and only there", async () => {
+    const ephemeral = (labels: Record<string, string>) =>
+      JSON.stringify({
+        apiVersion: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        request: {
+          uid: "req-8",
+          kind: { group: "", version: "v1", kind: "Pod" },
+          resource: { group: "", version: "v1", resource: "pods" },
+          subResource: "ephemeralcontainers",
+          namespace: "agents",
+          name: "kb-refresh-x7k2p",
+          operation: "UPDATE",
+          userInfo: alice,
+          object: { metadata: { name: "kb-refresh-x7k2p", labels } },
+          oldObject: { metadata: { name: "kb-refresh-x7k2p", labels } },
+        },
+      });
+    const path = webhookPaths.validateEphemeralContainers;
+    const refused = JSON.parse(
+      (await send(path, ephemeral({ "langgraph-jit.dev/run": "r" }))).body,
+    );
+    assert.equal(refused.response.allowed, false);
+    assert.match(
+      refused.response.status.message,
+      /belongs to a LangGraphRun: its pod takes no ephemeral containers/,
+    );
+    const other = JSON.parse((await send(path, ephemeral({ app: "web" }))).body);
+    assert.equal(other.response.allowed, true);
   });
 
   it("refuses malformed requests with a clear status and keeps serving", async () => {

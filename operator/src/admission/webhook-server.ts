@@ -1,26 +1,53 @@
 // The admission routes the API server calls; served on the operator's HTTPS server.
+
+import type { V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { LangGraphRun } from "../../../api/v1alpha1.ts";
+import { type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
 import { HttpError, type Route, readBody } from "../https-server.ts";
 import type { OperatorMetrics } from "../metrics.ts";
-import type { AdmissionRequest, AdmissionResponse, AdmissionReview } from "./admission-review.ts";
-import { mutateRun, validateRun } from "./run-admission.ts";
+import {
+  type AdmissionRequest,
+  type AdmissionResponse,
+  type AdmissionReview,
+  allow,
+  deny,
+} from "./admission-review.ts";
+import {
+  mutateRun,
+  type RunAdmissionDeps,
+  validateRun,
+  validateRunStatus,
+} from "./run-admission.ts";
 import { webhookPaths } from "./webhook-configurations.ts";
 
 const maxBodyBytes = 3 * 1024 * 1024;
 
 export interface AdmissionRoutesOptions {
-  sidecarUid: number;
+  runs: RunAdmissionDeps;
+  /** The operator's own user name, the only one that may write a run's status. */
+  operatorUsername: string;
   logger: Logger;
   metrics: OperatorMetrics;
 }
 
-type Handler = (request: AdmissionRequest<LangGraphRun>) => AdmissionResponse;
+type Handler<T> = (request: AdmissionRequest<T>) => AdmissionResponse | Promise<AdmissionResponse>;
 
-function parseRequest(body: string): AdmissionRequest<LangGraphRun> {
-  let review: AdmissionReview<LangGraphRun>;
+/** A run's pod takes no ephemeral containers: they could read the sidecar's memory or token. */
+export function validateEphemeralContainers(request: AdmissionRequest<V1Pod>): AdmissionResponse {
+  const isRunPod = [request.object, request.oldObject].some(
+    (pod) => pod?.metadata?.labels?.[labels.run] !== undefined,
+  );
+  if (!isRunPod) return allow(request);
+  return deny(
+    request,
+    `pod ${request.namespace}/${request.name} belongs to a LangGraphRun: its pod takes no ephemeral containers, which could read the langgraph-jit sidecar's memory and token`,
+  );
+}
+
+function parseRequest<T>(body: string): AdmissionRequest<T> {
+  let review: AdmissionReview<T>;
   try {
-    review = JSON.parse(body) as AdmissionReview<LangGraphRun>;
+    review = JSON.parse(body) as AdmissionReview<T>;
   } catch {
     throw new HttpError(400, "BadRequest", "body is not JSON");
   }
@@ -36,11 +63,11 @@ function parseRequest(body: string): AdmissionRequest<LangGraphRun> {
 
 export function admissionRoutes(options: AdmissionRoutesOptions): Record<string, Route> {
   const { logger, metrics } = options;
-  const route = (webhook: string, handle: Handler): Route => ({
+  const route = <T>(webhook: string, handle: Handler<T>): Route => ({
     method: "POST",
     async handle(request) {
-      const admission = parseRequest(await readBody(request, maxBodyBytes));
-      const answer = handle(admission);
+      const admission = parseRequest<T>(await readBody(request, maxBodyBytes));
+      const answer = await handle(admission);
       metrics.webhookDecisions.inc({ webhook, decision: answer.allowed ? "allowed" : "denied" });
       if (!answer.allowed) {
         const { namespace, name, operation, userInfo } = admission;
@@ -57,8 +84,15 @@ export function admissionRoutes(options: AdmissionRoutesOptions): Record<string,
   });
   return {
     [webhookPaths.mutateRun]: route("mutate-run", mutateRun),
-    [webhookPaths.validateRun]: route("validate-run", (request) =>
-      validateRun(request, options.sidecarUid),
+    [webhookPaths.validateRun]: route<LangGraphRun>("validate-run", (request) =>
+      validateRun(request, options.runs),
+    ),
+    [webhookPaths.validateRunStatus]: route<LangGraphRun>("validate-run-status", (request) =>
+      validateRunStatus(request, options.operatorUsername),
+    ),
+    [webhookPaths.validateEphemeralContainers]: route(
+      "validate-ephemeral-containers",
+      validateEphemeralContainers,
     ),
   };
 }

@@ -8,10 +8,12 @@ import {
   type RunTokenStatus,
 } from "../../../api/credentials.ts";
 import { maxBatchBytes, type SessionEventsAck } from "../../../api/session-events.ts";
+import { timerDelay } from "../../../api/timers.ts";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
 import { HttpError, type Route, readBody } from "../https-server.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import type { Cache } from "../runs/run-controller.ts";
+import type { StatusSeal } from "../runs/status-seal.ts";
 import { parseEventsBatch } from "../sessions/events-batch.ts";
 import type { SessionStatus } from "../sessions/session-status.ts";
 import type { SessionStore } from "../sessions/session-store.ts";
@@ -36,6 +38,7 @@ export interface CredentialRoutesOptions {
   /** The run JWT's iss. */
   issuerUrl: string;
   runs: Cache<LangGraphRun> & { onChange(handler: (run: LangGraphRun) => void): void };
+  seal: StatusSeal;
   sessions: { store: SessionStore; status: SessionStatus };
   logger: Logger;
   metrics: OperatorMetrics;
@@ -82,7 +85,7 @@ export function credentialRoutes(options: CredentialRoutesOptions): Record<strin
         `LangGraphRun ${token.run.namespace}/${token.run.name} is gone`,
       );
     }
-    const refusal = credentialRefusal(run, Date.now());
+    const refusal = credentialRefusal(run, Date.now(), options.seal);
     return refusal && new HttpError(401, "Revoked", refusal.message);
   };
 
@@ -101,7 +104,7 @@ export function credentialRoutes(options: CredentialRoutesOptions): Record<strin
         if (set.size === 0) waiters.delete(uid);
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(done, timerDelay(ms));
       signal.addEventListener("abort", done);
       set.add(done);
     });

@@ -33,8 +33,8 @@ import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
 import { metaTime, patchAs } from "../kube/meta.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { findCondition, setCondition } from "../runs/conditions.ts";
-import { checkRunPod, TemplateRefused } from "../runs/job-builder.ts";
 import type { Cache } from "../runs/run-controller.ts";
+import type { StatusSeal } from "../runs/status-seal.ts";
 import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
 import type { SigningKeys } from "./signing-keys.ts";
 import type { PodIdentity, PodTokenReviewer } from "./token-review.ts";
@@ -61,8 +61,7 @@ export interface CredentialIssuerOptions {
     policies: Cache<AccessPolicy>;
     connections: Cache<Connection>;
   };
-  /** The sidecar a run's pod must hold, as the operator injects it. */
-  sidecar: { image: string; uid: number };
+  seal: StatusSeal;
   /** The run JWT's iss: the operator URL sidecars are given. */
   issuer: string;
   /** A run JWT lives at most this long (and never past the deadline); sidecars refresh. */
@@ -100,8 +99,7 @@ export class CredentialIssuer {
     const identity = await this.#o.reviewer.review(podToken);
     let run: LangGraphRun | undefined;
     try {
-      let pod: V1Pod;
-      ({ run, pod } = await runOfPod(identity, {
+      ({ run } = await runOfPod(identity, {
         readPod: (namespace, name) => {
           // The watch removes a deleted pod from the cache; a miss asks the API server.
           const cached = this.#o.caches.pods.get(namespace, name);
@@ -111,28 +109,19 @@ export class CredentialIssuer {
         readJob: this.#o.readJob,
         jobs: this.#o.caches.jobs,
         runs: this.#o.caches.runs,
+        seal: this.#o.seal,
       }));
-      return await this.#issueToRun(run, pod, identity);
+      return await this.#issueToRun(run, identity);
     } catch (error) {
       if (error instanceof HttpError) this.#refused(identity, run, error);
       throw error;
     }
   }
 
-  async #issueToRun(
-    run: LangGraphRun,
-    pod: V1Pod,
-    identity: PodIdentity,
-  ): Promise<CredentialBundle> {
+  async #issueToRun(run: LangGraphRun, identity: PodIdentity): Promise<CredentialBundle> {
     const now = this.#now();
-    const refusal = credentialRefusal(run, now);
+    const refusal = credentialRefusal(run, now, this.#o.seal);
     if (refusal) throw refusal;
-    try {
-      checkRunPod(pod.spec, this.#o.sidecar);
-    } catch (error) {
-      if (!(error instanceof TemplateRefused)) throw error;
-      throw new HttpError(403, "NotARunPod", `pod ${identity.podName}: ${error.message}`);
-    }
     const grants = this.#grants(run);
     const deadlineMs = Date.parse(run.status?.deadline ?? "");
     const tokenExpiresMs = Math.min(deadlineMs, now + this.#o.tokenTtlMs);
@@ -260,7 +249,7 @@ export class CredentialIssuer {
     const name = cached.metadata?.name ?? "";
     let run = cached;
     for (let attempt = 1; ; attempt++) {
-      const refusal = credentialRefusal(run, this.#now());
+      const refusal = credentialRefusal(run, this.#now(), this.#o.seal);
       if (refusal) throw refusal;
       const generation = run.metadata?.generation;
       const status = {

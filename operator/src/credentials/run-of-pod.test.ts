@@ -5,7 +5,15 @@ import { describe, it } from "node:test";
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
 import type { HttpError } from "../https-server.ts";
+import { StatusSeal } from "../runs/status-seal.ts";
 import { type OwnerChainDeps, runOfPod } from "./run-of-pod.ts";
+
+const seal = new StatusSeal(Buffer.alloc(32, 7));
+const podSpec = { containers: [{ name: "graph", image: "g" }] };
+const jobLabels = {
+  "batch.kubernetes.io/controller-uid": "job-1",
+  "batch.kubernetes.io/job-name": "r",
+};
 
 const identity = { namespace: "agents", serviceAccount: "default", podName: "p", podUid: "pod-1" };
 const controller = { controller: true, blockOwnerDeletion: true };
@@ -16,14 +24,16 @@ function chain(
   const run: LangGraphRun = {
     metadata: { name: "r", namespace: "agents", uid: "run-1" },
     spec: { template: {}, access: [], maxDuration: "1h" },
-    status: { phase: "Running", jobName: "r" },
+    status: { phase: "Running", jobName: "r", jobUID: "job-1" },
     ...changes.run,
   };
   const job: V1Job = {
+    spec: { template: { spec: podSpec } },
     metadata: {
       name: "r",
       namespace: "agents",
       uid: "job-1",
+      annotations: { "langgraph-jit.dev/seal": seal.ofJob(run, "r") },
       ownerReferences: [
         {
           apiVersion: "langgraph-jit.dev/v1alpha1",
@@ -37,10 +47,12 @@ function chain(
     ...changes.job,
   };
   const pod: V1Pod = {
+    spec: podSpec,
     metadata: {
       name: "p",
       namespace: "agents",
       uid: "pod-1",
+      labels: jobLabels,
       ownerReferences: [
         { apiVersion: "batch/v1", kind: "Job", name: "r", uid: "job-1", ...controller },
       ],
@@ -53,15 +65,17 @@ function chain(
     readJob: async () => job,
     jobs: one(job),
     runs: one(run),
+    seal,
   };
   return runOfPod(identity, deps);
 }
 
-async function refusal(result: Promise<unknown>): Promise<string> {
+async function refusal(result: Promise<unknown>, message?: RegExp): Promise<string> {
   const error = (await result.then(
     () => assert.fail("the chain was accepted"),
     (e: unknown) => e,
   )) as HttpError;
+  if (message) assert.match(error.message, message);
   return `${error.status} ${error.reason}`;
 }
 
@@ -105,11 +119,55 @@ describe("the owner chain pod -> Job -> LangGraphRun", () => {
     assert.equal(await refusal(chain({ job, pod })), "403 NotARunPod");
   });
 
-  it("serves the run's Job before the run records its name (the pod can start first)", async () => {
+  it("serves the run's sealed Job before the run records its uid (the pod can start first)", async () => {
     const run = {
       metadata: { name: "r", namespace: "agents", uid: "run-1" },
       status: { phase: "Running" as const },
     };
     assert.equal((await chain({ run })).run.metadata?.uid, "run-1");
+  });
+
+  it("refuses the pod of a Job someone else made under the run's name", async () => {
+    const run = {
+      metadata: { name: "r", namespace: "agents", uid: "run-1" },
+      status: { phase: "Running" as const },
+    };
+    const claim = { apiVersion: "langgraph-jit.dev/v1alpha1", kind: "LangGraphRun", name: "r" };
+    const job = {
+      metadata: {
+        name: "r",
+        uid: "job-1",
+        ownerReferences: [{ ...claim, uid: "run-1", ...controller }],
+      },
+      spec: { template: { spec: podSpec } },
+    };
+    assert.equal(
+      await refusal(
+        chain({ run, job }),
+        /^Job agents\/r is not the Job langgraph-jit created for LangGraphRun r$/,
+      ),
+      "403 NotARunPod",
+    );
+  });
+
+  it("refuses a pod that claims the run's Job but is not made from its template", async () => {
+    const pod = {
+      metadata: {
+        name: "p",
+        uid: "pod-1",
+        labels: jobLabels,
+        ownerReferences: [
+          { apiVersion: "batch/v1", kind: "Job", name: "r", uid: "job-1", ...controller },
+        ],
+      },
+      spec: { containers: [{ name: "graph", image: "evil/graph:1" }] },
+    };
+    assert.equal(
+      await refusal(
+        chain({ pod }),
+        /^pod agents\/p is not the pod of Job r: containers\[0\] "graph"\.image differs from the Job's template$/,
+      ),
+      "403 NotARunPod",
+    );
   });
 });

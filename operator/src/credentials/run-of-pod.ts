@@ -1,10 +1,13 @@
 // The owner chain that binds a pod to a run: pod -> Job -> LangGraphRun, matched by uid at
-// every step, so a pod or run recreated under the same name is never mistaken for the old one.
+// every step, so a pod or run recreated under the same name is never mistaken for the old one;
+// the Job is the one the operator sealed for the run, and the pod is that Job's, unaltered.
 import type { V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
 import { apiVersion, finishedPhases, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
 import { HttpError } from "../https-server.ts";
 import { runObjectName } from "../runs/names.ts";
 import type { Cache } from "../runs/run-controller.ts";
+import { podDeviation } from "../runs/run-pod.ts";
+import { isRunJob, type StatusSeal } from "../runs/status-seal.ts";
 import type { PodIdentity } from "./token-review.ts";
 
 export interface OwnerChainDeps {
@@ -12,6 +15,7 @@ export interface OwnerChainDeps {
   readJob(namespace: string, name: string): Promise<V1Job | undefined>;
   jobs: Cache<V1Job>;
   runs: Cache<LangGraphRun>;
+  seal: StatusSeal;
 }
 
 function controllerOf(
@@ -57,22 +61,41 @@ export async function runOfPod(
   }
   // Owner references are claims anyone may write: only the Job the operator makes for the run
   // counts, known by its one name (not status.jobName, which the pod can outrun).
-  if (jobRef.name !== runObjectName(run)) {
+  if (jobRef.name !== runObjectName(run) || !isRunJob(run, job, deps.seal)) {
     throw new HttpError(
       403,
       "NotARunPod",
-      `Job ${namespace}/${jobRef.name} is not the Job of LangGraphRun ${runRef.name}`,
+      `Job ${namespace}/${jobRef.name} is not the Job langgraph-jit created for LangGraphRun ${runRef.name}`,
+    );
+  }
+  const deviation = podDeviation(pod, job);
+  if (deviation) {
+    throw new HttpError(
+      403,
+      "NotARunPod",
+      `pod ${namespace}/${podName} is not the pod of Job ${jobRef.name}: ${deviation}`,
     );
   }
   return { run, pod };
 }
 
 /** Why the run may not hold a credential now, or undefined while it may. */
-export function credentialRefusal(run: LangGraphRun, nowMs: number): HttpError | undefined {
+export function credentialRefusal(
+  run: LangGraphRun,
+  nowMs: number,
+  seal: StatusSeal,
+): HttpError | undefined {
   const name = `LangGraphRun ${run.metadata?.namespace}/${run.metadata?.name}`;
   const phase = run.status?.phase ?? RunPhase.Pending;
   if (run.status?.credential?.revokedAt || run.metadata?.deletionTimestamp) {
     return new HttpError(401, "Revoked", `${name} has ended and its credentials are revoked`);
+  }
+  if (!seal.statusIsTrusted(run)) {
+    return new HttpError(
+      403,
+      "StatusNotSealed",
+      `${name} is in phase ${phase}, which langgraph-jit did not set`,
+    );
   }
   if (phase !== RunPhase.Running) {
     const state = finishedPhases.has(phase) ? "has finished" : "has not started";

@@ -143,6 +143,16 @@ describe("WorkQueue", () => {
     await queue.shutdown();
   });
 
+  it("addAfter waits for a delay past 24.8 days instead of firing at once", async () => {
+    const queue = new WorkQueue({ name: "far" });
+    const seen: string[] = [];
+    queue.start(async (key) => void seen.push(key), { concurrency: 1 });
+    queue.addAfter("ns/far", 30 * 24 * 3600 * 1000);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(seen, []);
+    await queue.shutdown();
+  });
+
   it("addAfter keeps the earliest of several pending adds for one key", async () => {
     const queue = new WorkQueue({ name: "test" });
     const runs: number[] = [];

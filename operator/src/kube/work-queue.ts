@@ -1,5 +1,6 @@
 // A work queue with client-go's semantics, keyed by "namespace/name": de-duplicating, one
 // handler in flight per key, delayed adds, and per-key exponential backoff on failure.
+import { timerDelay } from "../../../api/timers.ts";
 
 export interface WorkQueueOptions {
   name: string;
@@ -82,7 +83,7 @@ export class WorkQueue {
     const timer = setTimeout(() => {
       this.#delayed.delete(key);
       this.add(key);
-    }, delayMs);
+    }, timerDelay(delayMs));
     this.#delayed.set(key, { readyAt, timer });
   }
 

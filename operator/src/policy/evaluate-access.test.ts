@@ -162,4 +162,36 @@ describe("evaluateAccess", () => {
     assert.deepEqual(decision.approvalPolicies, ["gated"]);
     assert.deepEqual(decision.runApprovers, [{ kind: "Group", name: "security" }]);
   });
+
+  it("runs the pod as the ServiceAccount the granting policies name, by default langgraph-jit-run", () => {
+    const byDefault = evaluateAccess(request({}));
+    assert.ok(byDefault.allowed);
+    assert.equal(byDefault.serviceAccount, "langgraph-jit-run");
+    const named = evaluateAccess(
+      request({ policies: [policy("ml-platform", { runServiceAccountName: "kb-graphs" })] }),
+    );
+    assert.ok(named.allowed);
+    assert.equal(named.serviceAccount, "kb-graphs");
+  });
+
+  it("denies a run whose grants come from policies naming different ServiceAccounts", () => {
+    const decision = evaluateAccess(
+      request({
+        access: [
+          { connection: "kb-postgres", actions: ["read"] },
+          { connection: "kb-api", actions: ["read"] },
+        ],
+        policies: [
+          policy("db", { runServiceAccountName: "kb-graphs" }),
+          policy("api", { grants: [{ connection: "kb-api", actions: ["read"] }] }),
+        ],
+      }),
+    );
+    assert.deepEqual(decision, {
+      allowed: false,
+      reason: "ServiceAccountConflict",
+      message:
+        "the run's grants come from AccessPolicies that run pods as different ServiceAccounts: kb-graphs (AccessPolicy db), langgraph-jit-run (AccessPolicy api)",
+    });
+  });
 });

@@ -1,14 +1,15 @@
 // Decides whether a requester may have the access a run asks for, from the AccessPolicies
 // and Connections of the run's namespace. Pure: the reconciler feeds it from its caches.
 import { formatDuration, parseDuration } from "../../../api/duration.ts";
-import type {
-  AccessPolicy,
-  Action,
-  Connection,
-  Grant,
-  Requester,
-  RunAccess,
-  Subject,
+import {
+  type AccessPolicy,
+  type Action,
+  type Connection,
+  defaultRunServiceAccount,
+  type Grant,
+  type Requester,
+  type RunAccess,
+  type Subject,
 } from "../../../api/v1alpha1.ts";
 
 export interface AccessRequest {
@@ -26,16 +27,26 @@ export interface ResolvedGrant {
   actions: Action[];
   policy: string;
   grant: Grant;
+  /** The ServiceAccount that policy runs pods as. */
+  serviceAccount: string;
 }
 
 export type DenialReason =
   | "ConnectionNotFound"
   | "InvalidAction"
   | "NotGranted"
-  | "DurationExceeded";
+  | "DurationExceeded"
+  | "ServiceAccountConflict";
 
 export type AccessDecision =
-  | { allowed: true; grants: ResolvedGrant[]; runApprovers: Subject[]; approvalPolicies: string[] }
+  | {
+      allowed: true;
+      grants: ResolvedGrant[];
+      runApprovers: Subject[];
+      approvalPolicies: string[];
+      /** The ServiceAccount the run's pod runs as, as its granting policies name it. */
+      serviceAccount: string;
+    }
   | { allowed: false; reason: DenialReason; message: string };
 
 const httpActions: ReadonlySet<Action> = new Set(["read", "write"]);
@@ -117,14 +128,29 @@ export function evaluateAccess(request: AccessRequest): AccessDecision {
       );
     }
     const policyName = fitting.policy.metadata?.name ?? "";
-    grants.push({ connection, actions, policy: policyName, grant: fitting.grant });
+    grants.push({
+      connection,
+      actions,
+      policy: policyName,
+      grant: fitting.grant,
+      serviceAccount: fitting.policy.spec.runServiceAccountName ?? defaultRunServiceAccount,
+    });
     const approval = fitting.policy.spec.runApproval;
     if (approval && !approvalPolicies.includes(policyName)) {
       approvalPolicies.push(policyName);
       runApprovers.push(...approval.approvers);
     }
   }
-  return { allowed: true, grants, runApprovers, approvalPolicies };
+  const accounts = new Map(grants.map((g) => [g.serviceAccount, g.policy]));
+  if (accounts.size > 1) {
+    const which = [...accounts].map(([account, policy]) => `${account} (AccessPolicy ${policy})`);
+    return deny(
+      "ServiceAccountConflict",
+      `the run's grants come from AccessPolicies that run pods as different ServiceAccounts: ${which.join(", ")}`,
+    );
+  }
+  const [serviceAccount = defaultRunServiceAccount] = accounts.keys();
+  return { allowed: true, grants, runApprovers, approvalPolicies, serviceAccount };
 }
 
 function deny(reason: DenialReason, message: string): AccessDecision {

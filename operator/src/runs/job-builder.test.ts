@@ -2,20 +2,16 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { httpConnection, postgresConnection } from "../testing/connections.ts";
-import {
-  buildJob,
-  checkRunPod,
-  graphEnvironment,
-  sidecarContainerName,
-  TemplateRefused,
-} from "./job-builder.ts";
+import { buildJob, graphEnvironment, type SidecarSettings } from "./job-builder.ts";
+import { sidecarContainerName } from "./pod-contract.ts";
 
-const sidecar = {
+const sidecar: SidecarSettings = {
   image: "langgraph-jit/sidecar:dev",
   imagePullPolicy: "IfNotPresent",
   uid: 17337,
   operatorUrl: "https://langgraph-jit.langgraph-jit.svc:8443",
   operatorCaPem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+  capture: false,
 };
 
 const postgres = postgresConnection();
@@ -54,12 +50,14 @@ function run(
   };
 }
 
-function build(r = run()) {
+function build(r = run(), settings = sidecar) {
   return buildJob({
     run: r,
     connections: [postgres, api],
-    sidecar,
+    sidecar: settings,
     jobName: "kb-refresh",
+    serviceAccount: "langgraph-jit-run",
+    seal: "v1.test-seal",
     activeDeadlineSeconds: 1800,
   });
 }
@@ -132,96 +130,43 @@ describe("buildJob", () => {
     assert.equal(context?.allowPrivilegeEscalation, false);
   });
 
-  it("refuses a graph container asking for the sidecar's UID", () => {
-    const template = run({
-      containers: [{ name: "graph", image: "g", securityContext: { runAsUser: 17337 } }],
+  it("runs the pod as the policy's ServiceAccount with no API token, whatever the template says", () => {
+    const pod = build(run({ serviceAccount: "default" })).spec?.template.spec;
+    assert.equal(pod?.serviceAccountName, "langgraph-jit-run");
+    assert.equal(pod?.serviceAccount, undefined);
+    assert.equal(pod?.automountServiceAccountToken, false);
+  });
+
+  it("seals the Job as the operator's", () => {
+    assert.equal(build().metadata?.annotations?.["langgraph-jit.dev/seal"], "v1.test-seal");
+  });
+
+  it("adds no capture container unless capture is on", () => {
+    const names = build().spec?.template.spec?.initContainers?.map((c) => c.name);
+    assert.deepEqual(names, [sidecarContainerName]);
+  });
+
+  it("with capture, captures the pod's egress first and keeps graphs from taking the sidecar's UID", () => {
+    const withInit = run({ initContainers: [{ name: "setup", image: "g" }] });
+    const pod = build(withInit, { ...sidecar, capture: true }).spec?.template.spec;
+    const [capture, ours, setup] = pod?.initContainers ?? [];
+    assert.equal(capture?.name, "langgraph-jit-capture");
+    assert.deepEqual(capture?.command, ["/app/sidecar/bin/capture"]);
+    assert.deepEqual(capture?.securityContext?.capabilities, {
+      drop: ["ALL"],
+      add: ["NET_ADMIN", "NET_RAW"],
     });
-    assert.throws(
-      () => build(template),
-      (error: unknown) => {
-        assert.ok(error instanceof TemplateRefused);
-        assert.match(error.message, /container "graph" runs as UID 17337, which is reserved/);
-        return true;
-      },
+    assert.equal(
+      capture?.restartPolicy,
+      undefined,
+      "a plain init container: it ends before the rest start",
     );
-  });
-
-  it("refuses the sidecar's UID inherited from the pod security context", () => {
-    const template = run({ securityContext: { runAsUser: 17337 } });
-    assert.throws(() => build(template), /runs as UID 17337/);
-  });
-
-  it("refuses a graph container that mounts the sidecar's token or state volume", () => {
-    for (const name of ["langgraph-jit-token", "langgraph-jit-state"]) {
-      const template = run({
-        containers: [{ name: "graph", image: "g", volumeMounts: [{ name, mountPath: "/t" }] }],
-      });
-      assert.throws(() => build(template), new RegExp(`mounts volume "${name}"`));
+    assert.equal(envOf(capture).LGJIT_SIDECAR_UID, "17337");
+    assert.equal(ours?.name, sidecarContainerName);
+    for (const graph of [setup, ...(pod?.containers ?? [])]) {
+      assert.deepEqual(graph?.securityContext?.capabilities?.drop, ["NET_RAW", "SETUID", "SETGID"]);
+      assert.equal(graph?.securityContext?.allowPrivilegeEscalation, false);
     }
-  });
-
-  it("refuses a volume projecting a token for the sidecar's audience", () => {
-    const template = run({
-      volumes: [
-        {
-          name: "mine",
-          projected: {
-            sources: [{ serviceAccountToken: { audience: "langgraph-jit", path: "t" } }],
-          },
-        },
-      ],
-    });
-    assert.throws(() => build(template), /projects a token for audience "langgraph-jit"/);
-  });
-
-  it("refuses host namespaces, a shared process namespace and SYS_PTRACE", () => {
-    for (const field of ["hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"]) {
-      assert.throws(() => build(run({ [field]: true })), new RegExp(`sets ${field}`));
-    }
-    const ptrace = run({
-      containers: [
-        {
-          name: "graph",
-          image: "g",
-          securityContext: { capabilities: { add: ["CAP_SYS_PTRACE"] } },
-        },
-      ],
-    });
-    assert.throws(() => build(ptrace), /adds the SYS_PTRACE capability/);
-  });
-
-  it("accepts as a run pod only the pod spec the operator built, with its own sidecar", () => {
-    const settings = { image: sidecar.image, uid: sidecar.uid };
-    const pod = build().spec?.template.spec;
-    assert.doesNotThrow(() => checkRunPod(pod, settings));
-    const spy = structuredClone(pod);
-    const graph = spy?.containers[0];
-    if (graph) graph.volumeMounts = [{ name: "langgraph-jit-token", mountPath: "/t" }];
-    assert.throws(() => checkRunPod(spy, settings), /mounts volume "langgraph-jit-token"/);
-    const impostor = structuredClone(pod);
-    if (impostor?.initContainers?.[0]) impostor.initContainers[0].image = "evil/sidecar:1";
-    assert.throws(() => checkRunPod(impostor, settings), /is not the operator's/);
-    const debugged = structuredClone(pod);
-    if (debugged) {
-      debugged.ephemeralContainers = [
-        { name: "debug", volumeMounts: [{ name: "langgraph-jit-token", mountPath: "/t" }] },
-      ];
-    }
-    assert.throws(() => checkRunPod(debugged, settings), /ephemeral container mounts/);
-    assert.throws(() => checkRunPod({ containers: [] }, settings), /has no langgraph-jit sidecar/);
-  });
-
-  it("refuses NET_ADMIN and privileged graph containers", () => {
-    const netAdmin = run({
-      containers: [
-        { name: "graph", image: "g", securityContext: { capabilities: { add: ["NET_ADMIN"] } } },
-      ],
-    });
-    assert.throws(() => build(netAdmin), /adds the NET_ADMIN capability/);
-    const privileged = run({
-      initContainers: [{ name: "setup", image: "g", securityContext: { privileged: true } }],
-    });
-    assert.throws(() => build(privileged), /container "setup" is privileged/);
   });
 
   it("owns the Job by the run, labels it, and bounds it by the deadline", () => {

@@ -5,11 +5,21 @@ import type {
   V1EnvVar,
   V1Job,
   V1OwnerReference,
-  V1PodSpec,
   V1SecurityContext,
 } from "@kubernetes/client-node";
-import { type Connection, type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
+import { annotations, type Connection, type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
 import { boundedName, envName } from "./names.ts";
+import {
+  captureContainerName,
+  ports,
+  sidecarContainerName,
+  stateDirectory,
+  stateVolume,
+  tokenAudience,
+  tokenDirectory,
+  tokenExpirationSeconds,
+  tokenVolume,
+} from "./pod-contract.ts";
 
 export interface SidecarSettings {
   image: string;
@@ -20,21 +30,8 @@ export interface SidecarSettings {
   operatorUrl: string;
   /** PEM of the CA(s) the operator's HTTPS certificate chains to. */
   operatorCaPem: string;
-}
-
-export const sidecarContainerName = "langgraph-jit-sidecar";
-export const tokenAudience = "langgraph-jit";
-export const tokenExpirationSeconds = 600;
-export const tokenDirectory = "/var/run/secrets/langgraph-jit";
-export const stateDirectory = "/var/lib/langgraph-jit";
-export const ports = { proxy: 15000, admin: 15020, firstListener: 15432 } as const;
-const tokenVolume = "langgraph-jit-token";
-const stateVolume = "langgraph-jit-state";
-const reservedNames = new Set([sidecarContainerName, tokenVolume, stateVolume]);
-
-/** A pod template the operator will not run, with the reason to show the requester. */
-export class TemplateRefused extends Error {
-  override name = "TemplateRefused";
+  /** In-pod capture: an init container lets only the sidecar's UID send off loopback. */
+  capture: boolean;
 }
 
 /** The loopback port of each connection's listener, in the order the run lists them. */
@@ -68,102 +65,6 @@ export function graphEnvironment(connections: Connection[]): V1EnvVar[] {
   return env;
 }
 
-/** Capabilities that would let a graph container bypass the sidecar or read its memory. */
-const dangerousCapabilities = new Set(["NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN", "ALL"]);
-
-/**
- * Refuses pod specs whose graph containers could impersonate the sidecar, read its token or
- * memory, or rewrite the pod's network.
- */
-export function checkTemplate(spec: V1PodSpec, sidecarUid: number): void {
-  const podUid = spec.securityContext?.runAsUser;
-  for (const field of ["hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"] as const) {
-    if (spec[field]) {
-      throw new TemplateRefused(`the pod sets ${field}, which could bypass the sidecar`);
-    }
-  }
-  if ((spec.ephemeralContainers ?? []).length > 0) {
-    throw new TemplateRefused("the pod template has ephemeral containers");
-  }
-  for (const container of [...(spec.initContainers ?? []), ...spec.containers]) {
-    if (reservedNames.has(container.name)) {
-      throw new TemplateRefused(`container name "${container.name}" is reserved for langgraph-jit`);
-    }
-    const context: V1SecurityContext = container.securityContext ?? {};
-    if ((context.runAsUser ?? podUid) === sidecarUid) {
-      throw new TemplateRefused(
-        `container "${container.name}" runs as UID ${sidecarUid}, which is reserved for the langgraph-jit sidecar`,
-      );
-    }
-    const added = (context.capabilities?.add ?? []).map((cap) =>
-      cap.toUpperCase().replace(/^CAP_/, ""),
-    );
-    const dangerous = added.find((cap) => dangerousCapabilities.has(cap));
-    if (dangerous) {
-      throw new TemplateRefused(
-        `container "${container.name}" adds the ${dangerous} capability, which could bypass the sidecar`,
-      );
-    }
-    if (context.privileged) {
-      throw new TemplateRefused(
-        `container "${container.name}" is privileged, which could bypass the sidecar`,
-      );
-    }
-    const mount = container.volumeMounts?.find((m) => reservedNames.has(m.name));
-    if (mount) {
-      throw new TemplateRefused(
-        `container "${container.name}" mounts volume "${mount.name}", which only the sidecar may`,
-      );
-    }
-  }
-  for (const volume of spec.volumes ?? []) {
-    if (reservedNames.has(volume.name)) {
-      throw new TemplateRefused(`volume name "${volume.name}" is reserved for langgraph-jit`);
-    }
-    const token = volume.projected?.sources?.find(
-      (source) => source.serviceAccountToken?.audience === tokenAudience,
-    );
-    if (token) {
-      throw new TemplateRefused(
-        `volume "${volume.name}" projects a token for audience "${tokenAudience}", which only the sidecar may hold`,
-      );
-    }
-  }
-}
-
-/**
- * Checks a pod the credential API is asked to serve: its sidecar is the operator's, unaltered,
- * and nothing else in it could read the sidecar's token (a pod made by hand that claims a run's
- * Job as its owner fails here).
- */
-export function checkRunPod(spec: V1PodSpec | undefined, sidecar: { image: string; uid: number }) {
-  const ours = spec?.initContainers?.find((c) => c.name === sidecarContainerName);
-  if (!spec || !ours) throw new TemplateRefused("the pod has no langgraph-jit sidecar");
-  if (ours.image !== sidecar.image || ours.command || ours.args) {
-    throw new TemplateRefused("the pod's langgraph-jit sidecar is not the operator's");
-  }
-  const token = spec.volumes?.find((v) => v.name === tokenVolume);
-  if (token?.projected?.sources?.[0]?.serviceAccountToken?.audience !== tokenAudience) {
-    throw new TemplateRefused("the pod's token volume is not the operator's");
-  }
-  if (
-    (spec.ephemeralContainers ?? []).some((c) =>
-      c.volumeMounts?.some((m) => reservedNames.has(m.name)),
-    )
-  ) {
-    throw new TemplateRefused("an ephemeral container mounts the sidecar's volumes");
-  }
-  checkTemplate(
-    {
-      ...spec,
-      ephemeralContainers: [],
-      initContainers: spec.initContainers?.filter((c) => c !== ours),
-      volumes: spec.volumes?.filter((v) => !reservedNames.has(v.name)),
-    },
-    sidecar.uid,
-  );
-}
-
 export function ownerReference(run: LangGraphRun): V1OwnerReference {
   return {
     apiVersion: run.apiVersion ?? "langgraph-jit.dev/v1alpha1",
@@ -179,7 +80,8 @@ export function runLabels(run: LangGraphRun): Record<string, string> {
   return { [labels.run]: boundedName(run.metadata?.name ?? "") };
 }
 
-function sidecarContainer(
+/** The sidecar exactly as the operator injects it: the credential API serves no other. */
+export function sidecarContainer(
   run: LangGraphRun,
   connections: Connection[],
   sidecar: SidecarSettings,
@@ -247,9 +149,49 @@ function sidecarContainer(
   };
 }
 
-function withGraphEnv(container: V1Container, env: V1EnvVar[]): V1Container {
+/**
+ * In capture mode, runs first: leaves the pod able to send off loopback only as the sidecar's
+ * UID (and to its DNS server), in the way istio-init does (sidecar/bin/capture).
+ */
+function captureContainer(sidecar: SidecarSettings): V1Container {
+  return {
+    name: captureContainerName,
+    image: sidecar.image,
+    imagePullPolicy: sidecar.imagePullPolicy,
+    command: ["/app/sidecar/bin/capture"],
+    env: [{ name: "LGJIT_SIDECAR_UID", value: String(sidecar.uid) }],
+    securityContext: {
+      runAsUser: 0,
+      runAsNonRoot: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW"] },
+      seccompProfile: { type: "RuntimeDefault" },
+    },
+    resources: { requests: { cpu: "10m", memory: "16Mi" }, limits: { memory: "64Mi" } },
+  };
+}
+
+/** Under capture the exemption is by UID: a graph process may neither change its UID nor send raw frames. */
+const capturedCapabilities = ["NET_RAW", "SETUID", "SETGID"];
+
+function graphContainer(container: V1Container, env: V1EnvVar[], capture: boolean): V1Container {
   const ours = new Set(env.map((e) => e.name));
-  return { ...container, env: [...(container.env ?? []).filter((e) => !ours.has(e.name)), ...env] };
+  const withEnv = {
+    ...container,
+    env: [...(container.env ?? []).filter((e) => !ours.has(e.name)), ...env],
+  };
+  if (!capture) return withEnv;
+  const context: V1SecurityContext = container.securityContext ?? {};
+  const drop = [...new Set([...(context.capabilities?.drop ?? []), ...capturedCapabilities])];
+  return {
+    ...withEnv,
+    securityContext: {
+      ...context,
+      allowPrivilegeEscalation: false,
+      capabilities: { ...context.capabilities, drop },
+    },
+  };
 }
 
 export interface JobInput {
@@ -258,6 +200,10 @@ export interface JobInput {
   connections: Connection[];
   sidecar: SidecarSettings;
   jobName: string;
+  /** The ServiceAccount the pod runs as, as the run's AccessPolicies name it. */
+  serviceAccount: string;
+  /** The operator's seal on the Job, which no one else can make (status-seal.ts). */
+  seal: string;
   activeDeadlineSeconds: number;
 }
 
@@ -266,15 +212,18 @@ export function buildJob({
   connections,
   sidecar,
   jobName,
+  serviceAccount,
+  seal,
   activeDeadlineSeconds,
 }: JobInput): V1Job {
   const template = run.spec.template;
   const spec = template.spec;
-  if (!spec) throw new TemplateRefused("spec.template.spec is missing");
-  checkTemplate(spec, sidecar.uid);
+  if (!spec) throw new Error("spec.template.spec is missing");
   const env = graphEnvironment(connections);
+  const graph = (c: V1Container) => graphContainer(c, env, sidecar.capture);
   const [firstGraph] = spec.containers;
   const podLabels = { ...template.metadata?.labels, ...runLabels(run) };
+  const { serviceAccount: _deprecatedAlias, ...podSpec } = spec;
   return {
     apiVersion: "batch/v1",
     kind: "Job",
@@ -282,6 +231,7 @@ export function buildJob({
       name: jobName,
       namespace: run.metadata?.namespace,
       labels: runLabels(run),
+      annotations: { [annotations.seal]: seal },
       ownerReferences: [ownerReference(run)],
     },
     spec: {
@@ -297,15 +247,17 @@ export function buildJob({
           },
         },
         spec: {
-          ...spec,
+          ...podSpec,
           restartPolicy: "Never",
-          // The graph needs no Kubernetes API token; the sidecar gets its own, audience-bound.
-          automountServiceAccountToken: spec.automountServiceAccountToken ?? false,
+          serviceAccountName: serviceAccount,
+          // Only the sidecar holds a token, projected for the langgraph-jit audience.
+          automountServiceAccountToken: false,
           initContainers: [
+            ...(sidecar.capture ? [captureContainer(sidecar)] : []),
             sidecarContainer(run, connections, sidecar),
-            ...(spec.initContainers ?? []).map((c) => withGraphEnv(c, env)),
+            ...(spec.initContainers ?? []).map(graph),
           ],
-          containers: spec.containers.map((c) => withGraphEnv(c, env)),
+          containers: spec.containers.map(graph),
           volumes: [
             ...(spec.volumes ?? []),
             {

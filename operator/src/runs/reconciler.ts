@@ -37,6 +37,9 @@ import { ResilientInformer } from "../kube/informer.ts";
 import { WorkQueue } from "../kube/work-queue.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import { RunController } from "./run-controller.ts";
+import { RunServiceAccounts } from "./run-service-account.ts";
+import type { StatusSeal } from "./status-seal.ts";
+import type { TemplateReviewDeps } from "./template-review.ts";
 
 /** Egress to the operator's API from run pods: its pods when in-cluster, else its address. */
 function operatorEgress(config: OperatorConfig): V1NetworkPolicyEgressRule {
@@ -77,6 +80,8 @@ export interface RunReconcilerOptions {
   revoker: RunRevoker;
   /** The CA bundle sidecars trust the operator with (it can rotate). */
   operatorCaPem: () => string;
+  seal: StatusSeal;
+  templateReview: TemplateReviewDeps;
 }
 
 export class RunReconciler {
@@ -180,7 +185,12 @@ export class RunReconciler {
         imagePullPolicy: config.sidecarImagePullPolicy,
         uid: config.sidecarUid,
         operatorUrl: config.operatorUrl,
+        capture: config.capture,
       },
+      operatorNamespace: config.namespace,
+      seal: options.seal,
+      templateReview: options.templateReview,
+      serviceAccounts: new RunServiceAccounts(core),
       operatorCaPem: options.operatorCaPem,
       operatorEgress: operatorEgress(config),
       resolver: { resolveHost, clusterDomain: config.clusterDomain },

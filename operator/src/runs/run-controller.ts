@@ -20,6 +20,7 @@ import {
   group,
   type LangGraphRun,
   type LangGraphRunStatus,
+  type Requester,
   RunPhase,
   resources,
   revokeFinalizer,
@@ -31,10 +32,10 @@ import type { RunRevoker } from "../credentials/revoker.ts";
 import type { EventRecorder, EventType } from "../events.ts";
 import { isConflict, isNotFound, unlessNotFound } from "../kube/api-errors.ts";
 import { metaTime, patchAs } from "../kube/meta.ts";
-import { evaluateAccess } from "../policy/evaluate-access.ts";
+import { type AccessDecision, evaluateAccess } from "../policy/evaluate-access.ts";
 import { rememberFor } from "../ttl-cache.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
-import { buildJob, checkTemplate, type SidecarSettings, TemplateRefused } from "./job-builder.ts";
+import { buildJob, type SidecarSettings } from "./job-builder.ts";
 import { runObjectName } from "./names.ts";
 import {
   buildNetworkPolicy,
@@ -42,6 +43,10 @@ import {
   type ResolverDeps,
   resolvePeers,
 } from "./network-policy.ts";
+import { TemplateRefused } from "./pod-rules.ts";
+import type { RunServiceAccounts } from "./run-service-account.ts";
+import { isRunJob, type StatusSeal } from "./status-seal.ts";
+import { reviewTemplate, type TemplateReviewDeps } from "./template-review.ts";
 
 /** What the controller reads from its informers. */
 export interface Cache<T> {
@@ -60,6 +65,11 @@ export interface RunControllerOptions {
   policies: Cache<AccessPolicy>;
   connections: Cache<Connection>;
   sidecar: Omit<SidecarSettings, "operatorCaPem">;
+  /** The operator's own namespace: the webhooks do not look there, so its runs are never started. */
+  operatorNamespace: string;
+  seal: StatusSeal;
+  templateReview: TemplateReviewDeps;
+  serviceAccounts: RunServiceAccounts;
   /** The CA bundle the sidecar trusts the operator's HTTPS certificate with (it can rotate). */
   operatorCaPem: () => string;
   operatorEgress: V1NetworkPolicyEgressRule;
@@ -88,6 +98,7 @@ export class RunController {
   readonly #core: CoreV1Api;
   readonly #now: () => Date;
   readonly #resolver: ResolverDeps;
+  readonly #ignored = new Set<string>();
 
   constructor(options: RunControllerOptions) {
     this.#o = options;
@@ -111,10 +122,20 @@ export class RunController {
     const run = this.#o.runs.get(namespace, name);
     if (!run) return;
     const log = this.#o.logger.child({ run: key });
+    if (namespace === this.#o.operatorNamespace) return this.#ignoreInOperatorNamespace(run, log);
     if (run.metadata?.deletionTimestamp) return this.#finalize(run, log);
     if (!run.metadata?.finalizers?.includes(revokeFinalizer)) {
       await this.#addFinalizer(run);
       return;
+    }
+    if (!this.#o.seal.statusIsTrusted(run)) {
+      return this.#finish(
+        run,
+        RunPhase.Failed,
+        "StatusNotSealed",
+        `phase ${run.status?.phase} was not set by langgraph-jit (its seal does not match): the run is not trusted to hold a credential`,
+        log,
+      );
     }
     const phase = run.status?.phase ?? RunPhase.Pending;
     if (phase === RunPhase.Pending) return this.#authorize(run, log);
@@ -122,9 +143,20 @@ export class RunController {
     if (finishedPhases.has(phase)) return this.#ensureRevoked(run, log);
   }
 
-  // Pending: decide from policy, then either deny, wait for approval, or start.
+  /** Says once per run why it never starts: no webhook stamped or checked it. */
+  async #ignoreInOperatorNamespace(run: LangGraphRun, log: Logger): Promise<undefined> {
+    const uid = run.metadata?.uid ?? "";
+    if (this.#ignored.has(uid)) return;
+    if (this.#ignored.size >= 10_000) this.#ignored.clear();
+    this.#ignored.add(uid);
+    const message = `runs in langgraph-jit's own namespace ${this.#o.operatorNamespace} are never started: its admission webhooks do not look there, so no requester is stamped`;
+    log.warn(message);
+    await this.#event(run, "Warning", "NotReconciled", "Authorize", message);
+  }
+
+  // Pending: decide from policy and review the pod as the requester, then deny, wait for
+  // approval, or start.
   async #authorize(run: LangGraphRun, log: Logger): Promise<ReconcileResult> {
-    const namespace = run.metadata?.namespace ?? "";
     const requester = requesterOf(run);
     if (!requester) {
       return this.#deny(
@@ -134,23 +166,10 @@ export class RunController {
         "the run has no valid langgraph-jit.dev/requester annotation: it was created without the admission webhook",
       );
     }
-    try {
-      if (run.spec.template.spec) checkTemplate(run.spec.template.spec, this.#o.sidecar.uid);
-    } catch (error) {
-      if (error instanceof TemplateRefused)
-        return this.#deny(run, log, "TemplateRefused", error.message);
-      throw error;
-    }
-    const maxDurationMs = parseDuration(run.spec.maxDuration);
-    const decision = evaluateAccess({
-      namespace,
-      requester,
-      access: run.spec.access,
-      maxDurationMs,
-      policies: this.#o.policies.list(namespace),
-      connections: this.#o.connections.list(namespace),
-    });
+    const decision = this.#decide(run, requester);
     if (!decision.allowed) return this.#deny(run, log, decision.reason, decision.message);
+    const refused = await this.#reviewTemplate(run, requester, decision.serviceAccount);
+    if (refused) return this.#deny(run, log, "TemplateRefused", refused);
 
     const policies = [...new Set(decision.grants.map((g) => g.policy))].join(", ");
     const authorized: ConditionUpdate = {
@@ -186,7 +205,7 @@ export class RunController {
       );
       return;
     }
-    const deadline = new Date(now.getTime() + maxDurationMs);
+    const deadline = new Date(now.getTime() + parseDuration(run.spec.maxDuration));
     // The deadline is fixed in status before anything runs, so a restart cannot extend it.
     await this.#writeStatus(
       run,
@@ -206,6 +225,43 @@ export class RunController {
       `${requester.username}: ${authorized.message}`,
     );
     return { requeueAfterMs: 0 };
+  }
+
+  #decide(run: LangGraphRun, requester: Requester): AccessDecision {
+    const namespace = run.metadata?.namespace ?? "";
+    return evaluateAccess({
+      namespace,
+      requester,
+      access: run.spec.access,
+      maxDurationMs: parseDuration(run.spec.maxDuration),
+      policies: this.#o.policies.list(namespace),
+      connections: this.#o.connections.list(namespace),
+    });
+  }
+
+  /** Why the run's pod template may not run as its requester, or undefined when it may. */
+  async #reviewTemplate(
+    run: LangGraphRun,
+    requester: Requester,
+    serviceAccount: string,
+  ): Promise<string | undefined> {
+    const namespace = run.metadata?.namespace ?? "";
+    try {
+      await reviewTemplate(
+        {
+          template: run.spec.template,
+          namespace,
+          requester,
+          serviceAccounts: new Set([serviceAccount]),
+          connections: this.#o.connections.list(namespace),
+        },
+        this.#o.templateReview,
+      );
+      return undefined;
+    } catch (error) {
+      if (error instanceof TemplateRefused) return `spec.template.${error.message}`;
+      throw error;
+    }
   }
 
   async #deny(run: LangGraphRun, log: Logger, reason: string, message: string): Promise<undefined> {
@@ -238,17 +294,17 @@ export class RunController {
       this.#o.jobs.get(namespace, jobName) ??
       (await unlessNotFound(this.#batch.readNamespacedJob({ namespace, name: jobName })));
     if (!job) {
-      if (run.status?.jobName) {
+      if (run.status?.jobUID) {
         return this.#finish(run, RunPhase.Failed, "JobDeleted", `Job ${jobName} was deleted`, log);
       }
       return this.#createJob(run, jobName, deadline - now.getTime(), log);
     }
-    if (job.metadata?.ownerReferences?.find((o) => o.controller)?.uid !== run.metadata?.uid) {
+    if (!isRunJob(run, job, this.#o.seal)) {
       return this.#finish(
         run,
         RunPhase.Failed,
         "JobConflict",
-        `Job ${jobName} exists and is not this run's`,
+        `Job ${jobName} exists and was not created by langgraph-jit for this run: it gets no credential`,
         log,
       );
     }
@@ -262,12 +318,13 @@ export class RunController {
       const why = failed.message || failed.reason || "the Job failed";
       return this.#finish(run, RunPhase.Failed, "JobFailed", why, log);
     }
-    await this.#markJobRunning(run, jobName);
+    await this.#markJobRunning(run, job);
     return { requeueAfterMs: deadline - now.getTime() };
   }
 
-  async #markJobRunning(run: LangGraphRun, jobName: string): Promise<void> {
-    await this.#writeStatus(run, RunPhase.Running, { jobName }, [
+  async #markJobRunning(run: LangGraphRun, job: V1Job): Promise<void> {
+    const jobName = job.metadata?.name ?? "";
+    await this.#writeStatus(run, RunPhase.Running, { jobName, jobUID: job.metadata?.uid }, [
       {
         type: "Ready",
         status: "True",
@@ -277,6 +334,10 @@ export class RunController {
     ]);
   }
 
+  /**
+   * Creates the run's Job once its grant, its pod template as the requester and its
+   * ServiceAccount still hold: any of them may have changed since the run was authorized.
+   */
   async #createJob(
     run: LangGraphRun,
     jobName: string,
@@ -284,38 +345,43 @@ export class RunController {
     log: Logger,
   ): Promise<ReconcileResult> {
     const namespace = run.metadata?.namespace ?? "";
-    const connections = run.spec.access.map((a) =>
-      this.#o.connections.get(namespace, a.connection),
-    );
-    if (connections.some((c) => !c)) {
-      // A Connection vanished between authorization and start: the grant no longer holds.
-      return this.#finish(
-        run,
-        RunPhase.Failed,
-        "ConnectionNotFound",
-        "a Connection of the run was deleted",
-        log,
-      );
+    const fail = (reason: string, message: string) =>
+      this.#finish(run, RunPhase.Failed, reason, message, log);
+    const requester = requesterOf(run);
+    if (!requester) return fail("RequesterUnknown", "the run has no valid requester");
+    const decision = this.#decide(run, requester);
+    if (!decision.allowed) {
+      return fail(decision.reason, `the run's grant no longer holds: ${decision.message}`);
     }
+    const refused = await this.#reviewTemplate(run, requester, decision.serviceAccount);
+    if (refused) return fail("TemplateRefused", refused);
+    const missing = await this.#o.serviceAccounts.ensure(namespace, decision.serviceAccount);
+    if (missing) return fail("ServiceAccountNotFound", missing);
+
     const job = buildJob({
       run,
-      connections: connections as Connection[],
+      connections: decision.grants.map((g) => g.connection),
       sidecar: { ...this.#o.sidecar, operatorCaPem: this.#o.operatorCaPem() },
       jobName,
+      serviceAccount: decision.serviceAccount,
+      seal: this.#o.seal.ofJob(run, jobName),
       activeDeadlineSeconds: Math.max(1, Math.ceil(remainingMs / 1000)),
     });
+    let created: V1Job;
     try {
-      await this.#batch.createNamespacedJob({
+      created = await this.#batch.createNamespacedJob({
         namespace,
         body: job,
         fieldManager: this.#o.fieldManager,
       });
-      log.info({ job: jobName }, "created the run's Job");
-      await this.#event(run, "Normal", "JobCreated", "Start", `created Job ${jobName}`);
     } catch (error) {
       if (!isConflict(error)) throw error;
+      // Ours from an earlier attempt, or someone else's: the next reconcile tells them apart.
+      return { requeueAfterMs: 0 };
     }
-    await this.#markJobRunning(run, jobName);
+    log.info({ job: jobName }, "created the run's Job");
+    await this.#event(run, "Normal", "JobCreated", "Start", `created Job ${jobName}`);
+    await this.#markJobRunning(run, created);
     return { requeueAfterMs: remainingMs };
   }
 
@@ -507,6 +573,7 @@ export class RunController {
         run.status?.conditions ?? [],
       ),
     };
+    status.seal = this.#o.seal.ofStatus(run.metadata?.uid ?? "", status);
     if (isDeepStrictEqual(status, run.status)) return run;
     const updated = (await this.#custom.patchNamespacedCustomObjectStatus(
       {

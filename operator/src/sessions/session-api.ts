@@ -7,6 +7,7 @@ import type { AuthorizationV1Api } from "@kubernetes/client-node";
 import { type RunSession, sessionsApi, sessionsApiVersion } from "../../../api/session-events.ts";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
 import { HttpError, type JsonAnswer, type Route } from "../https-server.ts";
+import { userMay } from "../kube/access-review.ts";
 import type { UserInfo } from "../kube/front-proxy-auth.ts";
 import type { SessionStore } from "./session-store.ts";
 
@@ -103,25 +104,15 @@ export function sessionApiRoutes(options: SessionApiOptions): Record<string, Rou
   const { store, runs, authorization } = options;
 
   async function authorize(user: UserInfo, namespace: string, name: string): Promise<void> {
-    const review = await authorization.createSubjectAccessReview({
-      body: {
-        spec: {
-          user: user.username,
-          ...(user.uid ? { uid: user.uid } : {}),
-          groups: user.groups,
-          extra: user.extra,
-          resourceAttributes: {
-            group: sessionsApi.group,
-            version: sessionsApi.version,
-            resource: sessionsApi.resource,
-            verb: "get",
-            namespace,
-            name,
-          },
-        },
-      },
+    const allowed = await userMay(authorization, user, {
+      group: sessionsApi.group,
+      version: sessionsApi.version,
+      resource: sessionsApi.resource,
+      verb: "get",
+      namespace,
+      name,
     });
-    if (!review.status?.allowed) {
+    if (!allowed) {
       throw new HttpError(
         403,
         "Forbidden",

@@ -5,6 +5,7 @@ import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { maxStatusWaitSeconds } from "../../../api/credentials.ts";
+import { timerDelay } from "../../../api/timers.ts";
 import type { SidecarMetrics } from "../metrics.ts";
 import { OperatorClient, OperatorRequestError } from "./operator-client.ts";
 import {
@@ -77,8 +78,6 @@ export class TokenFileError extends Error {
   override name = "TokenFileError";
 }
 
-// setTimeout fires at once for delays past 2^31-1 ms; longer waits are re-armed.
-const maxTimerMs = 2 ** 31 - 1;
 const tlsVerificationCodes = new Set([
   "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
   "UNABLE_TO_GET_ISSUER_CERT",
@@ -242,7 +241,7 @@ export class CredentialClient {
     const remaining = credential.expiresAt.getTime() - Date.now();
     // At 80% of the remaining lifetime, and at least a second before it ends.
     const refreshIn = Math.max(0, Math.min(remaining * 0.8, remaining - 1_000));
-    this.#refreshTimer = setTimeout(() => this.#track(this.#acquire()), clamp(refreshIn));
+    this.#refreshTimer = setTimeout(() => this.#track(this.#acquire()), timerDelay(refreshIn));
     this.#armExpiry(credential);
     this.#setState("active");
     this.#logger.info(
@@ -264,7 +263,7 @@ export class CredentialClient {
       if (credential !== this.#credential) return;
       if (credential.expiresAt.getTime() > Date.now()) return this.#armExpiry(credential);
       this.#drop(`the credential expired at ${credential.expiresAt.toISOString()}`);
-    }, clamp(remaining));
+    }, timerDelay(remaining));
   }
 
   /** Learns of revocation by long-polling the status endpoint with the held run JWT. */
@@ -413,8 +412,4 @@ function classifyFetchFailure(error: unknown): Failure {
         message,
       };
   }
-}
-
-function clamp(ms: number): number {
-  return Math.min(Math.max(0, ms), maxTimerMs);
 }

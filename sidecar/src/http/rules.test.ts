@@ -90,4 +90,22 @@ describe("an HTTP grant's decisions", () => {
     assert.match(admin.message, /no rule .* allows GET \/v1\/admin/);
     assert.equal(policy.decide("POST", "/v1/docs/7").allowed, false);
   });
+
+  it("refuses, never forwards, an action the grant holds for approval", () => {
+    const policy = compileHttpPolicy(
+      grant({
+        actions: ["read", "write"],
+        approval: {
+          actions: ["write"],
+          approvers: [{ kind: "Group", name: "security" }],
+          timeout: "10m",
+        },
+      }),
+    );
+    assert.equal(policy.decide("GET", "/v1/docs").allowed, true);
+    const write = policy.decide("DELETE", "/v1/docs/7");
+    assert.ok(!write.allowed);
+    assert.equal(write.reason, "ApprovalRequired");
+    assert.match(write.message, /holds for a human approval; held commands are not supported yet/);
+  });
 });

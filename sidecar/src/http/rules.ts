@@ -20,7 +20,7 @@ export type Decision =
   | {
       allowed: false;
       rule?: string;
-      reason: "MethodNotAllowed" | "ActionNotGranted" | "NoRuleMatched";
+      reason: "MethodNotAllowed" | "ActionNotGranted" | "ApprovalRequired" | "NoRuleMatched";
       message: string;
     };
 
@@ -31,6 +31,8 @@ export interface HttpPolicy {
 /** Compiles an HTTP grant once per credential; decide() then runs per request. */
 export function compileHttpPolicy(grant: GrantClaim): HttpPolicy {
   const actions = new Set(grant.actions);
+  // Until commands can be held for a decision, what needs one is refused, never forwarded.
+  const held = new Set(grant.approval?.actions ?? []);
   const rules = (grant.http?.rules ?? []).map((rule) => ({
     methods: new Set<string>(rule.methods),
     globs: rule.paths.map(compileGlob),
@@ -51,6 +53,13 @@ export function compileHttpPolicy(grant: GrantClaim): HttpPolicy {
           allowed: false,
           reason: "ActionNotGranted",
           message: `${method} needs "${action}" on connection "${grant.connection}", which the run was not granted`,
+        };
+      }
+      if (held.has(action)) {
+        return {
+          allowed: false,
+          reason: "ApprovalRequired",
+          message: `${method} needs "${action}" on connection "${grant.connection}", which the grant holds for a human approval; held commands are not supported yet, so it is refused`,
         };
       }
       if (rules.length === 0) return { allowed: true, rule: `actions ${[...actions].join(",")}` };

@@ -1,0 +1,21 @@
+// The names a run's pod is built with: the sidecar's container, its token and state volumes,
+// its ports, and the ServiceAccount runs get by default. Reserved: no template may use them.
+export const sidecarContainerName = "langgraph-jit-sidecar";
+/** The init container that, in capture mode, lets only the sidecar's UID send off loopback. */
+export const captureContainerName = "langgraph-jit-capture";
+export const tokenAudience = "langgraph-jit";
+export const tokenExpirationSeconds = 600;
+export const tokenDirectory = "/var/run/secrets/langgraph-jit";
+export const stateDirectory = "/var/lib/langgraph-jit";
+export const ports = { proxy: 15000, admin: 15020, firstListener: 15432 } as const;
+export const tokenVolume = "langgraph-jit-token";
+export const stateVolume = "langgraph-jit-state";
+export const reservedContainerNames: ReadonlySet<string> = new Set([
+  sidecarContainerName,
+  captureContainerName,
+]);
+export const reservedVolumeNames: ReadonlySet<string> = new Set([tokenVolume, stateVolume]);
+
+/** Label prefixes of the operator and of the Job controller, which a template may not set. */
+export const reservedLabelPrefixes = ["langgraph-jit.dev/", "batch.kubernetes.io/"] as const;
+export const reservedLabels: ReadonlySet<string> = new Set(["controller-uid", "job-name"]);

@@ -32,7 +32,7 @@ import { HttpError } from "../https-server.ts";
 import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
 import { metaTime, patchAs } from "../kube/meta.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
-import { findCondition, setCondition } from "../runs/conditions.ts";
+import { type ConditionUpdate, findCondition, setCondition } from "../runs/conditions.ts";
 import type { Cache } from "../runs/run-controller.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
 import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
@@ -113,7 +113,12 @@ export class CredentialIssuer {
       }));
       return await this.#issueToRun(run, identity);
     } catch (error) {
-      if (error instanceof HttpError) this.#refused(identity, run, error);
+      if (error instanceof HttpError) {
+        this.#refused(identity, run, error);
+        if (run && error.reason === "CredentialMisconfigured") {
+          await this.#recordMisconfigured(run, error);
+        }
+      }
       throw error;
     }
   }
@@ -239,11 +244,46 @@ export class CredentialIssuer {
     });
   }
 
-  async #recordIssued(
-    cached: LangGraphRun,
+  #recordIssued(
+    run: LangGraphRun,
     identity: PodIdentity,
     issuedAtMs: number,
     expiresAtMs: number,
+  ): Promise<void> {
+    return this.#writeCredentialStatus(
+      run,
+      {
+        type: "CredentialIssued",
+        status: "True",
+        reason: "Issued",
+        message: issuedMessage(identity),
+      },
+      { issuedAt: metaTime(issuedAtMs), expiresAt: metaTime(expiresAtMs) },
+    );
+  }
+
+  /** Says on the run why its credential cannot be made until a person fixes the Connection. */
+  async #recordMisconfigured(run: LangGraphRun, error: HttpError): Promise<void> {
+    const current = findCondition(run.status?.conditions, "CredentialIssued");
+    if (current?.reason === error.reason && current.message === error.message) return;
+    await this.#writeCredentialStatus(run, {
+      type: "CredentialIssued",
+      status: "False",
+      reason: error.reason,
+      message: error.message,
+    }).catch((failure: unknown) =>
+      this.#o.logger.warn({ err: failure }, "could not record the credential failure on the run"),
+    );
+  }
+
+  /**
+   * Writes the CredentialIssued condition (and the credential's times), guarded by the run's
+   * resourceVersion; on a conflict it re-reads the run, which must still hold a credential.
+   */
+  async #writeCredentialStatus(
+    cached: LangGraphRun,
+    condition: ConditionUpdate,
+    credential?: { issuedAt: string; expiresAt: string },
   ): Promise<void> {
     const namespace = cached.metadata?.namespace ?? "";
     const name = cached.metadata?.name ?? "";
@@ -251,24 +291,14 @@ export class CredentialIssuer {
     for (let attempt = 1; ; attempt++) {
       const refusal = credentialRefusal(run, this.#now(), this.#o.seal);
       if (refusal) throw refusal;
-      const generation = run.metadata?.generation;
       const status = {
         ...run.status,
-        credential: {
-          ...run.status?.credential,
-          issuedAt: metaTime(issuedAtMs),
-          expiresAt: metaTime(expiresAtMs),
-        },
+        ...(credential ? { credential: { ...run.status?.credential, ...credential } } : {}),
         conditions: setCondition(
           run.status?.conditions ?? [],
-          {
-            type: "CredentialIssued",
-            status: "True",
-            reason: "Issued",
-            message: issuedMessage(identity),
-          },
-          generation,
-          metaTime(issuedAtMs),
+          condition,
+          run.metadata?.generation,
+          metaTime(this.#now()),
         ),
       };
       try {

@@ -10,12 +10,13 @@ import type {
 } from "../../../api/credentials.ts";
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { HttpError } from "../https-server.ts";
-import { isNotFound } from "../kube/api-errors.ts";
+import { apiErrorMessage, isNotFound } from "../kube/api-errors.ts";
 import { rememberFor } from "../ttl-cache.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import {
   expiryWithinRun,
   mintClientCredentialsToken,
+  OAuth2TokenError,
   revokeToken,
 } from "./oauth2-client-credentials.ts";
 import {
@@ -24,6 +25,7 @@ import {
   ensureRunRole,
   generateRolePassword,
   type PostgresAdmin,
+  PostgresCredentialError,
   runRoleComment,
 } from "./postgres-roles.ts";
 
@@ -35,6 +37,35 @@ type OAuth2Spec = NonNullable<
 /** A Connection whose credential cannot be produced now; the sidecar retries. */
 function unavailable(connection: string, why: string): HttpError {
   return new HttpError(503, "CredentialUnavailable", `connection "${connection}": ${why}`);
+}
+
+/**
+ * A Connection whose credential cannot be produced as it is configured: a person must fix the
+ * Connection, its Secret or the upstream. The sidecar retries rarely; the run's condition says why.
+ */
+function misconfigured(connection: string, why: string): HttpError {
+  return new HttpError(424, "CredentialMisconfigured", `connection "${connection}": ${why}`);
+}
+
+/** Postgres failures that retrying cannot fix. */
+function isPermanent(error: PostgresCredentialError): boolean {
+  if (["AuthenticationFailed", "ActionRoleMissing", "RoleNotManaged"].includes(error.reason)) {
+    return true;
+  }
+  // 42…: privileges, unknown objects; 3D000: no such database.
+  return error.code?.startsWith("42") === true || error.code === "3D000";
+}
+
+/** The credential API's answer to a failure: 424 when a person must act, else 503. */
+function upstreamFailure(connection: string, error: unknown): HttpError {
+  if (error instanceof HttpError) return error;
+  const message = (error as Error).message;
+  const permanent =
+    (error instanceof PostgresCredentialError && isPermanent(error)) ||
+    (error instanceof OAuth2TokenError && !error.retryable);
+  return permanent
+    ? misconfigured(connection, message)
+    : new HttpError(503, "CredentialUnavailable", message, { cause: error });
 }
 
 /** How long a Secret read is reused: a rotated Secret takes effect within this. */
@@ -69,9 +100,13 @@ export class UpstreamCredentials {
     deadline: Date,
   ): Promise<UpstreamCredential> {
     const { postgres, http } = connection.spec;
-    if (postgres) return this.#postgres(run, connection, postgres, grant, deadline);
-    if (http) return this.#http(run, connection, deadline);
-    throw unavailable(grant.connection, "is neither postgres nor http");
+    try {
+      if (postgres) return await this.#postgres(run, connection, postgres, grant, deadline);
+      if (http) return await this.#http(run, connection, deadline);
+    } catch (error) {
+      throw upstreamFailure(grant.connection, error);
+    }
+    throw misconfigured(grant.connection, "is neither postgres nor http");
   }
 
   /**
@@ -146,7 +181,7 @@ export class UpstreamCredentials {
     if (!dynamic) return { type: "postgres", ...admin, dynamic: false };
     const memberOf = grant.actions.map((action) => {
       const role = dynamic.actionRoles[action];
-      if (!role) throw unavailable(grant.connection, `has no dynamic.actionRoles.${action}`);
+      if (!role) throw misconfigured(grant.connection, `has no dynamic.actionRoles.${action}`);
       return role;
     });
     const name = dynamicRoleName(runRef(run), grant.connection);
@@ -205,7 +240,7 @@ export class UpstreamCredentials {
         tokenUrl: oauth2.tokenUrl,
         scopes: oauth2.scopes ?? [],
       }).catch((error: unknown) => {
-        throw unavailable(connectionName, (error as Error).message);
+        throw upstreamFailure(connectionName, error);
       });
       // Recorded before it is handed out: a token nobody knows of could never be revoked.
       await this.#tokens.remember(run, connectionName, token.accessToken, token.expiresAt);
@@ -230,11 +265,14 @@ export class UpstreamCredentials {
     const connectionName = connection.metadata?.name ?? "";
     const secret = await this.#readSecret(namespace, name).catch((error: unknown) => {
       if (isNotFound(error))
-        throw unavailable(connectionName, `Secret ${namespace}/${name} does not exist`);
-      throw error;
+        throw misconfigured(connectionName, `Secret ${namespace}/${name} does not exist`);
+      throw unavailable(
+        connectionName,
+        `Secret ${namespace}/${name} cannot be read now: ${apiErrorMessage(error)}`,
+      );
     });
     const value = secret.data?.[key];
-    if (value === undefined) throw unavailable(connectionName, `has no ${where}`);
+    if (value === undefined) throw misconfigured(connectionName, `has no ${where}`);
     return Buffer.from(value, "base64").toString("utf8");
   }
 }

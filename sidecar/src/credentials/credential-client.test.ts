@@ -172,6 +172,36 @@ describe("credential client", () => {
     assert.ok((second?.at ?? 0) - (first?.at ?? 0) >= 200);
   });
 
+  it("backs off rarely while the operator says a Connection is misconfigured", async () => {
+    const server = await operator();
+    await server.listen();
+    const valid = server.onIssue;
+    server.onIssue = async (request) =>
+      server.issueRequests.length <= 1
+        ? {
+            status: 424,
+            body: {
+              error: 'connection "kb-postgres": action role "kb_read" does not exist',
+              reason: "CredentialMisconfigured",
+            },
+          }
+        : valid(request);
+    const { ready, failures } = await sidecar(server, {
+      timing: {
+        slowRetry: { initialMs: 40, maxMs: 80 },
+        rareRetry: { initialMs: 600, maxMs: 1_200 },
+      },
+    });
+    await waitFor(
+      "ready once the Connection was fixed",
+      async () => (await ready()).status === 200,
+    );
+    assert.equal(await failures("CredentialMisconfigured"), 1);
+    const [first, second] = server.issueRequests;
+    // At least half the rare backoff's first delay: the slow one would have retried in 40 ms.
+    assert.ok((second?.at ?? 0) - (first?.at ?? 0) >= 300);
+  });
+
   describe("refuses a bundle that fails a check", () => {
     const cases: Array<{
       name: string;

@@ -38,6 +38,8 @@ export interface CredentialTiming {
   retry: Backoff;
   /** After a refusal (401/403: the run may not be Running yet) or a bundle that failed checks. */
   slowRetry: Backoff;
+  /** After the operator says a person must fix a Connection first (424 CredentialMisconfigured). */
+  rareRetry: Backoff;
   /** How long the operator may hold a revocation long-poll. */
   statusWaitSeconds: number;
   /** A long-poll answered sooner waits out the rest, so a server that never holds is polled at
@@ -50,6 +52,7 @@ export interface CredentialTiming {
 export const defaultTiming: CredentialTiming = {
   retry: { initialMs: 200, maxMs: 5_000 },
   slowRetry: { initialMs: 1_000, maxMs: 15_000 },
+  rareRetry: { initialMs: 10_000, maxMs: 120_000 },
   statusWaitSeconds: 25,
   minStatusIntervalMs: 1_000,
   jwksMaxAgeMs: 30_000,
@@ -93,8 +96,8 @@ const tlsVerificationCodes = new Set([
 interface Failure {
   /** A bounded, CamelCase metric label. */
   reason: string;
-  /** fast: retry soon; slow: retry with the slow backoff; never: the credential is revoked. */
-  pace: "fast" | "slow" | "never";
+  /** fast: retry soon; slow, rare: with a slower backoff; never: the credential is revoked. */
+  pace: "fast" | "slow" | "rare" | "never";
   message: string;
 }
 
@@ -212,8 +215,7 @@ export class CredentialClient {
           this.#revoke(failure.message);
           return;
         }
-        const backoff = failure.pace === "slow" ? this.#timing.slowRetry : this.#timing.retry;
-        const delay = backoffDelay(attempt, backoff);
+        const delay = backoffDelay(attempt, this.#backoffFor(failure.pace));
         this.#logger.warn(
           { reason: failure.reason, attempt, retryInMs: Math.round(delay) },
           `no usable credential bundle: ${failure.message}`,
@@ -224,6 +226,11 @@ export class CredentialClient {
     } finally {
       this.#acquiring = false;
     }
+  }
+
+  #backoffFor(pace: Failure["pace"]): Backoff {
+    if (pace === "rare") return this.#timing.rareRetry;
+    return pace === "slow" ? this.#timing.slowRetry : this.#timing.retry;
   }
 
   async #fetchOnce(): Promise<VerifiedCredential> {
@@ -408,7 +415,12 @@ function classifyFetchFailure(error: unknown): Failure {
         reason: /^[A-Z][A-Za-z]{0,39}$/.test(error.reason ?? "")
           ? (error.reason as string)
           : "Refused",
-        pace: error.reason === "Revoked" ? "never" : "slow",
+        pace:
+          error.reason === "Revoked"
+            ? "never"
+            : error.reason === "CredentialMisconfigured"
+              ? "rare"
+              : "slow",
         message,
       };
   }

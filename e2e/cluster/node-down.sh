@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ -d "$node_dir" ]] || exit 0
 socket="$node_dir/containerd/containerd.sock"
 
+stop kube-router
 stop kube-proxy
 stop kubelet
 if [[ -S "$socket" ]] && pid_alive "$pids/containerd.pid"; then
@@ -31,8 +32,10 @@ for hierarchy in /sys/fs/cgroup/*/; do
   [[ -d "$hierarchy/kubepods" ]] && find "$hierarchy/kubepods" -depth -type d -exec rmdir {} + 2>/dev/null
 done
 
-# kube-proxy's rules, then whatever KUBE-* chains remain (the kubelet's), in both families.
+# kube-proxy's and kube-router's rules (and its ipsets), then whatever KUBE-* chains remain
+# (the kubelet's), in both families.
 "$state/bin/kube-proxy" --cleanup --v=0 >/dev/null 2>&1
+"$state/bin/kube-router" --cleanup-config >/dev/null 2>&1
 for iptables in iptables ip6tables; do
   for table in filter nat mangle; do
     "$iptables" -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -v '^-A KUBE-' |
@@ -57,6 +60,7 @@ leftovers="$(
   findmnt -rn -o TARGET | grep "^$node_dir/"
   ip link show "$bridge" 2>/dev/null | head -n1
   iptables-save 2>/dev/null | grep -E "^:KUBE-|$guard_comment"
+  ipset list -n 2>/dev/null | grep -iE "^kube-"
   pgrep -a -f "containerd-shim-runc-v2 .*-address $node_dir/"
   ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null
 )" || true

@@ -128,6 +128,16 @@ log "starting kube-proxy (iptables)"
 start kube-proxy --config "$node_dir/kube-proxy/config.yaml"
 
 wait_until "node $node_name Ready" 120 "${kubectl[@]}" wait --for=condition=Ready "node/$node_name" --timeout=2s
+# NetworkPolicy, enforced: kube-router's firewall alone (the bridge CNI routes, kube-proxy
+# proxies), with iptables and ipset on the host, as its daemonset would run it.
+"${kubectl[@]}" apply -f "$cluster_scripts/kube-router-rbac.yaml" >/dev/null
+kube_router_health="$(free_port)"
+log "starting kube-router (NetworkPolicy enforcement only)"
+start kube-router --kubeconfig "$state/kube-router.kubeconfig" --hostname-override "$node_name" \
+  --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+  --enable-ipv4=true --enable-ipv6=false --service-cluster-ip-range "$service_cidr" \
+  --health-port "$kube_router_health" --metrics-port 0
+wait_until "kube-router" 30 curl -fsS "http://127.0.0.1:$kube_router_health/healthz"
 log "starting CoreDNS ($dns_ip)"
 sed "s|@COREDNS_IMAGE@|localhost/lgjit/coredns:$COREDNS_VERSION|; s|@DNS_IP@|$dns_ip|" \
   "$cluster_scripts/coredns.yaml" | "${kubectl[@]}" apply -f - >/dev/null

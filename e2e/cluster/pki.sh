@@ -44,6 +44,8 @@ sign kube-scheduler "/CN=system:kube-scheduler" "$client"
 # The node: the Node authorizer and NodeRestriction know a kubelet by exactly this name and group.
 sign kubelet "/CN=system:node:$node_name/O=system:nodes" "$client"
 sign kube-proxy "/CN=system:kube-proxy" "$client"
+# The node's NetworkPolicy enforcer; node-up.sh grants it read access to what policies name.
+sign kube-router "/CN=system:kube-router" "$client"
 sign kubelet-serving "/CN=$node_name" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth

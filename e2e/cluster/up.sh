@@ -78,7 +78,7 @@ current-context: $name@langgraph-jit-test
 KUBECONFIG
   chmod 600 "$state/$name.kubeconfig"
 }
-for identity in admin kube-controller-manager kube-scheduler kubelet kube-proxy alice bob mallory; do
+for identity in admin kube-controller-manager kube-scheduler kubelet kube-proxy kube-router alice bob mallory; do
   write_kubeconfig "$identity"
 done
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { V1Service } from "@kubernetes/client-node";
+import type { V1EndpointSlice, V1Service } from "@kubernetes/client-node";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
 import { httpConnection, postgresConnection } from "../testing/connections.ts";
 import {
@@ -8,7 +8,7 @@ import {
   classifyHost,
   connectionEndpoint,
   type ResolverDeps,
-  resolvePeers,
+  resolveTarget,
 } from "./network-policy.ts";
 
 const run: LangGraphRun = {
@@ -16,10 +16,15 @@ const run: LangGraphRun = {
   spec: { template: { spec: { containers: [{ name: "g" }] } }, access: [], maxDuration: "30m" },
 };
 
-function deps(services: Record<string, V1Service>, dns: Record<string, string[]>): ResolverDeps {
+function deps(
+  services: Record<string, V1Service>,
+  dns: Record<string, string[]>,
+  slices: Record<string, V1EndpointSlice[]> = {},
+): ResolverDeps {
   return {
     clusterDomain: "cluster.local",
     readService: async (namespace, name) => services[`${namespace}/${name}`],
+    readEndpointSlices: async (namespace, name) => slices[`${namespace}/${name}`] ?? [],
     resolveHost: async (host) => dns[host] ?? [],
   };
 }
@@ -63,41 +68,76 @@ describe("connection endpoints", () => {
   });
 });
 
-describe("resolvePeers", () => {
-  it("turns a Service with a selector into its pods in its namespace", async () => {
-    const service: V1Service = { spec: { selector: { app: "kb-db" } } };
-    const peers = await resolvePeers(
-      { connection: "db", host: "kb.db.svc", port: 5432 },
-      "agents",
-      deps({ "db/kb": service }, {}),
-    );
-    assert.deepEqual(peers, [
+describe("resolveTarget", () => {
+  const to = async (host: string, port: number, d: ResolverDeps) => {
+    const { peers, ports } = await resolveTarget({ connection: "c", host, port }, "agents", d);
+    return { peers, ports };
+  };
+
+  it("turns a Service with a selector into its pods, on the port's target port", async () => {
+    const service: V1Service = {
+      spec: { selector: { app: "kb-db" }, ports: [{ port: 5432, targetPort: "postgres" }] },
+    };
+    assert.deepEqual(await to("kb.db.svc", 5432, deps({ "db/kb": service }, {})), {
+      peers: [
+        {
+          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "db" } },
+          podSelector: { matchLabels: { app: "kb-db" } },
+        },
+      ],
+      ports: [{ protocol: "TCP", port: "postgres" }],
+    });
+  });
+
+  it("turns a Service without a selector into its endpoints' addresses and ports", async () => {
+    const service: V1Service = { spec: { ports: [{ name: "https", port: 8443 }] } };
+    const slices: V1EndpointSlice[] = [
       {
-        namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "db" } },
-        podSelector: { matchLabels: { app: "kb-db" } },
+        addressType: "IPv4",
+        endpoints: [{ addresses: ["10.244.0.1"] }],
+        ports: [
+          { name: "https", port: 38211 },
+          { name: "metrics", port: 9090 },
+        ],
       },
-    ]);
+    ];
+    assert.deepEqual(
+      await to(
+        "kb-api.agents.svc",
+        8443,
+        deps({ "agents/kb-api": service }, {}, { "agents/kb-api": slices }),
+      ),
+      {
+        peers: [{ ipBlock: { cidr: "10.244.0.1/32" } }],
+        ports: [{ protocol: "TCP", port: 38211 }],
+      },
+    );
+  });
+
+  it("allows nothing through a Service that lacks the Connection's port", async () => {
+    const service: V1Service = { spec: { selector: { app: "kb" }, ports: [{ port: 80 }] } };
+    assert.deepEqual(await to("kb", 5432, deps({ "agents/kb": service }, {})), {
+      peers: [],
+      ports: [],
+    });
   });
 
   it("turns an external host into the addresses it resolves to", async () => {
-    const peers = await resolvePeers(
-      { connection: "api", host: "api.example.com", port: 443 },
-      "agents",
-      deps({}, { "api.example.com": ["192.0.2.10", "2001:db8::1"] }),
+    assert.deepEqual(
+      await to(
+        "api.example.com",
+        443,
+        deps({}, { "api.example.com": ["192.0.2.10", "2001:db8::1"] }),
+      ),
+      {
+        peers: [{ ipBlock: { cidr: "192.0.2.10/32" } }, { ipBlock: { cidr: "2001:db8::1/128" } }],
+        ports: [{ protocol: "TCP", port: 443 }],
+      },
     );
-    assert.deepEqual(peers, [
-      { ipBlock: { cidr: "192.0.2.10/32" } },
-      { ipBlock: { cidr: "2001:db8::1/128" } },
-    ]);
   });
 
   it("allows nothing for a host that does not resolve", async () => {
-    const peers = await resolvePeers(
-      { connection: "api", host: "gone.example.com", port: 443 },
-      "agents",
-      deps({}, {}),
-    );
-    assert.deepEqual(peers, []);
+    assert.deepEqual((await to("gone.example.com", 443, deps({}, {}))).peers, []);
   });
 });
 
@@ -114,15 +154,21 @@ describe("buildNetworkPolicy", () => {
         {
           endpoint: { connection: "db", host: "10.1.2.3", port: 5432 },
           peers: [{ ipBlock: { cidr: "10.1.2.3/32" } }],
+          ports: [{ protocol: "TCP", port: 5432 }],
         },
-        { endpoint: { connection: "api", host: "gone", port: 443 }, peers: [] },
+        {
+          endpoint: { connection: "api", host: "gone", port: 443 },
+          peers: [],
+          ports: [{ protocol: "TCP", port: 443 }],
+        },
       ],
       operatorRule,
     );
     assert.deepEqual(policy.spec?.podSelector, {
       matchLabels: { "langgraph-jit.dev/run": "kb-refresh" },
     });
-    assert.deepEqual(policy.spec?.policyTypes, ["Egress"]);
+    assert.deepEqual(policy.spec?.policyTypes, ["Ingress", "Egress"]);
+    assert.deepEqual(policy.spec?.ingress, [], "nothing may connect to a run's pod");
     const egress = policy.spec?.egress ?? [];
     assert.equal(
       egress.length,

@@ -1,11 +1,15 @@
 // The per-run NetworkPolicy: the run's pods may send traffic only to their connections'
-// endpoints, the operator and cluster DNS. NetworkPolicy speaks addresses and pod labels,
-// not host names, so each connection host is resolved to peers when the run is reconciled.
+// endpoints, the operator and cluster DNS, and nothing may connect to them. NetworkPolicy
+// speaks addresses, pod labels and the ports packets carry after a Service address was
+// translated, so each connection host is resolved to peers and ports on every reconcile.
 import { isIP } from "node:net";
 import type {
+  IntOrString,
+  V1EndpointSlice,
   V1NetworkPolicy,
   V1NetworkPolicyEgressRule,
   V1NetworkPolicyPeer,
+  V1NetworkPolicyPort,
   V1Service,
 } from "@kubernetes/client-node";
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
@@ -54,6 +58,8 @@ export function classifyHost(host: string, runNamespace: string, clusterDomain: 
 
 export interface ResolverDeps {
   readService: (namespace: string, name: string) => Promise<V1Service | undefined>;
+  /** The EndpointSlices of a Service without a selector, which someone else keeps. */
+  readEndpointSlices: (namespace: string, service: string) => Promise<V1EndpointSlice[]>;
   resolveHost: (host: string) => Promise<string[]>;
   clusterDomain: string;
 }
@@ -62,39 +68,66 @@ function addressPeer(address: string): V1NetworkPolicyPeer {
   return { ipBlock: { cidr: isIP(address) === 6 ? `${address}/128` : `${address}/32` } };
 }
 
-/**
- * The peers an endpoint's traffic may go to. A Service with a selector becomes its pods (policy
- * applies after the Service's address is translated to a pod's); any other name becomes the
- * addresses it resolves to now, re-resolved on every reconcile of the run.
- */
-export async function resolvePeers(
-  endpoint: Endpoint,
-  runNamespace: string,
-  deps: ResolverDeps,
-): Promise<V1NetworkPolicyPeer[]> {
-  const host = classifyHost(endpoint.host, runNamespace, deps.clusterDomain);
-  if (host.kind === "ip") return [addressPeer(endpoint.host)];
-  if (host.kind === "service") {
-    const service = await deps.readService(host.namespace, host.name);
-    const selector = service?.spec?.selector;
-    if (selector && Object.keys(selector).length > 0) {
-      return [
-        {
-          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": host.namespace } },
-          podSelector: { matchLabels: selector },
-        },
-      ];
-    }
-    if (service?.spec?.type === "ExternalName" && service.spec.externalName) {
-      return (await deps.resolveHost(service.spec.externalName)).map(addressPeer);
-    }
-  }
-  return (await deps.resolveHost(endpoint.host)).map(addressPeer);
-}
+const tcp = (port: IntOrString): V1NetworkPolicyPort => ({ protocol: "TCP", port });
 
 export interface EgressTarget {
   endpoint: Endpoint;
   peers: V1NetworkPolicyPeer[];
+  ports: V1NetworkPolicyPort[];
+}
+
+/**
+ * Where an endpoint's traffic may go, as a policy sees it: after a Service address is
+ * translated, so a Service becomes its pods (with a selector) or its endpoints' addresses
+ * (without), on the Service port's target port; any other name becomes the addresses it
+ * resolves to now. A Service without the Connection's port allows nothing.
+ */
+export async function resolveTarget(
+  endpoint: Endpoint,
+  runNamespace: string,
+  deps: ResolverDeps,
+): Promise<EgressTarget> {
+  const direct = async (host: string): Promise<EgressTarget> => ({
+    endpoint,
+    peers: (await deps.resolveHost(host)).map(addressPeer),
+    ports: [tcp(endpoint.port)],
+  });
+  const host = classifyHost(endpoint.host, runNamespace, deps.clusterDomain);
+  if (host.kind === "ip")
+    return { endpoint, peers: [addressPeer(endpoint.host)], ports: [tcp(endpoint.port)] };
+  if (host.kind === "dns") return direct(endpoint.host);
+  const service = await deps.readService(host.namespace, host.name);
+  if (!service) return direct(endpoint.host);
+  if (service.spec?.type === "ExternalName" && service.spec.externalName) {
+    return direct(service.spec.externalName);
+  }
+  const servicePort = service.spec?.ports?.find((p) => p.port === endpoint.port);
+  if (!servicePort) return { endpoint, peers: [], ports: [] };
+  const selector = service.spec?.selector;
+  if (selector && Object.keys(selector).length > 0) {
+    return {
+      endpoint,
+      peers: [
+        {
+          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": host.namespace } },
+          podSelector: { matchLabels: selector },
+        },
+      ],
+      ports: [tcp(servicePort.targetPort ?? servicePort.port)],
+    };
+  }
+  const slices = await deps.readEndpointSlices(host.namespace, host.name);
+  const addresses = new Set(
+    slices.flatMap((slice) => (slice.endpoints ?? []).flatMap((e) => e.addresses)),
+  );
+  const ports = new Set(
+    slices.flatMap((slice) =>
+      (slice.ports ?? [])
+        .filter((p) => (p.name ?? "") === (servicePort.name ?? "") && p.port !== undefined)
+        .map((p) => p.port as number),
+    ),
+  );
+  return { endpoint, peers: [...addresses].map(addressPeer), ports: [...ports].map(tcp) };
 }
 
 /** Cluster DNS, as CoreDNS and kube-dns label their pods. */
@@ -113,13 +146,8 @@ export function buildNetworkPolicy(
   operatorRule: V1NetworkPolicyEgressRule,
 ): V1NetworkPolicy {
   const connectionRules = targets
-    .filter((target) => target.peers.length > 0)
-    .map(
-      (target): V1NetworkPolicyEgressRule => ({
-        to: target.peers,
-        ports: [{ protocol: "TCP", port: target.endpoint.port }],
-      }),
-    );
+    .filter((target) => target.peers.length > 0 && target.ports.length > 0)
+    .map((target): V1NetworkPolicyEgressRule => ({ to: target.peers, ports: target.ports }));
   return {
     apiVersion: "networking.k8s.io/v1",
     kind: "NetworkPolicy",
@@ -131,7 +159,9 @@ export function buildNetworkPolicy(
     },
     spec: {
       podSelector: { matchLabels: runLabels(run) },
-      policyTypes: ["Egress"],
+      // No ingress rule: nothing connects to a run's pod, so nothing leaves it as an answer.
+      policyTypes: ["Ingress", "Egress"],
+      ingress: [],
       egress: [...connectionRules, operatorRule, dnsRule],
     },
   };

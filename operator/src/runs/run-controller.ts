@@ -5,6 +5,7 @@ import {
   BatchV1Api,
   CoreV1Api,
   CustomObjectsApi,
+  DiscoveryV1Api,
   type KubeConfig,
   NetworkingV1Api,
   type V1Job,
@@ -41,7 +42,7 @@ import {
   buildNetworkPolicy,
   connectionEndpoint,
   type ResolverDeps,
-  resolvePeers,
+  resolveTarget,
 } from "./network-policy.ts";
 import { TemplateRefused } from "./pod-rules.ts";
 import type { RunServiceAccounts } from "./run-service-account.ts";
@@ -73,7 +74,7 @@ export interface RunControllerOptions {
   /** The CA bundle the sidecar trusts the operator's HTTPS certificate with (it can rotate). */
   operatorCaPem: () => string;
   operatorEgress: V1NetworkPolicyEgressRule;
-  resolver: Omit<ResolverDeps, "readService">;
+  resolver: Omit<ResolverDeps, "readService" | "readEndpointSlices">;
   fieldManager: string;
   now?: () => Date;
 }
@@ -96,6 +97,7 @@ export class RunController {
   readonly #batch: BatchV1Api;
   readonly #networking: NetworkingV1Api;
   readonly #core: CoreV1Api;
+  readonly #discovery: DiscoveryV1Api;
   readonly #now: () => Date;
   readonly #resolver: ResolverDeps;
   readonly #ignored = new Set<string>();
@@ -106,13 +108,22 @@ export class RunController {
     this.#batch = options.kc.makeApiClient(BatchV1Api);
     this.#networking = options.kc.makeApiClient(NetworkingV1Api);
     this.#core = options.kc.makeApiClient(CoreV1Api);
+    this.#discovery = options.kc.makeApiClient(DiscoveryV1Api);
     this.#now = options.now ?? (() => new Date());
     // Runs sharing a Connection share its lookups for a while (docs/networking.md).
     const readService = (namespace: string, name: string) =>
       unlessNotFound(this.#core.readNamespacedService({ namespace, name }));
+    const readEndpointSlices = async (namespace: string, service: string) =>
+      (
+        await this.#discovery.listNamespacedEndpointSlice({
+          namespace,
+          labelSelector: `kubernetes.io/service-name=${service}`,
+        })
+      ).items;
     this.#resolver = {
       clusterDomain: options.resolver.clusterDomain,
       readService: rememberFor(lookupTtlMs, readService),
+      readEndpointSlices: rememberFor(lookupTtlMs, readEndpointSlices),
       resolveHost: rememberFor(lookupTtlMs, options.resolver.resolveHost),
     };
   }
@@ -392,8 +403,7 @@ export class RunController {
     for (const access of run.spec.access) {
       const connection = this.#o.connections.get(namespace, access.connection);
       if (!connection) continue;
-      const endpoint = connectionEndpoint(connection);
-      targets.push({ endpoint, peers: await resolvePeers(endpoint, namespace, deps) });
+      targets.push(await resolveTarget(connectionEndpoint(connection), namespace, deps));
     }
     const desired = buildNetworkPolicy(run, name, targets, this.#o.operatorEgress);
     const current = this.#o.networkPolicies.get(namespace, name);

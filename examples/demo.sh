@@ -110,6 +110,23 @@ spec:
   access: [{connection: kb-postgres, actions: [read]}]
 RUN
 
+step "alice's run may not take what alice may not: the Connection's API token"
+kubectl_as alice apply -f - <<'RUN' || true
+apiVersion: langgraph-jit.dev/v1alpha1
+kind: LangGraphRun
+metadata:
+  name: kb-search-greedy
+  namespace: agents
+spec:
+  template:
+    spec:
+      containers:
+        - name: graph
+          image: localhost/lgjit/graph:test
+          env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: kb-api, key: token}}}]
+  access: [{connection: kb-api, actions: [read]}]
+RUN
+
 cat <<DONE
 
 The cluster and the operator keep running: export KUBECONFIG=$state/admin.kubeconfig

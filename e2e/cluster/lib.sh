@@ -32,13 +32,15 @@ pid_alive() {
   [[ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]]
 }
 
-# Picks an unused TCP port on 127.0.0.1 that no earlier call has handed out.
+# Picks an unused TCP port that no earlier call has handed out, below the NodePort range
+# (30000-32767): a network plugin lets pods reach node ports on their node, and the API server
+# listens on the node's address.
 declare -A handed_out_ports=()
 free_port() {
   local port busy
   busy="$(ss -Htln | awk '{print $4}' | sed 's/.*://')"
   while :; do
-    port=$((20000 + RANDOM % 20000))
+    port=$((20000 + RANDOM % 10000))
     [[ -z "${handed_out_ports[$port]:-}" ]] || continue
     grep -qx "$port" <<<"$busy" && continue
     handed_out_ports[$port]=1
@@ -95,4 +97,28 @@ wait_until() {
     done
     sleep 0.5
   done
+}
+
+# NetworkPolicy, enforced on the node: kube-router's firewall alone (the bridge CNI routes,
+# kube-proxy proxies), with iptables and ipset on the host, as its daemonset would run it.
+start_kube_router() {
+  local health
+  health="$(free_port)"
+  log "starting kube-router (NetworkPolicy enforcement only)"
+  start kube-router --kubeconfig "$state/kube-router.kubeconfig" --hostname-override "$node_name" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --enable-ipv4=true --enable-ipv6=false --service-cluster-ip-range "$service_cidr" \
+    --health-port "$health" --metrics-port 0
+  wait_until "kube-router" 30 curl -fsS "http://127.0.0.1:$health/healthz"
+}
+
+# Stops kube-router and removes its rules and ipsets: NetworkPolicy is then not enforced.
+# (v2.1.0's --cleanup-config removes them, then panics cleaning the proxy it never ran.)
+stop_kube_router() {
+  stop kube-router
+  "$state/bin/kube-router" --cleanup-config >/dev/null 2>&1 || true
+  if iptables -S 2>/dev/null | grep -q -- '-j KUBE-ROUTER-'; then
+    log "kube-router left its rules behind"
+    return 1
+  fi
 }

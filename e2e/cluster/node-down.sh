@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ -d "$node_dir" ]] || exit 0
 socket="$node_dir/containerd/containerd.sock"
 
-stop kube-router
+stop_kube_router
 stop kube-proxy
 stop kubelet
 if [[ -S "$socket" ]] && pid_alive "$pids/containerd.pid"; then
@@ -32,10 +32,8 @@ for hierarchy in /sys/fs/cgroup/*/; do
   [[ -d "$hierarchy/kubepods" ]] && find "$hierarchy/kubepods" -depth -type d -exec rmdir {} + 2>/dev/null
 done
 
-# kube-proxy's and kube-router's rules (and its ipsets), then whatever KUBE-* chains remain
-# (the kubelet's), in both families.
+# kube-proxy's rules, then whatever KUBE-* chains remain (the kubelet's), in both families.
 "$state/bin/kube-proxy" --cleanup --v=0 >/dev/null 2>&1
-"$state/bin/kube-router" --cleanup-config >/dev/null 2>&1
 for iptables in iptables ip6tables; do
   for table in filter nat mangle; do
     "$iptables" -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -v '^-A KUBE-' |

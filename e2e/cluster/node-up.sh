@@ -74,10 +74,10 @@ cat >"$node_dir/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $node_ip
-port: 30250
+port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-healthzPort: 30248
+healthzPort: 10248
 tlsCertFile: $pki/kubelet-serving.crt
 tlsPrivateKeyFile: $pki/kubelet-serving.key
 authentication:
@@ -115,8 +115,8 @@ mode: iptables
 clientConnection: {kubeconfig: $state/kube-proxy.kubeconfig}
 hostnameOverride: $node_name
 bindAddress: $node_ip
-healthzBindAddress: 127.0.0.1:30256
-metricsBindAddress: 127.0.0.1:30249
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
 clusterCIDR: $pod_cidr
 nodePortAddresses: [$node_ip/32]
 # No NodePort on loopback: that would need route_localnet, a host-wide sysctl.
@@ -128,16 +128,8 @@ log "starting kube-proxy (iptables)"
 start kube-proxy --config "$node_dir/kube-proxy/config.yaml"
 
 wait_until "node $node_name Ready" 120 "${kubectl[@]}" wait --for=condition=Ready "node/$node_name" --timeout=2s
-# NetworkPolicy, enforced: kube-router's firewall alone (the bridge CNI routes, kube-proxy
-# proxies), with iptables and ipset on the host, as its daemonset would run it.
 "${kubectl[@]}" apply -f "$cluster_scripts/kube-router-rbac.yaml" >/dev/null
-kube_router_health="$(free_port)"
-log "starting kube-router (NetworkPolicy enforcement only)"
-start kube-router --kubeconfig "$state/kube-router.kubeconfig" --hostname-override "$node_name" \
-  --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
-  --enable-ipv4=true --enable-ipv6=false --service-cluster-ip-range "$service_cidr" \
-  --health-port "$kube_router_health" --metrics-port 0
-wait_until "kube-router" 30 curl -fsS "http://127.0.0.1:$kube_router_health/healthz"
+start_kube_router
 log "starting CoreDNS ($dns_ip)"
 sed "s|@COREDNS_IMAGE@|localhost/lgjit/coredns:$COREDNS_VERSION|; s|@DNS_IP@|$dns_ip|" \
   "$cluster_scripts/coredns.yaml" | "${kubectl[@]}" apply -f - >/dev/null

@@ -407,10 +407,13 @@ describe("run-scoped credentials", () => {
         },
       });
       const pod = await podOfRun(suite.ns.name, "denied");
-      const body = await expectRefused(await podToken(pod), 403, "RunNotRunning");
-      assert.match(String(body.error), /phase Denied/);
-      await eventually("a CredentialRefused event on the run", async () =>
-        (await events("CredentialRefused", "denied")).length > 0 ? true : undefined,
+      const body = await expectRefused(await podToken(pod), 403, "NotARunPod");
+      assert.match(
+        String(body.error),
+        /Job .*\/denied is not the Job langgraph-jit created for LangGraphRun denied/,
+      );
+      await eventually("a CredentialRefused event on the pod", async () =>
+        (await events("CredentialRefused", pod.metadata?.name ?? "")).length > 0 ? true : undefined,
       );
     });
 
@@ -450,7 +453,10 @@ describe("run-scoped credentials", () => {
         },
       });
       const spyRefusal = await expectRefused(await podToken(spy), 403, "NotARunPod");
-      assert.match(String(spyRefusal.error), /no langgraph-jit sidecar/);
+      assert.match(
+        String(spyRefusal.error),
+        /pod .*\/spy is not the pod of Job refusals: initContainers has 0 containers, the Job's template 1/,
+      );
 
       await batch.createNamespacedJob({
         namespace,
@@ -479,10 +485,13 @@ describe("run-scoped credentials", () => {
         return pods.items[0];
       });
       const impostorRefusal = await expectRefused(await podToken(impostor), 403, "NotARunPod");
-      assert.match(String(impostorRefusal.error), /is not the Job of LangGraphRun refusals/);
+      assert.match(
+        String(impostorRefusal.error),
+        /is not the Job langgraph-jit created for LangGraphRun refusals/,
+      );
     });
 
-    it("a credential the operator cannot produce: 503, and no bundle at all (fail closed)", async () => {
+    it("a credential the Connection cannot produce as configured: 424, said on the run, no bundle at all", async () => {
       const { pod } = await startRun("broken", {
         access: [
           { connection: "kb-postgres", actions: ["read"] },
@@ -492,12 +501,22 @@ describe("run-scoped credentials", () => {
       const answer = await api.issue(await podToken(pod));
       assert.deepEqual(
         [answer.status, answer.body.reason],
-        [503, "CredentialUnavailable"],
+        [424, "CredentialMisconfigured"],
         String(answer.body.error),
       );
       assert.match(String(answer.body.error), /Secret .*\/kb-broken-token does not exist/);
       assert.equal(answer.body.token, undefined);
       assert.equal(answer.body.credentials, undefined);
+      const run = await eventually("the run to say why", async () => {
+        const current = await readRun(suite.ns.name, "broken");
+        const condition = current?.status?.conditions?.find((c) => c.type === "CredentialIssued");
+        return condition?.status === "False" ? condition : undefined;
+      });
+      assert.equal(run.reason, "CredentialMisconfigured");
+      assert.match(
+        run.message,
+        /connection "kb-broken": Secret .*\/kb-broken-token does not exist/,
+      );
     });
 
     it("a forged, an unsigned and a foreign-key run token", async () => {
@@ -627,8 +646,10 @@ describe("run-scoped credentials", () => {
           (await runRoles()).includes(roleName) ? undefined : true,
         );
         if (ending !== "cancelled") {
-          const finished = await readRun(suite.ns.name, name);
-          assert.ok(finished?.status?.credential?.revokedAt, "revokedAt is not recorded");
+          // Revocation comes first, then the terminal status that records it.
+          await eventually("revokedAt to be recorded", async () =>
+            (await readRun(suite.ns.name, name))?.status?.credential?.revokedAt ? true : undefined,
+          );
           await eventually("a CredentialsRevoked event", async () =>
             (await events("CredentialsRevoked", name)).length > 0 ? true : undefined,
           );

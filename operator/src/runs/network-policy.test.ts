@@ -7,8 +7,8 @@ import {
   buildNetworkPolicy,
   classifyHost,
   connectionEndpoint,
+  egressRules,
   type ResolverDeps,
-  resolveTarget,
 } from "./network-policy.ts";
 
 const run: LangGraphRun = {
@@ -68,76 +68,90 @@ describe("connection endpoints", () => {
   });
 });
 
-describe("resolveTarget", () => {
-  const to = async (host: string, port: number, d: ResolverDeps) => {
-    const { peers, ports } = await resolveTarget({ connection: "c", host, port }, "agents", d);
-    return { peers, ports };
-  };
+describe("egressRules", () => {
+  const rules = (host: string, port: number, d: ResolverDeps) =>
+    egressRules({ connection: "c", host, port }, "agents", d);
+  const slice = (managedBy: string, address: string, port: number): V1EndpointSlice => ({
+    addressType: "IPv4",
+    metadata: { labels: { "endpointslice.kubernetes.io/managed-by": managedBy } },
+    endpoints: [{ addresses: [address] }],
+    ports: [
+      { name: "https", port },
+      { name: "metrics", port: 9090 },
+    ],
+  });
 
   it("turns a Service with a selector into its pods, on the port's target port", async () => {
     const service: V1Service = {
       spec: { selector: { app: "kb-db" }, ports: [{ port: 5432, targetPort: "postgres" }] },
     };
-    assert.deepEqual(await to("kb.db.svc", 5432, deps({ "db/kb": service }, {})), {
-      peers: [
-        {
-          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "db" } },
-          podSelector: { matchLabels: { app: "kb-db" } },
-        },
-      ],
-      ports: [{ protocol: "TCP", port: "postgres" }],
-    });
+    assert.deepEqual(await rules("kb.db.svc", 5432, deps({ "db/kb": service }, {})), [
+      {
+        to: [
+          {
+            namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "db" } },
+            podSelector: { matchLabels: { app: "kb-db" } },
+          },
+        ],
+        ports: [{ protocol: "TCP", port: "postgres" }],
+      },
+    ]);
   });
 
-  it("turns a Service without a selector into its endpoints' addresses and ports", async () => {
+  it("turns endpoints someone else keeps into their addresses and ports", async () => {
     const service: V1Service = { spec: { ports: [{ name: "https", port: 8443 }] } };
-    const slices: V1EndpointSlice[] = [
-      {
-        addressType: "IPv4",
-        endpoints: [{ addresses: ["10.244.0.1"] }],
-        ports: [
-          { name: "https", port: 38211 },
-          { name: "metrics", port: 9090 },
-        ],
-      },
-    ];
+    const found = { "agents/kb-api": [slice("e2e.example", "10.244.0.1", 38211)] };
     assert.deepEqual(
-      await to(
-        "kb-api.agents.svc",
-        8443,
-        deps({ "agents/kb-api": service }, {}, { "agents/kb-api": slices }),
-      ),
-      {
-        peers: [{ ipBlock: { cidr: "10.244.0.1/32" } }],
-        ports: [{ protocol: "TCP", port: 38211 }],
-      },
+      await rules("kb-api.agents.svc", 8443, deps({ "agents/kb-api": service }, {}, found)),
+      [{ to: [{ ipBlock: { cidr: "10.244.0.1/32" } }], ports: [{ protocol: "TCP", port: 38211 }] }],
     );
+  });
+
+  it("adds slices made by hand to a selector's pods, but not the controller's own", async () => {
+    const service: V1Service = {
+      spec: { selector: { app: "kb-api" }, ports: [{ name: "https", port: 8443 }] },
+    };
+    const found = {
+      "agents/kb-api": [
+        slice("endpointslice-controller.k8s.io", "10.244.0.7", 8443),
+        slice("e2e.example", "10.244.0.1", 38211),
+      ],
+    };
+    const [pods, byHand] = await rules(
+      "kb-api",
+      8443,
+      deps({ "agents/kb-api": service }, {}, found),
+    );
+    assert.deepEqual(pods?.ports, [{ protocol: "TCP", port: 8443 }]);
+    assert.deepEqual(byHand, {
+      to: [{ ipBlock: { cidr: "10.244.0.1/32" } }],
+      ports: [{ protocol: "TCP", port: 38211 }],
+    });
   });
 
   it("allows nothing through a Service that lacks the Connection's port", async () => {
     const service: V1Service = { spec: { selector: { app: "kb" }, ports: [{ port: 80 }] } };
-    assert.deepEqual(await to("kb", 5432, deps({ "agents/kb": service }, {})), {
-      peers: [],
-      ports: [],
-    });
+    assert.deepEqual(await rules("kb", 5432, deps({ "agents/kb": service }, {})), []);
   });
 
   it("turns an external host into the addresses it resolves to", async () => {
     assert.deepEqual(
-      await to(
+      await rules(
         "api.example.com",
         443,
         deps({}, { "api.example.com": ["192.0.2.10", "2001:db8::1"] }),
       ),
-      {
-        peers: [{ ipBlock: { cidr: "192.0.2.10/32" } }, { ipBlock: { cidr: "2001:db8::1/128" } }],
-        ports: [{ protocol: "TCP", port: 443 }],
-      },
+      [
+        {
+          to: [{ ipBlock: { cidr: "192.0.2.10/32" } }, { ipBlock: { cidr: "2001:db8::1/128" } }],
+          ports: [{ protocol: "TCP", port: 443 }],
+        },
+      ],
     );
   });
 
   it("allows nothing for a host that does not resolve", async () => {
-    assert.deepEqual((await to("gone.example.com", 443, deps({}, {}))).peers, []);
+    assert.deepEqual(await rules("gone.example.com", 443, deps({}, {})), []);
   });
 });
 
@@ -150,18 +164,7 @@ describe("buildNetworkPolicy", () => {
     const policy = buildNetworkPolicy(
       run,
       "kb-refresh",
-      [
-        {
-          endpoint: { connection: "db", host: "10.1.2.3", port: 5432 },
-          peers: [{ ipBlock: { cidr: "10.1.2.3/32" } }],
-          ports: [{ protocol: "TCP", port: 5432 }],
-        },
-        {
-          endpoint: { connection: "api", host: "gone", port: 443 },
-          peers: [],
-          ports: [{ protocol: "TCP", port: 443 }],
-        },
-      ],
+      [{ to: [{ ipBlock: { cidr: "10.1.2.3/32" } }], ports: [{ protocol: "TCP", port: 5432 }] }],
       operatorRule,
     );
     assert.deepEqual(policy.spec?.podSelector, {
@@ -170,11 +173,7 @@ describe("buildNetworkPolicy", () => {
     assert.deepEqual(policy.spec?.policyTypes, ["Ingress", "Egress"]);
     assert.deepEqual(policy.spec?.ingress, [], "nothing may connect to a run's pod");
     const egress = policy.spec?.egress ?? [];
-    assert.equal(
-      egress.length,
-      3,
-      "one connection rule (the unresolved one allows nothing), operator, DNS",
-    );
+    assert.equal(egress.length, 3, "the connection's rule, the operator's, DNS");
     assert.deepEqual(egress[0], {
       to: [{ ipBlock: { cidr: "10.1.2.3/32" } }],
       ports: [{ protocol: "TCP", port: 5432 }],
@@ -182,7 +181,7 @@ describe("buildNetworkPolicy", () => {
     assert.deepEqual(egress[1], operatorRule);
     assert.deepEqual(
       egress[2]?.ports?.map((p) => p.port),
-      [53, 53],
+      [53, 53, "dns", "dns-tcp"],
     );
     assert.equal(policy.metadata?.ownerReferences?.[0]?.uid, "u1");
   });

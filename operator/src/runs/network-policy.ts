@@ -70,53 +70,55 @@ function addressPeer(address: string): V1NetworkPolicyPeer {
 
 const tcp = (port: IntOrString): V1NetworkPolicyPort => ({ protocol: "TCP", port });
 
-export interface EgressTarget {
-  endpoint: Endpoint;
-  peers: V1NetworkPolicyPeer[];
-  ports: V1NetworkPolicyPort[];
-}
+/** The endpoint-slice controller's mark on the slices it keeps for a Service's selector. */
+const sliceController = "endpointslice-controller.k8s.io";
 
 /**
- * Where an endpoint's traffic may go, as a policy sees it: after a Service address is
- * translated, so a Service becomes its pods (with a selector) or its endpoints' addresses
- * (without), on the Service port's target port; any other name becomes the addresses it
- * resolves to now. A Service without the Connection's port allows nothing.
+ * The egress rules that let traffic reach an endpoint, as a policy sees it: after a Service's
+ * address is translated to one of its endpoints. A Service's selector becomes its pods on the
+ * target port; endpoints someone else keeps (a selector-less Service, or slices added by hand)
+ * become their addresses on their ports; an ExternalName, or any other name, becomes the
+ * addresses it resolves to now. A Service without the Connection's port allows nothing.
  */
-export async function resolveTarget(
+export async function egressRules(
   endpoint: Endpoint,
   runNamespace: string,
   deps: ResolverDeps,
-): Promise<EgressTarget> {
-  const direct = async (host: string): Promise<EgressTarget> => ({
-    endpoint,
-    peers: (await deps.resolveHost(host)).map(addressPeer),
-    ports: [tcp(endpoint.port)],
-  });
+): Promise<V1NetworkPolicyEgressRule[]> {
+  const byAddress = async (host: string, port: number) => {
+    const addresses = await deps.resolveHost(host);
+    return addresses.length ? [{ to: addresses.map(addressPeer), ports: [tcp(port)] }] : [];
+  };
   const host = classifyHost(endpoint.host, runNamespace, deps.clusterDomain);
   if (host.kind === "ip")
-    return { endpoint, peers: [addressPeer(endpoint.host)], ports: [tcp(endpoint.port)] };
-  if (host.kind === "dns") return direct(endpoint.host);
+    return [{ to: [addressPeer(endpoint.host)], ports: [tcp(endpoint.port)] }];
+  if (host.kind === "dns") return byAddress(endpoint.host, endpoint.port);
   const service = await deps.readService(host.namespace, host.name);
-  if (!service) return direct(endpoint.host);
+  if (!service) return byAddress(endpoint.host, endpoint.port);
   if (service.spec?.type === "ExternalName" && service.spec.externalName) {
-    return direct(service.spec.externalName);
+    return byAddress(service.spec.externalName, endpoint.port);
   }
   const servicePort = service.spec?.ports?.find((p) => p.port === endpoint.port);
-  if (!servicePort) return { endpoint, peers: [], ports: [] };
+  if (!servicePort) return [];
+  const rules: V1NetworkPolicyEgressRule[] = [];
   const selector = service.spec?.selector;
-  if (selector && Object.keys(selector).length > 0) {
-    return {
-      endpoint,
-      peers: [
+  const selects = selector !== undefined && Object.keys(selector).length > 0;
+  if (selects) {
+    rules.push({
+      to: [
         {
           namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": host.namespace } },
           podSelector: { matchLabels: selector },
         },
       ],
       ports: [tcp(servicePort.targetPort ?? servicePort.port)],
-    };
+    });
   }
-  const slices = await deps.readEndpointSlices(host.namespace, host.name);
+  const slices = (await deps.readEndpointSlices(host.namespace, host.name)).filter(
+    (slice) =>
+      !selects ||
+      slice.metadata?.labels?.["endpointslice.kubernetes.io/managed-by"] !== sliceController,
+  );
   const addresses = new Set(
     slices.flatMap((slice) => (slice.endpoints ?? []).flatMap((e) => e.addresses)),
   );
@@ -127,27 +129,32 @@ export async function resolveTarget(
         .map((p) => p.port as number),
     ),
   );
-  return { endpoint, peers: [...addresses].map(addressPeer), ports: [...ports].map(tcp) };
+  if (addresses.size > 0 && ports.size > 0) {
+    rules.push({ to: [...addresses].map(addressPeer), ports: [...ports].map(tcp) });
+  }
+  return rules;
 }
 
-/** Cluster DNS, as CoreDNS and kube-dns label their pods. */
+/**
+ * Cluster DNS, as CoreDNS and kube-dns label their pods: port 53, or the ports they name dns
+ * and dns-tcp when they listen elsewhere (a non-root CoreDNS behind a Service on 53).
+ */
 const dnsRule: V1NetworkPolicyEgressRule = {
   to: [{ namespaceSelector: {}, podSelector: { matchLabels: { "k8s-app": "kube-dns" } } }],
   ports: [
     { protocol: "UDP", port: 53 },
     { protocol: "TCP", port: 53 },
+    { protocol: "UDP", port: "dns" },
+    { protocol: "TCP", port: "dns-tcp" },
   ],
 };
 
 export function buildNetworkPolicy(
   run: LangGraphRun,
   name: string,
-  targets: EgressTarget[],
+  connectionRules: V1NetworkPolicyEgressRule[],
   operatorRule: V1NetworkPolicyEgressRule,
 ): V1NetworkPolicy {
-  const connectionRules = targets
-    .filter((target) => target.peers.length > 0 && target.ports.length > 0)
-    .map((target): V1NetworkPolicyEgressRule => ({ to: target.peers, ports: target.ports }));
   return {
     apiVersion: "networking.k8s.io/v1",
     kind: "NetworkPolicy",

@@ -41,8 +41,8 @@ import { runObjectName } from "./names.ts";
 import {
   buildNetworkPolicy,
   connectionEndpoint,
+  egressRules,
   type ResolverDeps,
-  resolveTarget,
 } from "./network-policy.ts";
 import { TemplateRefused } from "./pod-rules.ts";
 import type { RunServiceAccounts } from "./run-service-account.ts";
@@ -399,13 +399,13 @@ export class RunController {
   async #ensureNetworkPolicy(run: LangGraphRun, name: string): Promise<void> {
     const namespace = run.metadata?.namespace ?? "";
     const deps = this.#resolver;
-    const targets = [];
+    const rules = [];
     for (const access of run.spec.access) {
       const connection = this.#o.connections.get(namespace, access.connection);
       if (!connection) continue;
-      targets.push(await resolveTarget(connectionEndpoint(connection), namespace, deps));
+      rules.push(...(await egressRules(connectionEndpoint(connection), namespace, deps)));
     }
-    const desired = buildNetworkPolicy(run, name, targets, this.#o.operatorEgress);
+    const desired = buildNetworkPolicy(run, name, rules, this.#o.operatorEgress);
     const current = this.#o.networkPolicies.get(namespace, name);
     if (current && sameJson(current.spec, desired.spec)) return;
     await this.#networking.patchNamespacedNetworkPolicy(

@@ -207,14 +207,18 @@ export async function waitForPhase(
   phase: RunPhase,
   timeoutMs = 30_000,
 ) {
+  let last: LangGraphRun | undefined;
   return eventually(
     `run ${name} to be ${phase}`,
     async () => {
-      const run = await readRun(namespace, name);
-      return run?.status?.phase === phase ? run : undefined;
+      last = await readRun(namespace, name);
+      return last?.status?.phase === phase ? last : undefined;
     },
     timeoutMs,
-  );
+  ).catch((error: Error) => {
+    const seen = last ? JSON.stringify(last.status ?? {}) : "no such run";
+    throw new Error(`${error.message}; last seen: ${seen}`, { cause: error });
+  });
 }
 
 export async function jobsOfRun(namespace: string, name: string): Promise<V1Job[]> {

@@ -371,6 +371,27 @@ describe("the run's boundary, as its requester", () => {
         namespace: ns.name,
         name: "alice-reads-graph-settings",
       });
+      // mallory's run, which no policy grants, set Running with a week-long deadline by the one
+      // identity the status webhook lets through here (the test operator runs as admin): the
+      // operator trusts no phase it did not seal.
+      await createRun("mallory", ns.name, runWith("forged-status", {}));
+      const now = new Date();
+      const week = new Date(now.getTime() + 7 * 24 * 3600_000);
+      await customObjects("admin").patchNamespacedCustomObjectStatus(
+        {
+          ...runsApi,
+          namespace: ns.name,
+          name: "forged-status",
+          body: {
+            status: {
+              phase: "Running",
+              startedAt: `${now.toISOString().slice(0, 19)}Z`,
+              deadline: `${week.toISOString().slice(0, 19)}Z`,
+            },
+          },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
       await release();
     });
 
@@ -395,6 +416,15 @@ describe("the run's boundary, as its requester", () => {
       );
       assert.equal(run.status?.credential?.issuedAt, undefined);
       assert.equal(run.status?.jobUID, undefined);
+    });
+
+    it("trusts no Running it did not seal: a hand-set phase and deadline start nothing", async () => {
+      const run = await waitForPhase(ns.name, "forged-status", "Failed", 60_000);
+      const complete = run.status?.conditions?.find((c) => c.type === "Complete");
+      assert.equal(complete?.reason, "StatusNotSealed");
+      assert.match(complete?.message ?? "", /phase Running was not set by langgraph-jit/);
+      assert.deepEqual(await jobsOfRun(ns.name, "forged-status"), []);
+      assert.equal(run.status?.credential?.issuedAt, undefined);
     });
 
     it("runs the pod as langgraph-jit-run, bound to nothing, with no API token", async () => {

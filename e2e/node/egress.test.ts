@@ -11,13 +11,13 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CoreV1Api, type V1Pod } from "@kubernetes/client-node";
 import {
-  clusterDir,
   createTestNamespace,
   eventually,
   kubeConfigFor,
   repoRoot,
   type TestNamespace,
 } from "../lib/cluster.ts";
+import { installChart, localImages, uninstallChart } from "../lib/helm.ts";
 import { type KbApi, startKbApi } from "../lib/kb-api.ts";
 import { testNode } from "../lib/postgres.ts";
 import {
@@ -32,18 +32,11 @@ const release = "egress";
 const fullName = `${release}-langgraph-jit`;
 const core = kubeConfigFor("admin").makeApiClient(CoreV1Api);
 
-function run(command: string, ...args: string[]) {
-  const result = spawnSync(command, args, { encoding: "utf8" });
-  assert.equal(result.status, 0, `${command} ${args.join(" ")}:\n${result.stdout}${result.stderr}`);
-}
-
-function helm(...args: string[]) {
-  run(
-    join(clusterDir, "bin", "helm"),
-    ...args,
-    "--kubeconfig",
-    join(clusterDir, "admin.kubeconfig"),
-  );
+/** Turns the node's NetworkPolicy enforcement on or off. */
+function enforcement(state: "on" | "off") {
+  const script = join(repoRoot, "e2e", "cluster", "network-policy.sh");
+  const result = spawnSync(script, [state], { encoding: "utf8" });
+  assert.equal(result.status, 0, `network-policy.sh ${state}:\n${result.stdout}${result.stderr}`);
 }
 
 /** What a compromised graph tries; prints one JSON line of outcomes. */
@@ -94,7 +87,7 @@ describe("the graph's only way out is its sidecar, on the real node", () => {
       containers: [
         {
           name: "graph",
-          image: "localhost/lgjit/graph:test",
+          image: localImages.graph,
           imagePullPolicy: "Never",
           command: ["node", "-e", probeScript],
           env,
@@ -147,20 +140,7 @@ describe("the graph's only way out is its sidecar, on the real node", () => {
   before(async () => {
     system = await createTestNamespace("lgjit-system");
     ns = await createTestNamespace("egress");
-    helm(
-      "install",
-      release,
-      join(repoRoot, "charts", "langgraph-jit"),
-      "--namespace",
-      system.name,
-      "--set",
-      "image.repository=localhost/lgjit/operator,image.tag=test,image.pullPolicy=Never",
-      "--set",
-      "sidecar.image=localhost/lgjit/sidecar:test,sidecar.pullPolicy=Never",
-      "--wait",
-      "--timeout",
-      "3m",
-    );
+    installChart(release, system.name);
     await setUpRunNamespace(ns.name, { grants: [{ connection: "kb-api", actions: ["read"] }] }, []);
     kbApi = await startKbApi(ns.name);
     await createObject("admin", ns.name, "connections", kbApi.connection);
@@ -202,11 +182,11 @@ describe("the graph's only way out is its sidecar, on the real node", () => {
   });
 
   after(async () => {
-    run(join(repoRoot, "e2e", "cluster", "network-policy.sh"), "on");
+    enforcement("on");
     await kbApi?.stop();
     stranger?.close();
     await ns?.remove(120_000);
-    if (system) helm("uninstall", release, "--namespace", system.name, "--wait", "--timeout", "2m");
+    if (system) uninstallChart(release, system.name);
     await system?.remove(120_000);
   });
 
@@ -242,20 +222,8 @@ describe("the graph's only way out is its sidecar, on the real node", () => {
   });
 
   it("with in-pod capture and no enforcer: the graph reaches nothing but DNS and its sidecar", async () => {
-    helm(
-      "upgrade",
-      release,
-      join(repoRoot, "charts", "langgraph-jit"),
-      "--namespace",
-      system.name,
-      "--reuse-values",
-      "--set",
-      "sidecar.capture=true",
-      "--wait",
-      "--timeout",
-      "3m",
-    );
-    run(join(repoRoot, "e2e", "cluster", "network-policy.sh"), "off");
+    installChart(release, system.name, ["sidecar.capture=true"], "upgrade");
+    enforcement("off");
     const outcomes = await probe("captured", asRun("captured"));
     for (const target of [
       "apiServer",

@@ -28,6 +28,7 @@ import {
   statusOf,
   type TestNamespace,
 } from "../lib/cluster.ts";
+import { installChart, localImages, uninstallChart } from "../lib/helm.ts";
 import { type KbApi, startKbApi } from "../lib/kb-api.ts";
 import { startOperator } from "../lib/operator.ts";
 import { type PostgresServer, startPostgres, testNode } from "../lib/postgres.ts";
@@ -44,22 +45,9 @@ import {
 
 const release = "lgjit";
 const fullName = "lgjit-langgraph-jit";
-const images = {
-  sidecar: "localhost/lgjit/sidecar:test",
-  graph: "localhost/lgjit/graph:test",
-};
 const admin = kubeConfigFor("admin");
 const core = admin.makeApiClient(CoreV1Api);
 const leases = admin.makeApiClient(CoordinationV1Api);
-
-function helm(...args: string[]) {
-  const result = spawnSync(
-    join(clusterDir, "bin", "helm"),
-    [...args, "--kubeconfig", join(clusterDir, "admin.kubeconfig")],
-    { encoding: "utf8" },
-  );
-  assert.equal(result.status, 0, `helm ${args.join(" ")}:\n${result.stdout}${result.stderr}`);
-}
 
 /** A run of the example graph, kept busy in its `work` step for workSeconds. */
 function graphRun(name: string, workSeconds: number, maxDuration = "5m"): LangGraphRun {
@@ -71,7 +59,7 @@ function graphRun(name: string, workSeconds: number, maxDuration = "5m"): LangGr
         containers: [
           {
             name: "graph",
-            image: images.graph,
+            image: localImages.graph,
             imagePullPolicy: "Never",
             env: [{ name: "GRAPH_WORK_SECONDS", value: String(workSeconds) }],
           },
@@ -188,22 +176,9 @@ describe("the operator installed with helm, on the real node", () => {
         stringData: { url: sessions.url(undefined, undefined, undefined, testNode.address) },
       },
     });
-    helm(
-      "install",
-      release,
-      join(repoRoot, "charts", "langgraph-jit"),
-      "--namespace",
-      system.name,
-      "--set",
-      "image.repository=localhost/lgjit/operator,image.tag=test,image.pullPolicy=Never",
-      "--set",
-      `sidecar.image=${images.sidecar},sidecar.pullPolicy=Never`,
-      "--set",
+    installChart(release, system.name, [
       "replicaCount=2,sessionStore.postgresSecret.name=session-store,sessionStore.postgresSecret.key=url",
-      "--wait",
-      "--timeout",
-      "3m",
-    );
+    ]);
     await setUpBearerApiNamespace(agents.name, "kb-api-bearer");
   });
 
@@ -211,7 +186,7 @@ describe("the operator installed with helm, on the real node", () => {
     await kbApi?.stop();
     await kb?.remove(120_000);
     await agents?.remove(120_000);
-    if (system) helm("uninstall", release, "--namespace", system.name, "--wait", "--timeout", "2m");
+    if (system) uninstallChart(release, system.name);
     await system?.remove(120_000);
     await sessions?.stop();
   });

@@ -73,6 +73,37 @@ describe("CRD validation", () => {
     }
   });
 
+  it("caps maxDuration at 168h on policies and runs, which Node's timers could not wait for", async () => {
+    const policy = await rejection(
+      createObject("admin", suite.ns.name, "accesspolicies", {
+        apiVersion,
+        kind: "AccessPolicy",
+        metadata: { name: "month" },
+        spec: {
+          subjects: [{ kind: "Group", name: "g" }],
+          maxDuration: "720h",
+          grants: [{ connection: "c", actions: ["read"] }],
+        },
+      }),
+    );
+    assert.match(
+      policy,
+      /spec\.maxDuration: Invalid value: "string": must be a positive duration of at most 168h/,
+    );
+    const run = await rejection(
+      createObject(
+        "admin",
+        suite.ns.name,
+        "langgraphruns",
+        runManifest("month", { maxDuration: "600h" }),
+      ),
+    );
+    assert.match(
+      run,
+      /spec\.maxDuration: Invalid value: "string": must be a positive duration of at most 168h/,
+    );
+  });
+
   it("refuses postgres-only actions in a grant with http rules, and approval beyond the actions", async () => {
     const message = await rejection(
       createObject("admin", suite.ns.name, "accesspolicies", {

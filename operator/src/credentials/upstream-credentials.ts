@@ -57,15 +57,18 @@ function isPermanent(error: PostgresCredentialError): boolean {
 }
 
 /** The credential API's answer to a failure: 424 when a person must act, else 503. */
-function upstreamFailure(connection: string, error: unknown): HttpError {
+export function upstreamFailure(connection: string, error: unknown): HttpError {
   if (error instanceof HttpError) return error;
   const message = (error as Error).message;
+  const named = message.startsWith(`connection "${connection}"`)
+    ? message
+    : `connection "${connection}": ${message}`;
   const permanent =
     (error instanceof PostgresCredentialError && isPermanent(error)) ||
     (error instanceof OAuth2TokenError && !error.retryable);
   return permanent
-    ? misconfigured(connection, message)
-    : new HttpError(503, "CredentialUnavailable", message, { cause: error });
+    ? new HttpError(424, "CredentialMisconfigured", named)
+    : new HttpError(503, "CredentialUnavailable", named, { cause: error });
 }
 
 /** How long a Secret read is reused: a rotated Secret takes effect within this. */

@@ -113,12 +113,17 @@ start_kube_router() {
 }
 
 # Stops kube-router and removes its rules and ipsets: NetworkPolicy is then not enforced.
-# (v2.1.0's --cleanup-config removes them, then panics cleaning the proxy it never ran.)
+# v2.1.0's --cleanup-config removes the rules, then panics cleaning the proxy it never ran,
+# before it reaches the ipsets, which go once no rule uses them.
 stop_kube_router() {
+  local set
   stop kube-router
   "$state/bin/kube-router" --cleanup-config >/dev/null 2>&1 || true
   if iptables -S 2>/dev/null | grep -q -- '-j KUBE-ROUTER-'; then
     log "kube-router left its rules behind"
     return 1
   fi
+  ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-' | while read -r set; do
+    ipset destroy "$set"
+  done
 }

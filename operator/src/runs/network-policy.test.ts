@@ -171,7 +171,7 @@ describe("buildNetworkPolicy", () => {
       matchLabels: { "langgraph-jit.dev/run": "kb-refresh" },
     });
     assert.deepEqual(policy.spec?.policyTypes, ["Ingress", "Egress"]);
-    assert.deepEqual(policy.spec?.ingress, [], "nothing may connect to a run's pod");
+    assert.equal(policy.spec?.ingress, undefined, "no rule: nothing may connect to a run's pod");
     const egress = policy.spec?.egress ?? [];
     assert.equal(egress.length, 3, "the connection's rule, the operator's, DNS");
     assert.deepEqual(egress[0], {
@@ -184,5 +184,23 @@ describe("buildNetworkPolicy", () => {
       [53, 53, "dns", "dns-tcp"],
     );
     assert.equal(policy.metadata?.ownerReferences?.[0]?.uid, "u1");
+  });
+
+  it("holds no empty list, which the API server drops: every reconcile would rewrite the policy", () => {
+    const policy = buildNetworkPolicy(run, "kb-refresh", [], {
+      to: [{ ipBlock: { cidr: "10.0.0.5/32" } }],
+      ports: [{ protocol: "TCP", port: 8443 }],
+    });
+    const empty: string[] = [];
+    const walk = (value: unknown, path: string) => {
+      if (Array.isArray(value)) {
+        if (value.length === 0) empty.push(path);
+        for (const [i, item] of value.entries()) walk(item, `${path}[${i}]`);
+      } else if (value && typeof value === "object") {
+        for (const [key, item] of Object.entries(value)) walk(item, `${path}.${key}`);
+      }
+    };
+    walk(policy.spec, "spec");
+    assert.deepEqual(empty, []);
   });
 });

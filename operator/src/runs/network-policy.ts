@@ -166,9 +166,9 @@ export function buildNetworkPolicy(
     },
     spec: {
       podSelector: { matchLabels: runLabels(run) },
-      // No ingress rule: nothing connects to a run's pod, so nothing leaves it as an answer.
+      // Ingress without rules (the API server drops an empty list): nothing connects to a run's
+      // pod, so nothing leaves it as an answer.
       policyTypes: ["Ingress", "Egress"],
-      ingress: [],
       egress: [...connectionRules, operatorRule, dnsRule],
     },
   };

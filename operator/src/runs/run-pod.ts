@@ -61,8 +61,19 @@ function containerDeviation(
   return undefined;
 }
 
+/** Verdicts per cached pod object: the informers replace an object when it changes. */
+const verdicts = new WeakMap<V1Pod, { job: V1Job; deviation: string | undefined }>();
+
 /** Why the pod is not the Job's own, or undefined when it is. */
 export function podDeviation(pod: V1Pod, job: V1Job): string | undefined {
+  const known = verdicts.get(pod);
+  if (known?.job === job) return known.deviation;
+  const deviation = deviationOf(pod, job);
+  verdicts.set(pod, { job, deviation });
+  return deviation;
+}
+
+function deviationOf(pod: V1Pod, job: V1Job): string | undefined {
   const labels = pod.metadata?.labels ?? {};
   if (labels[jobControllerLabels.uid] !== job.metadata?.uid) {
     return `its label ${jobControllerLabels.uid} is not the uid of Job ${job.metadata?.name}`;

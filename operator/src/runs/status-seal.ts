@@ -23,6 +23,8 @@ export type SealedFields = Pick<LangGraphRunStatus, "phase" | "startedAt" | "dea
 
 export class StatusSeal {
   readonly #key: Buffer;
+  /** Verdicts per cached run object: the informers replace an object when it changes. */
+  readonly #trusted = new WeakMap<LangGraphRun, boolean>();
 
   constructor(key: Buffer) {
     if (key.length < keyBytes) throw new Error(`a seal key has at least ${keyBytes} bytes`);
@@ -43,7 +45,12 @@ export class StatusSeal {
   statusIsTrusted(run: LangGraphRun): boolean {
     const status = run.status;
     if (!status?.phase || !decidedPhases.has(status.phase)) return true;
-    return this.#matches(status.seal, this.ofStatus(run.metadata?.uid ?? "", status));
+    let trusted = this.#trusted.get(run);
+    if (trusted === undefined) {
+      trusted = this.#matches(status.seal, this.ofStatus(run.metadata?.uid ?? "", status));
+      this.#trusted.set(run, trusted);
+    }
+    return trusted;
   }
 
   /** The annotation the operator puts on the run's Job. */

@@ -80,8 +80,7 @@ export function runLabels(run: LangGraphRun): Record<string, string> {
   return { [labels.run]: boundedName(run.metadata?.name ?? "") };
 }
 
-/** The sidecar exactly as the operator injects it: the credential API serves no other. */
-export function sidecarContainer(
+function sidecarContainer(
   run: LangGraphRun,
   connections: Connection[],
   sidecar: SidecarSettings,

@@ -113,17 +113,28 @@ start_kube_router() {
 }
 
 # Stops kube-router and removes its rules and ipsets: NetworkPolicy is then not enforced.
-# v2.1.0's --cleanup-config removes the rules, then panics cleaning the proxy it never ran,
-# before it reaches the ipsets, which go once no rule uses them.
+# v2.1.0's --cleanup-config panics cleaning the proxy it never ran, partway through: what it
+# leaves (jumps into its chains, the chains, then the sets they used) goes here. The kernel lets
+# go of a set a moment after the last rule using it.
 stop_kube_router() {
-  local set
+  local rule chain chains set attempt
   stop kube-router
   "$state/bin/kube-router" --cleanup-config >/dev/null 2>&1 || true
-  if iptables -S 2>/dev/null | grep -q -- '-j KUBE-ROUTER-'; then
-    log "kube-router left its rules behind"
-    return 1
-  fi
-  ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-' | while read -r set; do
-    ipset destroy "$set"
+  iptables -S 2>/dev/null | grep -E '^-A (INPUT|FORWARD|OUTPUT) .*-j KUBE-ROUTER-' | sed 's/^-A/-D/' |
+    while read -r rule; do
+      # shellcheck disable=SC2086 # a rule as iptables -S prints it, comments quoted
+      eval "iptables $rule"
+    done || true
+  chains="$(iptables -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-(ROUTER|POD-FW|NWPLCY)-/ {print $2}')"
+  for chain in $chains; do iptables -F "$chain"; done
+  for chain in $chains; do iptables -X "$chain"; done
+  for attempt in $(seq 20); do
+    for set in $(ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-'); do
+      ipset destroy "$set" 2>/dev/null || true
+    done
+    ipset list -n 2>/dev/null | grep -qE '^KUBE-(SRC|DST)-' || return 0
+    sleep 0.25
   done
+  log "kube-router's ipsets are still in use after ${attempt} attempts"
+  return 1
 }

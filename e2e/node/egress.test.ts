@@ -6,7 +6,7 @@
 // run's reaches everything, so a refusal is the product's doing.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { createServer, type Server } from "node:net";
+import { connect, createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CoreV1Api, type V1Pod } from "@kubernetes/client-node";
@@ -37,6 +37,20 @@ function enforcement(state: "on" | "off") {
   const script = join(repoRoot, "e2e", "cluster", "network-policy.sh");
   const result = spawnSync(script, [state], { encoding: "utf8" });
   assert.equal(result.status, 0, `network-policy.sh ${state}:\n${result.stdout}${result.stderr}`);
+}
+
+/** True once a TCP connection from this host opens; undefined while it does not. */
+function reachable(host: string, port: number): Promise<true | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: 1_000 });
+    const done = (value: true | undefined) => {
+      socket.destroy();
+      resolve(value);
+    };
+    socket.on("connect", () => done(true));
+    socket.on("timeout", () => done(undefined));
+    socket.on("error", () => done(undefined));
+  });
 }
 
 /** What a compromised graph tries; prints one JSON line of outcomes. */
@@ -144,6 +158,11 @@ describe("the graph's only way out is its sidecar, on the real node", () => {
     await setUpRunNamespace(ns.name, { grants: [{ connection: "kb-api", actions: ["read"] }] }, []);
     kbApi = await startKbApi(ns.name);
     await createObject("admin", ns.name, "connections", kbApi.connection);
+    // The control probe runs first: wait until kube-proxy sends the Service to its endpoint.
+    const service = await core.readNamespacedService({ namespace: ns.name, name: "kb-api" });
+    await eventually("Service kb-api to reach the KB API", () =>
+      reachable(service.spec?.clusterIP ?? "", 8443),
+    );
     // An address outside the grant: the node's own, on a port no Connection names.
     stranger = createServer((socket) => socket.end());
     await new Promise<void>((resolve) => stranger.listen(0, testNode.address, resolve));

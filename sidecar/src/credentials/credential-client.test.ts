@@ -451,6 +451,29 @@ describe("credential client", () => {
     );
   });
 
+  it("forwards nothing while the operator is silent past silenceMs, and resumes when it answers", async () => {
+    const server = await operator();
+    await server.listen();
+    const { client, ready, logs } = await sidecar(server, {
+      timing: { statusWaitSeconds: 0, minStatusIntervalMs: 100, silenceMs: 800 },
+    });
+    await waitFor("ready", async () => (await ready()).status === 200);
+    const issued = server.issueRequests.length;
+    // The status endpoint fails (unreachable, say): a revocation could not get through.
+    server.onStatus = () => ({ status: 503, body: { error: "down", reason: "Internal" } });
+    const silentAt = Date.now();
+    await waitFor("not ready", async () => (await ready()).status === 503, 3_000);
+    assert.ok(Date.now() - silentAt >= 600, "stopped before the operator was silent for long");
+    assert.equal(client.current(), undefined, "the data path still gets a credential");
+    assert.equal(client.state, "active", "the credential is kept, only not used");
+    assert.match(String((await ready()).body.reason), /the operator has not answered for \d+ s/);
+    server.onStatus = () => undefined;
+    await waitFor("ready again", async () => (await ready()).status === 200, 3_000);
+    assert.ok(client.current());
+    assert.equal(server.issueRequests.length, issued, "resuming needs no new bundle");
+    assert.ok(logs.some((line) => /forwarding resumes/.test(line.msg)));
+  });
+
   it("drops a run JWT the status endpoint refuses and fetches a new bundle", async () => {
     const server = await operator();
     await server.listen();

@@ -42,6 +42,12 @@ export interface CredentialTiming {
   rareRetry: Backoff;
   /** How long the operator may hold a revocation long-poll. */
   statusWaitSeconds: number;
+  /**
+   * How long the credential is used without word from the operator (a status answer or a
+   * bundle): past it nothing is forwarded until the operator answers again, so a revocation
+   * it could not deliver takes effect within this bound. Longer than statusWaitSeconds.
+   */
+  silenceMs: number;
   /** A long-poll answered sooner waits out the rest, so a server that never holds is polled at
    * this rate rather than in a busy loop. */
   minStatusIntervalMs: number;
@@ -53,7 +59,8 @@ export const defaultTiming: CredentialTiming = {
   retry: { initialMs: 200, maxMs: 5_000 },
   slowRetry: { initialMs: 1_000, maxMs: 15_000 },
   rareRetry: { initialMs: 10_000, maxMs: 120_000 },
-  statusWaitSeconds: 25,
+  statusWaitSeconds: 20,
+  silenceMs: 30_000,
   minStatusIntervalMs: 1_000,
   jwksMaxAgeMs: 30_000,
   jwksRefetchCooldownMs: 10_000,
@@ -120,6 +127,9 @@ export class CredentialClient {
   #watching = false;
   #refreshTimer: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
+  #silenceTimer: NodeJS.Timeout | undefined;
+  /** When the operator last answered: a bundle or a status. */
+  #heardAt = 0;
 
   constructor(options: CredentialClientOptions) {
     this.#options = options;
@@ -139,10 +149,12 @@ export class CredentialClient {
     return this.#state;
   }
 
-  /** The verified, unexpired credential, if one is held. */
+  /** The verified, unexpired credential, while the operator has been heard from lately. */
   current(): VerifiedCredential | undefined {
     const credential = this.#credential;
-    return credential && credential.expiresAt.getTime() > Date.now() ? credential : undefined;
+    const now = Date.now();
+    if (!credential || credential.expiresAt.getTime() <= now) return undefined;
+    return this.#silent(now) ? undefined : credential;
   }
 
   readiness(): Readiness {
@@ -152,12 +164,36 @@ export class CredentialClient {
       return { ready: true, expiresAt: credential.expiresAt };
     }
     if (this.#state === "active" && this.#credential) {
-      return {
-        ready: false,
-        reason: `the credential expired at ${this.#credential.expiresAt.toISOString()}`,
-      };
+      if (this.#credential.expiresAt.getTime() <= Date.now()) {
+        return {
+          ready: false,
+          reason: `the credential expired at ${this.#credential.expiresAt.toISOString()}`,
+        };
+      }
+      return { ready: false, reason: this.#silenceReason() };
     }
     return { ready: false, reason: this.#notReadyReason };
+  }
+
+  #silent(now: number): boolean {
+    return now - this.#heardAt > this.#timing.silenceMs;
+  }
+
+  #silenceReason(): string {
+    const seconds = Math.round((Date.now() - this.#heardAt) / 1000);
+    return `the operator has not answered for ${seconds} s: nothing is forwarded until it does, since a revocation could not reach the sidecar`;
+  }
+
+  /** The operator answered: the credential may be used for silenceMs more. */
+  #heard(): void {
+    const wasSilent = this.#heardAt > 0 && this.#silent(Date.now());
+    this.#heardAt = Date.now();
+    if (wasSilent) this.#logger.info("the operator answers again: forwarding resumes");
+    clearTimeout(this.#silenceTimer);
+    this.#silenceTimer = setTimeout(() => {
+      if (this.#state === "active") this.#logger.warn(this.#silenceReason());
+    }, this.#timing.silenceMs + 1);
+    this.#silenceTimer.unref?.();
   }
 
   /** Calls listener on every change of state or held credential; returns the unsubscribe. */
@@ -177,6 +213,7 @@ export class CredentialClient {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#clearTimers();
+    clearTimeout(this.#silenceTimer);
     this.#lifetime.abort(new Error("the sidecar is stopping"));
     await Promise.allSettled([...this.#tasks]);
     await this.#operator.close().catch(() => {});
@@ -244,6 +281,7 @@ export class CredentialClient {
 
   #hold(credential: VerifiedCredential): void {
     this.#clearTimers();
+    this.#heard();
     this.#credential = credential;
     const remaining = credential.expiresAt.getTime() - Date.now();
     // At 80% of the remaining lifetime, and at least a second before it ends.
@@ -295,6 +333,7 @@ export class CredentialClient {
             );
           }
           attempt = 0;
+          this.#heard();
           const rest = this.#timing.minStatusIntervalMs - (Date.now() - startedAt);
           if (rest > 0 && !(await this.#sleep(rest))) return;
         } catch (error) {

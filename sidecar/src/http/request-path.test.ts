@@ -34,7 +34,7 @@ describe("normalizePath", () => {
     const result = normalized("/v1/docs/a%20b/%C3%A9t%C3%A9/%41");
     assert.equal(result.path, "/v1/docs/a b/été/A");
     assert.equal(result.encoded, "/v1/docs/a%20b/%C3%A9t%C3%A9/A");
-    assert.equal(normalized("/v1/a:b@c;d=e,f+g$h&i").encoded, "/v1/a:b@c;d=e,f+g$h&i");
+    assert.equal(normalized("/v1/a:b@c=e,f+g$h&i").encoded, "/v1/a:b@c=e,f+g$h&i");
     assert.equal(normalized("/v1/%23frag%3F").encoded, "/v1/%23frag%3F");
   });
 
@@ -55,11 +55,29 @@ describe("normalizePath", () => {
   });
 
   it("gives a plain path back as it is, exactly as the full normalization would", () => {
-    for (const raw of ["/", "/v1/docs/7", "/v1/docs/", "/a:b@c;d=e,f+g$h&i/~x-y_z!*'()"]) {
+    for (const raw of ["/", "/v1/docs/7", "/v1/docs/", "/a:b@c=e,f+g$h&i/~x-y_z!*'()"]) {
       assert.deepEqual(normalizePath(raw), { ok: true, path: raw, encoded: raw });
       const { path, encoded } = normalized(`/.${raw}`);
       assert.deepEqual([path, encoded], [raw, raw], `/.${raw} normalized differently`);
     }
+  });
+
+  it("refuses what some servers read differently: path parameters, double encoding, look-alike dots", () => {
+    assert.match(refusal("/v1/docs/..;/admin"), /segment "\.\.;" holds ";", a path parameter/);
+    assert.match(refusal("/v1/docs;jsessionid=1"), /holds ";"/);
+    assert.match(refusal("/v1/docs/%3B/admin"), /segment "%3B" holds ";"/);
+    assert.match(
+      refusal("/v1/docs/%252e%252e/admin"),
+      /segment "%252e%252e" is percent-encoded twice/,
+    );
+    assert.match(refusal("/v1/%25%32%65"), /percent-encoded twice/);
+    // Fullwidth, small and one-dot-leader full stops fold (NFKC) into ".".
+    for (const dots of ["%EF%BC%8E%EF%BC%8E", "%EF%B9%92%EF%B9%92", "%E2%80%A4%E2%80%A4"]) {
+      assert.match(refusal(`/v1/docs/${dots}/admin`), /Unicode folds into "\.\."/);
+    }
+    assert.match(refusal("/v1/docs%EF%BC%8Fadmin"), /folds into "docs\/admin"/);
+    // Other non-ASCII text is a path like any other.
+    assert.equal(normalized("/v1/docs/%C3%A9t%C3%A9").path, "/v1/docs/été");
   });
 
   it("refuses paths with more segments than any API needs", () => {

@@ -1,6 +1,9 @@
 // Request paths as the grant's rules see them: percent-decoded, dot-segments resolved and
 // duplicate slashes dropped BEFORE matching, so `/v1/docs/../admin` or `/v1//docs/%2e%2e/admin`
-// is matched as `/admin`. The upstream then receives exactly the path that was matched.
+// is matched as `/admin`. The upstream then receives exactly the path that was matched. Forms
+// that some servers read differently from the matcher are refused: `;` path parameters
+// (Tomcat, Spring and Jetty read `..;` as `..`), a second layer of percent-encoding, and
+// characters that Unicode compatibility folds into dots or separators.
 
 export type NormalizedPath =
   | {
@@ -26,8 +29,12 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 export const maxPathSegments = 512;
 
 // Segments of characters that neither decoding nor re-encoding changes, none of them "." or
-// empty: such a path is already normalized (most are), and short enough to be in bounds.
-const plainPath = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@]+)*\/?$/;
+// empty or ";": such a path is already normalized (most are), and short enough to be in bounds.
+const plainPath = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,=:@]+)*\/?$/;
+/** What a segment that still holds an escape after decoding was: encoded twice. */
+const percentEscape = /%[0-9a-fA-F]{2}/;
+/** What NFKC may fold a look-alike into that would change how a server splits the path. */
+const foldsIntoStructure = /[./\\;%]/;
 
 /** Normalizes the path of an origin-form request target (the part before "?"). */
 export function normalizePath(rawPath: string): NormalizedPath {
@@ -46,6 +53,20 @@ export function normalizePath(rawPath: string): NormalizedPath {
       return refuse(`segment "${rawSegment}" is not valid percent-encoded UTF-8`);
     if (hasForbiddenCharacter(decoded)) {
       return refuse(`segment "${rawSegment}" decodes to a slash, backslash or control character`);
+    }
+    if (decoded.includes(";")) {
+      return refuse(
+        `segment "${rawSegment}" holds ";", a path parameter some servers strip (reading "..;" as "..")`,
+      );
+    }
+    if (percentEscape.test(decoded)) {
+      return refuse(`segment "${rawSegment}" is percent-encoded twice`);
+    }
+    const folded = decoded.normalize("NFKC");
+    if (folded !== decoded && foldsIntoStructure.test(folded)) {
+      return refuse(
+        `segment "${rawSegment}" holds characters that Unicode folds into "${folded}", which some servers read as path structure`,
+      );
     }
     const last = index === raw.length - 1;
     if (decoded === "..") {

@@ -106,6 +106,50 @@ const neverFromGraph = new Set([
   "x-forwarded-host",
   "x-forwarded-proto",
 ]);
+// Headers some frameworks read as the request's real method or path: a read-only grant would
+// become a DELETE, a matched path another one.
+const methodOverrides = new Set(["x-http-method-override", "x-http-method", "x-method-override"]);
+const pathOverrides = new Set([
+  "x-original-url",
+  "x-rewrite-url",
+  "x-original-uri",
+  "x-forwarded-uri",
+  "x-forwarded-prefix",
+]);
+const readMethods = new Set(["GET", "HEAD"]);
+
+/** Why the graph's headers are refused before anything is decided, or undefined. */
+export function headerRefusal(
+  method: string,
+  headers: IncomingHttpHeaders,
+): { reason: string; message: string } | undefined {
+  for (const name of Object.keys(headers)) {
+    if (methodOverrides.has(name)) {
+      return {
+        reason: "MethodOverride",
+        message: `header ${name} would let the upstream run another method than the grant checked`,
+      };
+    }
+    if (pathOverrides.has(name)) {
+      return {
+        reason: "PathOverride",
+        message: `header ${name} would let the upstream serve another path than the grant checked`,
+      };
+    }
+    // CGI and many servers read "_" and "-" alike: X_Api_Key would stand in for X-Api-Key.
+    if (name.includes("_")) {
+      return {
+        reason: "UnderscoreHeader",
+        message: `header ${name} has an underscore, which servers may read as the header with a hyphen`,
+      };
+    }
+  }
+  if (readMethods.has(method) && hasBodyHeaders(headers)) {
+    return { reason: "BodyOnRead", message: `a ${method} request carries no body here` };
+  }
+  return undefined;
+}
+
 // A masked body must arrive whole and readable: no ranges, and plain if the upstream obliges.
 const neverWhenMasked = new Set(["range", "if-range", "accept-encoding"]);
 
@@ -147,6 +191,11 @@ export class Forwarder {
       return;
     }
     const path = normalized.path;
+    const refusal = headerRefusal(exchange.method, req.headers);
+    if (refusal) {
+      exchange.deny(400, refusal.reason, refusal.message, path);
+      return;
+    }
     const decision = this.#policy(target.grant).decide(exchange.method, path);
     if (!decision.allowed) {
       exchange.deny(403, decision.reason, decision.message, path);
@@ -410,8 +459,8 @@ function upstreamHeaders(req: IncomingMessage, upstream: Upstream, masked: boole
     else for (const each of value) headers.push(name, each);
   }
   if (masked) headers.push("accept-encoding", "identity");
-  const host = String(req.headers.host ?? upstream.url.host).replace(/["\\]/g, "");
-  headers.push("via", "1.1 langgraph-jit", "forwarded", `proto=http;host="${host}"`);
+  // What the sidecar decided, not what the graph said: the graph's Host is never passed on.
+  headers.push("via", "1.1 langgraph-jit", "forwarded", `proto=http;host="${upstream.url.host}"`);
   for (const header of upstream.credentialHeaders) headers.push(header);
   return headers;
 }
@@ -448,9 +497,11 @@ function carriesBody(method: string, status: number): boolean {
 }
 
 function hasBody(req: IncomingMessage): boolean {
-  return (
-    req.headers["transfer-encoding"] !== undefined || Number(req.headers["content-length"] ?? 0) > 0
-  );
+  return hasBodyHeaders(req.headers);
+}
+
+function hasBodyHeaders(headers: IncomingHttpHeaders): boolean {
+  return headers["transfer-encoding"] !== undefined || Number(headers["content-length"] ?? 0) > 0;
 }
 
 /** Passes bytes through and counts them (request and response body sizes for the record). */

@@ -196,7 +196,11 @@ describe("a connection's reverse proxy", () => {
     assert.equal(request?.headers["x-trace"], "t1");
     assert.equal(request?.headers.via, "1.1 langgraph-jit");
     assert.equal(request?.headers.host, upstreamUrl.slice("https://".length));
-    assert.match(String(request?.headers.forwarded), /^proto=http;host="127\.0\.0\.1:\d+"$/);
+    // What the sidecar decided, never the Host the graph sent.
+    assert.equal(
+      request?.headers.forwarded,
+      `proto=http;host="${upstreamUrl.slice("https://".length)}"`,
+    );
     const [record] = records;
     assert.equal(record?.kind, "request");
     assert.equal(record?.path, "/v1/docs/7");
@@ -246,6 +250,32 @@ describe("a connection's reverse proxy", () => {
     assert.match(slash, /^HTTP\/1.1 400/);
     assert.match(slash, /"reason":"BadPath"/);
     assert.equal(seen.length, 0, "a refused request reached the upstream");
+  });
+
+  it("refuses method and path overrides, underscore headers and bodies on reads, each with its reason", async () => {
+    const cases: [RequestInit & { headers?: Record<string, string> }, string][] = [
+      [{ headers: { "x-http-method-override": "DELETE" } }, "MethodOverride"],
+      [{ headers: { "X-HTTP-Method": "DELETE" } }, "MethodOverride"],
+      [{ headers: { "x-original-url": "/admin" } }, "PathOverride"],
+      [{ headers: { "x-rewrite-url": "/admin" } }, "PathOverride"],
+      [{ headers: { x_api_key: "graph-key" } }, "UnderscoreHeader"],
+    ];
+    for (const [init, reason] of cases) {
+      const response = await fetch(`${base}/v1/docs/7`, init);
+      assert.equal(response.status, 400, reason);
+      assert.equal((await json(response)).reason, reason);
+    }
+    const getWithBody = await rawRequest(
+      port,
+      "GET /v1/docs/7 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert.match(getWithBody, /^HTTP\/1.1 400/);
+    assert.match(getWithBody, /"reason":"BodyOnRead"/);
+    assert.equal(seen.length, 0, "a refused request reached the upstream");
+    assert.deepEqual(
+      records.map((r) => [r.kind, r.status, r.reason]),
+      [...cases.map(([, reason]) => ["denied", 400, reason]), ["denied", 400, "BodyOnRead"]],
+    );
   });
 
   it("denies what the grant does not allow with the contract's 403, and the upstream sees nothing", async () => {

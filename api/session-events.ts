@@ -23,6 +23,8 @@ export interface SessionRecord {
   method?: string;
   /** The normalized path the rules matched (never the query string: it may carry secrets). */
   path?: string;
+  /** The query's parameter names, in order, without repeats; never their values. */
+  query?: string[];
   /** The status the graph received. */
   status?: number;
   /** Request body bytes from the graph, and response body bytes to it. */
@@ -52,6 +54,21 @@ export interface SessionEventsBatch {
 /** The operator's answer: every event up to and including ackedThrough is stored. */
 export interface SessionEventsAck {
   ackedThrough: number;
+}
+
+/** Most query parameter names an event keeps, and the longest one. */
+export const maxQueryNames = 32;
+export const maxQueryNameLength = 128;
+
+/** The parameter names of a query string ("?a=1&b=2&a=3" -> ["a", "b"]), within the bounds. */
+export function queryNames(query: string): string[] | undefined {
+  if (query.length <= 1) return undefined;
+  const names = new Set<string>();
+  for (const name of new URLSearchParams(query).keys()) {
+    if (names.size === maxQueryNames) break;
+    names.add(name.slice(0, maxQueryNameLength));
+  }
+  return names.size > 0 ? [...names] : undefined;
 }
 
 /** Most events and bytes the sidecar sends at once (the operator refuses larger batches). */

@@ -31,6 +31,7 @@ const events: SessionEvent[] = [
     connection: "kb-api",
     method: "POST",
     path: "/v1/docs",
+    query: ["export", "page"],
     status: 403,
     reason: "ActionNotGranted",
   },
@@ -58,7 +59,7 @@ describe("the session timeline", () => {
     );
     assert.match(
       lines[3] ?? "",
-      /^2026-11-28T19:42:01\.140Z\s+2\s+kb-api\s+denied\s+POST \/v1\/docs\s+403\s+-\s+-\s+-\s+ActionNotGranted$/,
+      /^2026-11-28T19:42:01\.140Z\s+2\s+kb-api\s+denied\s+POST \/v1\/docs\?export&page\s+403\s+-\s+-\s+-\s+ActionNotGranted$/,
     );
     // Columns line up: every row's REQUEST starts where the header's does.
     const at = lines[1]?.indexOf("REQUEST");

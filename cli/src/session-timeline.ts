@@ -33,13 +33,19 @@ function detail(event: SessionEvent): string {
   return parts.join("; ");
 }
 
+/** "GET /v1/docs?export&page": the query's parameter names, as recorded (never values). */
+function request(event: SessionEvent): string {
+  const path = event.path && event.query ? `${event.path}?${event.query.join("&")}` : event.path;
+  return [event.method, path].filter(Boolean).join(" ") || "-";
+}
+
 function row(event: SessionEvent): string[] {
   return [
     event.time,
     String(event.seq),
     event.connection ?? "-",
     event.kind,
-    [event.method, event.path].filter(Boolean).join(" ") || "-",
+    request(event),
     event.status === undefined ? "-" : String(event.status),
     bytes(event.bytesIn),
     bytes(event.bytesOut),

@@ -56,7 +56,12 @@ describe("session event ingest", () => {
     const batch = [
       event(1),
       event(2),
-      event(3, { kind: "denied", status: 403, reason: "ActionNotGranted" }),
+      event(3, {
+        kind: "denied",
+        status: 403,
+        reason: "ActionNotGranted",
+        query: ["export", "format"],
+      }),
     ];
     for (let i = 0; i < 2; i++) {
       const answer = await client.postEvents(runToken, { events: batch });
@@ -120,6 +125,12 @@ describe("session event ingest", () => {
         /events\[0\]\.password is not a field/,
       ],
       [{ events: [event(0)] }, runToken, 400, /events\[0\]\.seq must be a positive integer/],
+      [
+        { events: [{ ...event(4), query: "export=all" }] },
+        runToken,
+        400,
+        /events\[0\]\.query must be at most 32 parameter names/,
+      ],
       [{ events: [] }, runToken, 400, /1 to 500 events/],
       [{ events: [event(4)] }, undefined, 401, /./],
       [{ events: [event(4)] }, `${runToken.slice(0, -4)}AAAA`, 401, /./],

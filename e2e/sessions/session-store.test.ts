@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import Database from "better-sqlite3";
 import type { SessionEvent } from "../../api/session-events.ts";
 import { PostgresSessionStore } from "../../operator/src/sessions/postgres-store.ts";
 import type { SessionStore } from "../../operator/src/sessions/session-store.ts";
@@ -106,7 +107,7 @@ for (const [backend, open] of backends) {
       );
     });
 
-    it("keeps absent fields absent and masking counts intact", async () => {
+    it("keeps absent fields absent, query parameter names and masking counts intact", async () => {
       const denied: SessionEvent = {
         schema: 1,
         run: runB,
@@ -116,6 +117,7 @@ for (const [backend, open] of backends) {
         connection: "kb-api",
         method: "DELETE",
         path: "/v1/docs/1",
+        query: ["force", "cascade"],
         status: 403,
         reason: "ActionNotGranted",
       };
@@ -137,3 +139,35 @@ for (const [backend, open] of backends) {
     });
   });
 }
+
+describe("a SQLite store made before events carried query parameter names", () => {
+  it("gains their column and keeps what it held", async () => {
+    const file = join(directory, "before-query.db");
+    const old = new Database(file);
+    old.exec(`CREATE TABLE session_events (
+      run_uid TEXT NOT NULL, seq INTEGER NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+      time TEXT NOT NULL, kind TEXT NOT NULL, connection TEXT, method TEXT, path TEXT,
+      status INTEGER, bytes_in INTEGER, bytes_out INTEGER, duration_ms REAL, rule TEXT,
+      reason TEXT, masked TEXT, PRIMARY KEY (run_uid, seq)) WITHOUT ROWID`);
+    old
+      .prepare(
+        "INSERT INTO session_events (run_uid, seq, namespace, name, time, kind) VALUES (?, 1, ?, ?, ?, 'request')",
+      )
+      .run(runA.uid, runA.namespace, runA.name, "2026-11-28T12:00:01.000Z");
+    old.close();
+    const store = new SqliteSessionStore(file);
+    try {
+      await store.ingest([event(runA, 2, { query: ["export"] })]);
+      const events = await store.list(runA.uid);
+      assert.deepEqual(
+        events.map((e) => [e.seq, e.query]),
+        [
+          [1, undefined],
+          [2, ["export"]],
+        ],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -3,6 +3,8 @@
 // the index and field that were wrong.
 import {
   maxEventsPerBatch,
+  maxQueryNameLength,
+  maxQueryNames,
   type SessionEvent,
   sessionEventKinds,
   sessionEventSchemaVersion,
@@ -69,6 +71,17 @@ function checkEvent(
       throw bad(`${at(field)} must be a string of at most ${maxStringLength} characters`);
     }
   }
+  const query = event.query;
+  if (
+    query !== undefined &&
+    (!Array.isArray(query) ||
+      query.length > maxQueryNames ||
+      !query.every((name) => typeof name === "string" && name.length <= maxQueryNameLength))
+  ) {
+    throw bad(
+      `${at("query")} must be at most ${maxQueryNames} parameter names of at most ${maxQueryNameLength} characters`,
+    );
+  }
   for (const field of optionalNumbers) {
     const number = event[field];
     if (
@@ -98,6 +111,7 @@ function checkEvent(
     "time",
     "kind",
     "masked",
+    "query",
     ...optionalStrings,
     ...optionalNumbers,
   ]);

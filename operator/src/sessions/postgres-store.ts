@@ -16,12 +16,13 @@ const schema = `
   CREATE TABLE IF NOT EXISTS lgjit_session_events (
     run_uid text NOT NULL, seq bigint NOT NULL, namespace text NOT NULL, name text NOT NULL,
     time timestamptz NOT NULL, kind text NOT NULL, connection text, method text, path text,
-    status integer, bytes_in bigint, bytes_out bigint, duration_ms double precision, rule text,
+    query jsonb, status integer, bytes_in bigint, bytes_out bigint, duration_ms double precision, rule text,
     reason text, masked jsonb,
     PRIMARY KEY (run_uid, seq)
   );
   CREATE INDEX IF NOT EXISTS lgjit_session_events_by_name
-    ON lgjit_session_events (namespace, name, time)`;
+    ON lgjit_session_events (namespace, name, time);
+  ALTER TABLE lgjit_session_events ADD COLUMN IF NOT EXISTS query jsonb`;
 
 export class PostgresSessionStore implements SessionStore {
   readonly #pool: pg.Pool;
@@ -58,8 +59,8 @@ export class PostgresSessionStore implements SessionStore {
       .map((column) =>
         column === "time"
           ? `to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time`
-          : column === "masked"
-            ? "masked::text AS masked"
+          : column === "masked" || column === "query"
+            ? `${column}::text AS ${column}`
             : column,
       )
       .join(", ");

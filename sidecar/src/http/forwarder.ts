@@ -10,7 +10,11 @@ import { createSecureContext } from "node:tls";
 import type { Logger } from "pino";
 import type { Dispatcher, Pool as UndiciPool } from "undici";
 import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
-import type { SessionEventKind, SessionRecord } from "../../../api/session-events.ts";
+import {
+  queryNames,
+  type SessionEventKind,
+  type SessionRecord,
+} from "../../../api/session-events.ts";
 import { answerJson } from "./loopback-server.ts";
 import {
   graphLeftError,
@@ -185,6 +189,8 @@ export class Forwarder {
     }
     const queryAt = request.pathAndQuery.indexOf("?");
     const rawPath = queryAt === -1 ? request.pathAndQuery : request.pathAndQuery.slice(0, queryAt);
+    const query = queryAt === -1 ? "" : request.pathAndQuery.slice(queryAt);
+    exchange.query = queryNames(query);
     const normalized = normalizePath(rawPath);
     if (!normalized.ok) {
       exchange.deny(400, "BadPath", `the request path was refused: ${normalized.reason}`);
@@ -203,7 +209,6 @@ export class Forwarder {
     }
 
     const upstream = upstreamOf(target.credential);
-    const query = queryAt === -1 ? "" : request.pathAndQuery.slice(queryAt);
     const masking = this.#masking(target.grant);
     // Only a request with a body pays for a counting stream.
     const bytesIn = hasBody(req) ? new ByteCounter() : undefined;
@@ -270,6 +275,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   readonly #started = performance.now();
   readonly #time = new Date().toISOString();
   #path: string | undefined;
+  /** The query's parameter names: what an audit needs of it, never the values. */
+  query: string[] | undefined;
   #rule: string | undefined;
   /** Set once the request is allowed: it goes there. */
   #upstream: Upstream | undefined;
@@ -435,6 +442,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       connection: this.#connection,
       method: this.method,
       path: this.#path,
+      query: this.query,
       status,
       bytesIn: forwarded ? (this.#bytesIn?.bytes ?? 0) : undefined,
       bytesOut: forwarded ? this.#bytesOut : undefined,

@@ -204,6 +204,7 @@ describe("a connection's reverse proxy", () => {
     const [record] = records;
     assert.equal(record?.kind, "request");
     assert.equal(record?.path, "/v1/docs/7");
+    assert.deepEqual(record?.query, ["q"], "the query's names are recorded, never its values");
     assert.equal(record?.status, 200);
     assert.equal(record?.rule, "GET,HEAD /v1/docs/**");
     assert.ok(!JSON.stringify(records).includes("secret"), "a credential reached a record");

@@ -85,6 +85,8 @@ export interface ForwarderOptions {
   record: (record: SessionRecord) => void;
   /** False while events cannot be recorded (the buffer is full): nothing is forwarded then. */
   canRecord?: () => boolean;
+  /** How long a request body may stall before the request is given up (408); default 30 s. */
+  requestBodyIdleMs?: number;
   logger: Logger;
 }
 
@@ -100,9 +102,11 @@ const hopByHop = new Set([
   "proxy-authenticate",
   "proxy-authorization",
 ]);
-// The graph's own credentials and claims about the route: the sidecar sets these itself.
+// The graph's own credentials and claims about the route, and Expect, which the sidecar answers
+// itself: the sidecar sets these.
 const neverFromGraph = new Set([
   "authorization",
+  "expect",
   "host",
   "via",
   "forwarded",
@@ -154,6 +158,24 @@ export function headerRefusal(
   return undefined;
 }
 
+/** Why the query is refused before anything is decided, or undefined. */
+export function queryRefusal(
+  names: string[] | undefined,
+): { reason: string; message: string } | undefined {
+  // Express's method-override, Rails and Laravel read these as the request's real method.
+  const override = names?.find((name) => methodOverrideParameters.has(name.toLowerCase()));
+  if (override === undefined) return undefined;
+  return {
+    reason: "MethodOverride",
+    message: `query parameter ${override} would let the upstream run another method than the grant checked`,
+  };
+}
+const methodOverrideParameters = new Set(["_method", "x-http-method-override"]);
+
+const defaultRequestBodyIdleMs = 30_000;
+/** How long the upstream may take to start its answer, and to send each part of it. */
+const upstreamIdleMs = 300_000;
+
 // A masked body must arrive whole and readable: no ranges, and plain if the upstream obliges.
 const neverWhenMasked = new Set(["range", "if-range", "accept-encoding"]);
 
@@ -191,6 +213,11 @@ export class Forwarder {
     const rawPath = queryAt === -1 ? request.pathAndQuery : request.pathAndQuery.slice(0, queryAt);
     const query = queryAt === -1 ? "" : request.pathAndQuery.slice(queryAt);
     exchange.query = queryNames(query);
+    const badQuery = queryRefusal(exchange.query);
+    if (badQuery) {
+      exchange.deny(400, badQuery.reason, badQuery.message);
+      return;
+    }
     const normalized = normalizePath(rawPath);
     if (!normalized.ok) {
       exchange.deny(400, "BadPath", `the request path was refused: ${normalized.reason}`);
@@ -211,8 +238,12 @@ export class Forwarder {
     const upstream = upstreamOf(target.credential);
     const masking = this.#masking(target.grant);
     // Only a request with a body pays for a counting stream.
-    const bytesIn = hasBody(req) ? new ByteCounter() : undefined;
+    const bytesIn = hasBody(req)
+      ? new RequestBody(this.#options.requestBodyIdleMs ?? defaultRequestBodyIdleMs)
+      : undefined;
     exchange.start(path, decision.rule, upstream, bytesIn, masking);
+    // The body was held back until the request was allowed (RFC 9110 10.1.1).
+    if (/^100-continue$/i.test(String(req.headers.expect ?? ""))) res.writeContinue();
     this.#pool(target.credential, upstream).dispatch(
       {
         method: exchange.method,
@@ -254,7 +285,12 @@ export class Forwarder {
       const trust = credential.caPem
         ? { secureContext: createSecureContext({ ca: credential.caPem }) }
         : {};
-      pool = new Pool(upstream.url.origin, { connections: 64, connect: trust });
+      pool = new Pool(upstream.url.origin, {
+        connections: 64,
+        connect: trust,
+        headersTimeout: upstreamIdleMs,
+        bodyTimeout: upstreamIdleMs,
+      });
       this.#pools.set(upstream.poolKey, pool);
     }
     return pool;
@@ -280,7 +316,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   #rule: string | undefined;
   /** Set once the request is allowed: it goes there. */
   #upstream: Upstream | undefined;
-  #bytesIn: ByteCounter | undefined;
+  #bytesIn: RequestBody | undefined;
   #bytesOut = 0;
   #masking: ResponseMasking | undefined;
   /** Where a masked answer's body goes; undefined while it streams straight to the graph. */
@@ -320,7 +356,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     path: string,
     rule: string,
     upstream: Upstream,
-    bytesIn: ByteCounter | undefined,
+    bytesIn: RequestBody | undefined,
     masking: ResponseMasking | undefined,
   ): void {
     this.#path = path;
@@ -341,6 +377,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     status: number,
     headers: IncomingHttpHeaders,
   ): void {
+    // Informational answers: Early Hints' links go on, the rest (100 to an Expect the sidecar
+    // never sent, 102) end here; the final answer follows.
+    if (status < 200) {
+      if (status === 103 && headers.link !== undefined)
+        this.#res.writeEarlyHints({ link: headers.link });
+      return;
+    }
     const masking = this.#masking;
     if (masking && carriesBody(this.method, status) && isJson(headers)) {
       const body = new Readable({ read: () => controller.resume() });
@@ -398,18 +441,25 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   #fail(error: unknown): void {
     if (this.#recorded) return;
+    const stalled = error instanceof RequestBodyStalled;
     const reason =
       error instanceof MaskingRefusal
         ? error.reason
-        : this.#graphLeft
-          ? "GraphDisconnected"
-          : "UpstreamUnavailable";
+        : stalled
+          ? "RequestBodyTimeout"
+          : this.#graphLeft
+            ? "GraphDisconnected"
+            : "UpstreamUnavailable";
     if (!this.#res.headersSent) {
-      answerJson(this.#res, 502, {
+      // The rest of a stalled body must not be read as the next request.
+      if (stalled) this.#res.setHeader("connection", "close");
+      answerJson(this.#res, stalled ? 408 : 502, {
         error:
           error instanceof MaskingRefusal
             ? `${error.message}; the response was withheld`
-            : `the upstream ${this.#upstream?.url.origin} could not be reached: ${message(error)}`,
+            : stalled
+              ? error.message
+              : `the upstream ${this.#upstream?.url.origin} could not be reached: ${message(error)}`,
         run: this.#options.run,
         connection: this.#connection,
         rule: this.#rule ?? null,
@@ -512,16 +562,37 @@ function hasBodyHeaders(headers: IncomingHttpHeaders): boolean {
   return headers["transfer-encoding"] !== undefined || Number(headers["content-length"] ?? 0) > 0;
 }
 
-/** Passes bytes through and counts them (request and response body sizes for the record). */
-class ByteCounter extends Transform {
+/** The request body stopped arriving for longer than requestBodyIdleMs. */
+class RequestBodyStalled extends Error {
+  override name = "RequestBodyStalled";
+}
+
+/** The request body on its way upstream: counted for the record, and given up when it stalls
+ * (a pool connection must not wait on the graph forever). */
+class RequestBody extends Transform {
   bytes = 0;
+  readonly #idle: NodeJS.Timeout;
+
+  constructor(idleMs: number) {
+    super();
+    const stalled = new RequestBodyStalled(`the request body stalled for ${idleMs / 1000} s`);
+    this.#idle = setTimeout(() => this.destroy(stalled), idleMs).unref();
+    this.once("close", () => clearTimeout(this.#idle));
+  }
+
   override _transform(
     chunk: Buffer,
     _encoding: BufferEncoding,
     done: (error?: Error | null, data?: Buffer) => void,
   ): void {
     this.bytes += chunk.length;
+    this.#idle.refresh();
     done(null, chunk);
+  }
+
+  override _flush(done: () => void): void {
+    clearTimeout(this.#idle);
+    done();
   }
 }
 

@@ -1,6 +1,8 @@
 // An HTTP server on 127.0.0.1 for the graph, hardened the same way for every listener of the
-// sidecar: bounded headers, malformed requests (smuggling attempts included) answered with a
-// 4xx and recorded before the socket closes, and close() cutting every connection at once.
+// sidecar: bounded headers and connections, malformed requests (smuggling attempts and
+// Host-less HTTP/1.1 included) answered with a 4xx and recorded before the socket closes,
+// `Expect: 100-continue` left to the forwarder (100 only for a request it forwards), and
+// close() cutting every connection at once.
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
@@ -25,9 +27,12 @@ export interface LoopbackServerOptions {
   onRequest: (req: IncomingMessage, res: ServerResponse) => void;
   /** CONNECT; refused when absent. */
   onConnect?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Connections held open at once; one more is answered 503 and closed. Default 1024. */
+  maxConnections?: number;
 }
 
 const maxHeaderBytes = 16 * 1024;
+const defaultMaxConnections = 1024;
 
 /** Answers the graph with a JSON body of the contract's shape. */
 export function answerJson(res: ServerResponse, status: number, body: DenialBody): void {
@@ -49,11 +54,35 @@ export class LoopbackServer {
     this.#options = options;
     // Node's parser refuses Content-Length with Transfer-Encoding, duplicate lengths, bad
     // header names and oversized heads; each arrives here as a clientError.
+    // Node's own Host check answers unrecorded; this one records (see #onRequest).
     this.#server = createServer(
-      { maxHeaderSize: maxHeaderBytes, requestTimeout: 0, headersTimeout: 30_000 },
-      options.onRequest,
+      {
+        maxHeaderSize: maxHeaderBytes,
+        requestTimeout: 0,
+        headersTimeout: 30_000,
+        requireHostHeader: false,
+      },
+      this.#onRequest,
     );
+    // Without this listener Node answers 100 itself, before anything is decided.
+    this.#server.on("checkContinue", this.#onRequest);
+    this.#server.on("checkExpectation", (req: IncomingMessage, res: ServerResponse) =>
+      this.refuseRequest(req, res, {
+        status: 417,
+        reason: "ExpectationFailed",
+        error: `Expect: ${req.headers.expect} is not supported (only 100-continue is)`,
+      }),
+    );
+    const maxConnections = options.maxConnections ?? defaultMaxConnections;
     this.#server.on("connection", (socket: Socket) => {
+      if (this.#sockets.size >= maxConnections) {
+        this.refuseSocket(socket, {
+          status: 503,
+          reason: "TooManyConnections",
+          error: `the graph holds ${maxConnections} connections to this listener already`,
+        });
+        return;
+      }
       this.#sockets.add(socket);
       socket.once("close", () => this.#sockets.delete(socket));
     });
@@ -95,6 +124,19 @@ export class LoopbackServer {
       });
     });
   }
+
+  readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    // RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
+    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+      this.refuseRequest(req, res, {
+        status: 400,
+        reason: "MissingHost",
+        error: "an HTTP/1.1 request needs a Host header",
+      });
+      return;
+    }
+    this.#options.onRequest(req, res);
+  };
 
   /** Stops listening and cuts every connection at once. */
   async close(): Promise<void> {

@@ -73,6 +73,8 @@ export interface HttpCredential {
   headers: Record<string, string>;
   /** When the credential stops working (a minted OAuth 2.0 token); absent: with the bundle. */
   expiresAt?: string;
+  /** The upstream's Set-Cookie reaches the graph (Connection spec.http.allowCookies). */
+  allowCookies?: boolean;
 }
 
 export type UpstreamCredential = PostgresCredential | HttpCredential;

@@ -70,7 +70,7 @@ export type AccessPolicySpec = {
       jsonPaths?: Array<string>;
       /** Patterns masked wherever they appear. */
       detectors?: Array<"email" | "credit-card" | "us-ssn" | "phone" | "iban" | "jwt" | "private-key" | "aws-access-key">;
-      /** A response that cannot be masked (not the JSON it claims, beyond the masker's limits, an unknown encoding): Deny withholds it, Pass forwards it unmasked; the session event records either. */
+      /** A response whose headers say it cannot be masked (no or two Content-Types, a type or charset the sidecar does not read, an unknown encoding): Deny withholds it, Pass forwards it unmasked; the session event records either. A body that breaks while being masked is withheld either way. */
       unmaskable: "Deny" | "Pass";
     };
   }>;
@@ -129,6 +129,8 @@ export type ConnectionSpec = {
   http?: {
     /** Base URL of the API (http or https). */
     url: string;
+    /** Whether the API's Set-Cookie reaches the graph. A session cookie is a credential derived from the connection's, so unless this is true it is dropped. */
+    allowCookies?: boolean;
     /** A key of a Secret in the same namespace. */
     caSecretRef?: {
       name: string;

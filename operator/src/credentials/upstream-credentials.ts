@@ -223,6 +223,7 @@ export class UpstreamCredentials {
     const caPem = await this.#caPem(connection, spec.caSecretRef);
     const base: HttpCredential = { type: "http", url: spec.url, headers: {} };
     if (caPem) base.caPem = caPem;
+    if (spec.allowCookies) base.allowCookies = true;
     const auth = spec.auth;
     if (auth?.bearer) {
       const { name, key } = auth.bearer.secretRef;

@@ -15,16 +15,19 @@ import {
   type SessionEventKind,
   type SessionRecord,
 } from "../../../api/session-events.ts";
+import { CredentialScrubber, credentialForms, scrubHeaders } from "./credential-scrubber.ts";
 import { answerJson } from "./loopback-server.ts";
+import { normalizePath } from "./request-path.ts";
 import {
+  type BodyChanges,
   graphLeftError,
-  isJson,
   MaskingRefusal,
   maskingFor,
+  needsChanging,
   type ResponseMasking,
-  sendMasked,
-} from "./masked-response.ts";
-import { normalizePath } from "./request-path.ts";
+  type SentBody,
+  sendChanged,
+} from "./response-body.ts";
 import { compileHttpPolicy, type HttpPolicy } from "./rules.ts";
 
 // Only undici's Pool: its index also loads fetch, WebSocket, caches and mocks (about 10 MB of
@@ -43,6 +46,10 @@ export interface Upstream {
   credentialHeaders: string[];
   /** Their names: the graph's headers of the same names are dropped. */
   credentialHeaderNames: Set<string>;
+  /** What of the credential must never come back to the graph (see credential-scrubber.ts). */
+  credentialForms: Buffer[];
+  /** Whether the upstream's Set-Cookie reaches the graph (the Connection's allowCookies). */
+  cookies: boolean;
 }
 
 const upstreams = new WeakMap<HttpCredential, Upstream>();
@@ -61,6 +68,8 @@ export function upstreamOf(credential: HttpCredential): Upstream {
       poolKey: `${url.origin}\n${credential.caPem ?? ""}`,
       credentialHeaders,
       credentialHeaderNames: new Set(Object.keys(credential.headers).map((n) => n.toLowerCase())),
+      credentialForms: credentialForms(credential),
+      cookies: credential.allowCookies === true,
     };
     upstreams.set(credential, upstream);
   }
@@ -176,8 +185,9 @@ const defaultRequestBodyIdleMs = 30_000;
 /** How long the upstream may take to start its answer, and to send each part of it. */
 const upstreamIdleMs = 300_000;
 
-// A masked body must arrive whole and readable: no ranges, and plain if the upstream obliges.
-const neverWhenMasked = new Set(["range", "if-range", "accept-encoding"]);
+// A body the sidecar reads must arrive whole and readable: no ranges (a credential fetched in
+// pieces would pass the scrubber), and plain if the upstream obliges.
+const neverWhenRead = new Set(["range", "if-range", "accept-encoding"]);
 
 export class Forwarder {
   readonly #options: ForwarderOptions;
@@ -248,7 +258,7 @@ export class Forwarder {
       {
         method: exchange.method,
         path: `${upstream.basePath}${normalized.encoded}${query}`,
-        headers: upstreamHeaders(req, upstream, masking !== undefined),
+        headers: upstreamHeaders(req, upstream, readsBody(upstream, masking)),
         body: bytesIn ? req.pipe(bytesIn) : null,
       },
       exchange,
@@ -319,8 +329,12 @@ class Exchange implements Dispatcher.DispatchHandler {
   #bytesIn: RequestBody | undefined;
   #bytesOut = 0;
   #masking: ResponseMasking | undefined;
-  /** Where a masked answer's body goes; undefined while it streams straight to the graph. */
-  #maskedBody: Readable | undefined;
+  /** Where a changed answer's body goes; undefined while it streams straight to the graph. */
+  #changedBody: Readable | undefined;
+  /** Scrubs a body that streams straight to the graph. */
+  #scrubber: CredentialScrubber | undefined;
+  /** What was taken out of the answer's headers. */
+  #headerCounts: Record<string, number> = {};
   #controller: Dispatcher.DispatchController | undefined;
   #graphLeft = false;
   #recorded = false;
@@ -384,17 +398,30 @@ class Exchange implements Dispatcher.DispatchHandler {
         this.#res.writeEarlyHints({ link: headers.link });
       return;
     }
-    const masking = this.#masking;
-    if (masking && carriesBody(this.method, status) && isJson(headers)) {
+    const upstream = this.#upstream as Upstream;
+    const outgoing = responseHeaders(headers);
+    if (outgoing["set-cookie"] && !upstream.cookies) {
+      this.#headerCounts["set-cookie"] = [outgoing["set-cookie"]].flat().length;
+      delete outgoing["set-cookie"];
+    }
+    const scrubbed = scrubHeaders(outgoing, upstream.credentialForms);
+    if (scrubbed) this.#headerCounts.credential = scrubbed;
+    const changes: BodyChanges = {
+      masking: this.#masking,
+      credentialForms: upstream.credentialForms,
+    };
+    const empty = headers["content-length"] === "0";
+    if (
+      carriesBody(this.method, status) &&
+      !empty &&
+      needsChanging(headers["content-encoding"], changes)
+    ) {
       const body = new Readable({ read: () => controller.resume() });
-      this.#maskedBody = body;
-      sendMasked(status, responseHeaders(headers), body, this.#res, masking).then(
-        (masked) => {
-          const counts = Object.values(masked.counts).reduce((sum, count) => sum + (count ?? 0), 0);
-          this.#bytesOut = masked.bytesOut;
-          if (masked.passedUnmasked) this.#record("request", status, "PassedUnmasked");
-          else if (counts > 0) this.#record("masked", status, undefined, masked.counts);
-          else this.#record("request", status);
+      this.#changedBody = body;
+      sendChanged(status, outgoing, body, this.#res, changes).then(
+        (sent) => {
+          this.#bytesOut = sent.bytesOut;
+          this.#finish(status, sent.counts, sent.passedUnmasked && "PassedUnmasked");
         },
         (error: unknown) => {
           this.#fail(error);
@@ -403,34 +430,50 @@ class Exchange implements Dispatcher.DispatchHandler {
       );
       return;
     }
-    this.#res.writeHead(status, responseHeaders(headers));
+    // Scrubbed in place: the body keeps its length, and streams.
+    if (upstream.credentialForms.length > 0) {
+      this.#scrubber = new CredentialScrubber(upstream.credentialForms);
+    }
+    this.#res.writeHead(status, outgoing);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.#maskedBody) {
-      if (!this.#maskedBody.push(chunk)) controller.pause();
+    if (this.#changedBody) {
+      if (!this.#changedBody.push(chunk)) controller.pause();
       return;
     }
-    this.#bytesOut += chunk.length;
-    if (!this.#res.write(chunk)) {
+    const out = this.#scrubber ? this.#scrubber.write(chunk) : chunk;
+    this.#bytesOut += out.length;
+    if (!this.#res.write(out)) {
       controller.pause();
       this.#res.once("drain", () => controller.resume());
     }
   }
 
   onResponseEnd(): void {
-    if (this.#maskedBody) {
-      this.#maskedBody.push(null);
+    if (this.#changedBody) {
+      this.#changedBody.push(null);
       return;
     }
-    this.#res.end();
-    this.#record("request", this.#res.statusCode);
+    const tail = this.#scrubber?.end();
+    this.#bytesOut += tail?.length ?? 0;
+    this.#res.end(tail);
+    const hits = this.#scrubber?.hits ?? 0;
+    this.#finish(this.#res.statusCode, hits ? { credential: hits } : {});
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | null, error: Error): void {
-    // A masked answer fails through sendMasked, which reads this body.
-    if (this.#maskedBody) this.#maskedBody.destroy(error);
+    // A changed answer fails through sendChanged, which reads this body.
+    if (this.#changedBody) this.#changedBody.destroy(error);
     else this.#fail(error);
+  }
+
+  /** Records a delivered answer: masked when anything was taken out of it. */
+  #finish(status: number, counts: SentBody["counts"], reason?: string): void {
+    const all: Record<string, number> = { ...this.#headerCounts };
+    for (const [kind, count] of Object.entries(counts)) all[kind] = (all[kind] ?? 0) + (count ?? 0);
+    const changed = Object.values(all).some((count) => count > 0);
+    this.#record(changed ? "masked" : "request", status, reason, changed ? all : undefined);
   }
 
   readonly #onGraphClose = () => {
@@ -505,18 +548,18 @@ class Exchange implements Dispatcher.DispatchHandler {
 }
 
 /** The graph's headers minus hop-by-hop and credential headers, plus the connection's own. */
-function upstreamHeaders(req: IncomingMessage, upstream: Upstream, masked: boolean): string[] {
+function upstreamHeaders(req: IncomingMessage, upstream: Upstream, read: boolean): string[] {
   const listed = namedByConnection(req.headers.connection);
   const headers: string[] = [];
   for (const name in req.headers) {
     const value = req.headers[name];
     if (value === undefined || hopByHop.has(name) || listed?.has(name)) continue;
     if (neverFromGraph.has(name) || upstream.credentialHeaderNames.has(name)) continue;
-    if (masked && neverWhenMasked.has(name)) continue;
+    if (read && neverWhenRead.has(name)) continue;
     if (typeof value === "string") headers.push(name, value);
     else for (const each of value) headers.push(name, each);
   }
-  if (masked) headers.push("accept-encoding", "identity");
+  if (read) headers.push("accept-encoding", "identity");
   // What the sidecar decided, not what the graph said: the graph's Host is never passed on.
   headers.push("via", "1.1 langgraph-jit", "forwarded", `proto=http;host="${upstream.url.host}"`);
   for (const header of upstream.credentialHeaders) headers.push(header);
@@ -547,6 +590,11 @@ function namedByConnection(connection: string | string[] | undefined): Set<strin
       .map((name) => name.trim())
       .filter(Boolean),
   );
+}
+
+/** Whether the sidecar reads the upstream's answers: to mask them, or to scrub the credential. */
+function readsBody(upstream: Upstream, masking: ResponseMasking | undefined): boolean {
+  return masking !== undefined || upstream.credentialForms.length > 0;
 }
 
 /** Whether a response to method with status has a body at all (RFC 9110 6.4.1). */

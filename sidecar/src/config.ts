@@ -20,6 +20,8 @@ export interface SidecarConfig {
   /** The projected service-account token; the kubelet rotates it, so it is read per use. */
   tokenFile: string;
   stateDir: string;
+  /** Where the graph finds the pod CA's trust files (shared read-only); none are written if unset. */
+  trustDir: string | undefined;
   /** The loopback port of each connection's listener, by connection name. */
   listeners: Map<string, number>;
   proxyPort: number;
@@ -48,6 +50,7 @@ export function loadConfig(
     operatorCa: operatorCa(env, readFile),
     tokenFile: required(env, "LGJIT_TOKEN_FILE"),
     stateDir: optional(env, "LGJIT_STATE_DIR") ?? "/var/lib/langgraph-jit",
+    trustDir: optional(env, "LGJIT_TRUST_DIR"),
     listeners: listeners(optional(env, "LGJIT_LISTENERS") ?? "{}"),
     proxyPort: port(env, "LGJIT_PROXY_PORT", 15000),
     admin: {

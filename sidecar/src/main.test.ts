@@ -3,7 +3,8 @@
 // (its idle memory is measured by `make bench`).
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, readlink, rm, writeFile } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
+import { mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -62,6 +63,7 @@ describe("a running sidecar", () => {
         LGJIT_OPERATOR_CA: server.caPem,
         LGJIT_TOKEN_FILE: join(directory, "token"),
         LGJIT_STATE_DIR: directory,
+        LGJIT_TRUST_DIR: directory,
         LGJIT_LISTENERS: JSON.stringify({ "kb-api": listenerPort }),
         LGJIT_ADMIN_PORT: String(adminPort),
       }),
@@ -85,6 +87,16 @@ describe("a running sidecar", () => {
   it("is the node process itself, so the kubelet's signals reach it", async () => {
     assert.match(await readlink(`/proc/${child.pid}/exe`), /\/node$/);
     assert.equal((await httpGet(`${adminUrl}/ready`)).status, 200);
+  });
+
+  it("has written the pod CA's trust files for the graph before it is ready", async () => {
+    const ca = new X509Certificate(await readFile(join(directory, "ca.pem"), "utf8"));
+    assert.equal(ca.ca, true);
+    assert.match(ca.subject, /langgraph-jit pod CA/);
+    const bundle = await readFile(join(directory, "ca-bundle.pem"), "utf8");
+    assert.ok(bundle.startsWith(ca.toString().trim()));
+    assert.ok(bundle.split("BEGIN CERTIFICATE").length > 50, "the public roots are in the bundle");
+    assert.doesNotMatch(bundle, /PRIVATE KEY/);
   });
 
   it("serves its HTTP connection on loopback, failing closed on an unreachable upstream", async () => {

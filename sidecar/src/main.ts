@@ -12,6 +12,8 @@ import { EventBuffer } from "./events/event-buffer.ts";
 import { EventShipper } from "./events/event-shipper.ts";
 import { HttpListeners } from "./http/http-listeners.ts";
 import { createSidecarMetrics } from "./metrics.ts";
+import { createPodCa } from "./tls/pod-ca.ts";
+import { writeTrustFiles } from "./tls/trust-files.ts";
 
 // The kubelet waits terminationGracePeriodSeconds; the sidecar promises far less.
 const shutdownDeadlineMs = 900;
@@ -86,8 +88,19 @@ function record(entry: SessionRecord): void {
     logger.error({ err: error, event: entry }, "a session event could not be recorded");
   }
 }
+// Before any listener opens: the graph starts only once the sidecar is ready, and trusts it then.
+const ca = createPodCa({ name: config.podName ?? config.run });
+if (config.trustDir) {
+  try {
+    writeTrustFiles(config.trustDir, ca);
+  } catch (error) {
+    logger.fatal({ err: error, dir: config.trustDir }, "cannot write the pod CA's trust files");
+    process.exit(2);
+  }
+}
 const httpListeners = new HttpListeners({
   ports: config.listeners,
+  ca,
   proxyPort: config.proxyPort,
   run: `${config.namespace ?? ""}/${config.run}`,
   credentials,

@@ -103,6 +103,26 @@ describe("buildJob", () => {
     assert.equal(names.filter((n) => n === "HTTP_PROXY").length, 1);
   });
 
+  it("has the graph trust the sidecar's pod CA, from a volume only the sidecar writes", () => {
+    const pod = build().spec?.template.spec;
+    const [sidecar] = pod?.initContainers ?? [];
+    const graph = pod?.containers[0];
+    const env = envOf(graph);
+    const bundle = "/var/run/langgraph-jit/trust/ca-bundle.pem";
+    for (const name of ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"]) {
+      assert.equal(env[name], bundle, name);
+    }
+    assert.equal(env.NODE_EXTRA_CA_CERTS, "/var/run/langgraph-jit/trust/ca.pem");
+    assert.equal(env.NODE_USE_ENV_PROXY, "1");
+    assert.equal(envOf(sidecar).LGJIT_TRUST_DIR, "/var/run/langgraph-jit/trust");
+    const volume = pod?.volumes?.find((v) => v.name === "langgraph-jit-trust");
+    assert.equal(volume?.emptyDir?.medium, "Memory");
+    const mount = (c: typeof graph) => c?.volumeMounts?.find((m) => m.name === volume?.name);
+    assert.equal(mount(sidecar)?.readOnly, undefined);
+    assert.equal(mount(graph)?.readOnly, true);
+    assert.equal(mount(graph)?.mountPath, "/var/run/langgraph-jit/trust");
+  });
+
   it("puts no secret and no non-loopback address in the graph's environment", () => {
     for (const { value } of graphEnvironment([postgres, api])) {
       assert.doesNotMatch(value ?? "", /kb\.db\.svc|kb-api\.internal|password|token/i);

@@ -19,6 +19,8 @@ import {
   tokenDirectory,
   tokenExpirationSeconds,
   tokenVolume,
+  trustDirectory,
+  trustVolume,
 } from "./pod-contract.ts";
 
 export interface SidecarSettings {
@@ -62,6 +64,14 @@ export function graphEnvironment(connections: Connection[]): V1EnvVar[] {
     env.push({ name, value: proxy });
   }
   for (const name of ["NO_PROXY", "no_proxy"]) env.push({ name, value: "127.0.0.1,localhost" });
+  // The sidecar intercepts HTTPS to granted hosts with its pod CA: the usual clients trust it
+  // here (the bundle also holds the public roots), and Node's fetch honours HTTPS_PROXY.
+  const bundle = `${trustDirectory}/ca-bundle.pem`;
+  for (const name of ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"]) {
+    env.push({ name, value: bundle });
+  }
+  env.push({ name: "NODE_EXTRA_CA_CERTS", value: `${trustDirectory}/ca.pem` });
+  env.push({ name: "NODE_USE_ENV_PROXY", value: "1" });
   return env;
 }
 
@@ -102,6 +112,7 @@ function sidecarContainer(
       { name: "LGJIT_OPERATOR_CA", value: sidecar.operatorCaPem },
       { name: "LGJIT_TOKEN_FILE", value: `${tokenDirectory}/token` },
       { name: "LGJIT_STATE_DIR", value: stateDirectory },
+      { name: "LGJIT_TRUST_DIR", value: trustDirectory },
       {
         name: "LGJIT_LISTENERS",
         value: JSON.stringify(Object.fromEntries(listenerPorts(connections))),
@@ -144,6 +155,7 @@ function sidecarContainer(
     volumeMounts: [
       { name: tokenVolume, mountPath: tokenDirectory, readOnly: true },
       { name: stateVolume, mountPath: stateDirectory },
+      { name: trustVolume, mountPath: trustDirectory },
     ],
   };
 }
@@ -179,6 +191,10 @@ function graphContainer(container: V1Container, env: V1EnvVar[], capture: boolea
   const withEnv = {
     ...container,
     env: [...(container.env ?? []).filter((e) => !ours.has(e.name)), ...env],
+    volumeMounts: [
+      ...(container.volumeMounts ?? []),
+      { name: trustVolume, mountPath: trustDirectory, readOnly: true },
+    ],
   };
   if (!capture) return withEnv;
   const context: V1SecurityContext = container.securityContext ?? {};
@@ -274,6 +290,7 @@ export function buildJob({
               },
             },
             { name: stateVolume, emptyDir: { sizeLimit: "256Mi" } },
+            { name: trustVolume, emptyDir: { medium: "Memory", sizeLimit: "1Mi" } },
           ],
         },
       },

@@ -10,11 +10,18 @@ export const stateDirectory = "/var/lib/langgraph-jit";
 export const ports = { proxy: 15000, admin: 15020, firstListener: 15432 } as const;
 export const tokenVolume = "langgraph-jit-token";
 export const stateVolume = "langgraph-jit-state";
+/** The pod CA's trust files: written by the sidecar, read-only to the graph's containers. */
+export const trustVolume = "langgraph-jit-trust";
+export const trustDirectory = "/var/run/langgraph-jit/trust";
 export const reservedContainerNames: ReadonlySet<string> = new Set([
   sidecarContainerName,
   captureContainerName,
 ]);
-export const reservedVolumeNames: ReadonlySet<string> = new Set([tokenVolume, stateVolume]);
+export const reservedVolumeNames: ReadonlySet<string> = new Set([
+  tokenVolume,
+  stateVolume,
+  trustVolume,
+]);
 
 /** Label prefixes of the operator and of the Job controller, which a template may not set. */
 export const reservedLabelPrefixes = ["langgraph-jit.dev/", "batch.kubernetes.io/"] as const;

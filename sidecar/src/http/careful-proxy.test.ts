@@ -228,6 +228,22 @@ describe("the sidecar as a careful proxy", () => {
     assert.equal(seen.length, 1);
   });
 
+  it("survives a graph that resets a refused CONNECT's socket", async () => {
+    for (let i = 0; i < 20; i++) {
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.write("CONNECT example.invalid:443 HTTP/1.1\r\nhost: example.invalid:443\r\n\r\n");
+        setImmediate(() => socket.resetAndDestroy());
+      });
+      socket.on("error", () => {});
+      await new Promise((resolve) => socket.once("close", resolve));
+    }
+    const answer = await rawExchange(
+      port,
+      "GET /v1/docs HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+  });
+
   it("refuses a method-override query parameter with a recorded 400", async () => {
     const answer = await rawExchange(
       port,

@@ -19,6 +19,7 @@ import {
   testIdentity,
 } from "../testing/credential-api-server.ts";
 import { freePort, httpGet, waitFor } from "../testing/test-helpers.ts";
+import { createPodCa } from "../tls/pod-ca.ts";
 import { HttpListeners } from "./http-listeners.ts";
 
 let operator: CredentialApiServer;
@@ -26,7 +27,6 @@ let upstream: Server;
 let directory: string;
 const seenAuthorization: Array<string | undefined> = [];
 let upstreamPort: number;
-let authorityPem: string;
 
 before(async () => {
   operator = await CredentialApiServer.create();
@@ -45,7 +45,6 @@ before(async () => {
   const address = upstream.address();
   assert.ok(address && typeof address === "object");
   upstreamPort = address.port;
-  authorityPem = authority.certPem;
   operator.kbApi = {
     type: "http",
     url: `https://127.0.0.1:${address.port}`,
@@ -85,7 +84,9 @@ it("listens with the held credential, and closes within moments of revocation", 
   const port = await freePort();
   const proxyPort = await freePort();
   const records: SessionRecord[] = [];
+  const ca = createPodCa({ name: "kb-refresh" });
   const listeners = new HttpListeners({
+    ca,
     ports: new Map([["kb-api", port]]),
     proxyPort,
     run: "agents/kb-refresh",
@@ -126,14 +127,21 @@ it("listens with the held credential, and closes within moments of revocation", 
     refusedTunnel.socket.destroy();
     assert.match(refusedTunnel.first, /^HTTP\/1.1 403/);
 
-    // CONNECT to the granted host and port: a tunnel, TLS end to end, recorded with its bytes.
+    // CONNECT to the granted host and port: intercepted with the pod CA's certificate, and each
+    // request inside enforced and credentialed like on the connection's port.
     const tunnel = await rawExchange(
       proxyPort,
       `CONNECT 127.0.0.1:${upstreamPort} HTTP/1.1\r\nHost: 127.0.0.1:${upstreamPort}\r\n\r\n`,
     );
     assert.match(tunnel.first, /^HTTP\/1.1 200 Connection Established/);
-    const secure = tlsConnect({ socket: tunnel.socket, ca: authorityPem, servername: "127.0.0.1" });
-    secure.write("GET /through-tunnel HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const secure = tlsConnect({
+      socket: tunnel.socket,
+      ca: ca.certificatePem,
+      servername: "127.0.0.1",
+    });
+    secure.write(
+      "GET /v1/docs/3 HTTP/1.1\r\nHost: x\r\n\r\nDELETE /v1/docs/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     const answered = await new Promise<string>((resolve) => {
       let text = "";
       secure.on("data", (chunk: Buffer) => {
@@ -141,12 +149,29 @@ it("listens with the held credential, and closes within moments of revocation", 
       });
       secure.on("close", () => resolve(text));
     });
-    assert.match(answered, /^HTTP\/1.1 200[\s\S]*answer$/);
-    assert.equal(seenAuthorization.at(-1), undefined, "a credential was added inside a tunnel");
-    await waitFor("the tunnel's record", () => records.some((r) => r.kind === "tunnel"));
-    const tunnelRecord = records.find((r) => r.kind === "tunnel");
-    assert.equal(tunnelRecord?.connection, "kb-api");
-    assert.ok((tunnelRecord?.bytesIn ?? 0) > 0 && (tunnelRecord?.bytesOut ?? 0) > 0);
+    assert.equal(secure.authorized, true);
+    assert.match(answered, /^HTTP\/1.1 200[\s\S]*answer[\s\S]*HTTP\/1.1 403/);
+    assert.equal(seenAuthorization.at(-1), "Bearer upstream-secret");
+    await waitFor(
+      "the tunnel's records",
+      () => records.filter((r) => r.path === "/v1/docs/3").length === 2,
+    );
+    // Pipelined: the refusal is recorded before the forwarded GET is over.
+    const inside = records
+      .filter((r) => r.path === "/v1/docs/3")
+      .sort((a, b) => (a.method ?? "").localeCompare(b.method ?? ""));
+    assert.deepEqual(
+      inside.map((r) => [r.kind, r.method, r.status, r.connection]),
+      [
+        ["denied", "DELETE", 403, "kb-api"],
+        ["request", "GET", 200, "kb-api"],
+      ],
+    );
+    assert.equal(
+      records.some((r) => r.kind === "tunnel"),
+      false,
+      "no blind tunnel is left",
+    );
 
     operator.revoke();
     const refused = async (at: number) =>

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import type { CredentialChange, CredentialClient } from "../credentials/credential-client.ts";
 import type { VerifiedCredential } from "../credentials/run-token-verifier.ts";
+import type { PodCa } from "../tls/pod-ca.ts";
 import { createForwardProxy } from "./forward-proxy.ts";
 import { Forwarder, type HttpTarget } from "./forwarder.ts";
 import type { LoopbackServer } from "./loopback-server.ts";
@@ -19,6 +20,8 @@ export interface HttpListenersOptions {
   credentials: Pick<CredentialClient, "current" | "subscribe">;
   record: (record: SessionRecord) => void;
   canRecord?: () => boolean;
+  /** The pod's CA, for the forward proxy's intercepted https connections. */
+  ca: PodCa;
   logger: Logger;
 }
 
@@ -69,6 +72,7 @@ export class HttpListeners {
         targets: () => this.#targets(),
         credentialHeld: () => this.#options.credentials.current() !== undefined,
         forwarder: this.#forwarder,
+        ca: this.#options.ca,
         record: this.#options.record,
         logger: this.#options.logger,
       }),

@@ -138,6 +138,11 @@ export class LoopbackServer {
     this.#options.onRequest(req, res);
   };
 
+  /** Serves HTTP on a socket it did not accept itself: a CONNECT tunnel's, decrypted. */
+  serve(socket: Duplex): void {
+    this.#server.emit("connection", socket);
+  }
+
   /** Stops listening and cuts every connection at once. */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
@@ -200,6 +205,8 @@ export class LoopbackServer {
       reason: refusal.reason,
       ...(refusal.method ? { method: refusal.method } : {}),
     });
+    // Upgraded and CONNECT sockets have no listener left: a reset must not crash the sidecar.
+    socket.on("error", () => socket.destroy());
     socket.end(
       `HTTP/1.1 ${refusal.status} ${refusal.reason}\r\ncontent-type: application/json\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,

@@ -65,8 +65,9 @@ const connect = (host, port) => new Promise((resolve, reject) => {
   socket.on("timeout", () => { socket.destroy(); reject(Object.assign(new Error(), { code: "TIMEOUT" })); });
   socket.on("error", reject);
 });
+// An agent of its own: the Job's NODE_USE_ENV_PROXY would send the default one to the sidecar.
 const get = (url, options) => new Promise((resolve, reject) => {
-  const request = https.request(url, { timeout: 3000, ...options }, (response) => { response.resume(); resolve(response.statusCode); });
+  const request = https.request(url, { timeout: 3000, agent: new https.Agent(), ...options }, (response) => { response.resume(); resolve(response.statusCode); });
   request.on("timeout", () => request.destroy(Object.assign(new Error(), { code: "TIMEOUT" })));
   request.on("error", reject);
   request.end();
@@ -79,6 +80,9 @@ const get = (url, options) => new Promise((resolve, reject) => {
   result.operatorWithOwnToken = await outcome(get(process.env.PROBE_OPERATOR + "/v1/credentials", { method: "POST", ca: process.env.PROBE_OPERATOR_CA, headers: { authorization: "Bearer a-token-of-my-own" } }));
   result.dns = await outcome(dns.lookup("kubernetes.default.svc.cluster.local").then((a) => a.address));
   result.sidecar = process.env.LGJIT_KB_API_URL ? await outcome(fetch(process.env.LGJIT_KB_API_URL + "/v1/docs").then((r) => r.status)) : "no sidecar";
+  // The upstream's real https:// URL, as libraries call it: through HTTPS_PROXY, intercepted.
+  result.httpsThroughProxy = process.env.HTTPS_PROXY ? await outcome(fetch(process.env.PROBE_UPSTREAM + "/v1/docs").then((r) => r.status)) : "no proxy";
+  result.deleteThroughProxy = process.env.HTTPS_PROXY ? await outcome(fetch(process.env.PROBE_UPSTREAM + "/v1/docs/1", { method: "DELETE" }).then((r) => r.status)) : "no proxy";
   console.log(JSON.stringify(result));
 })();
 `;
@@ -233,6 +237,9 @@ describe("the graph's only way out is its sidecar, on the real node", () => {
     assert.equal(outcomes.operatorWithOwnToken, 401, JSON.stringify(outcomes));
     assert.equal(outcomes.dns, "10.96.0.1");
     assert.equal(outcomes.sidecar, 200, JSON.stringify(outcomes));
+    assert.equal(outcomes.httpsThroughProxy, 200, JSON.stringify(outcomes));
+    assert.equal(outcomes.deleteThroughProxy, 403, JSON.stringify(outcomes));
+    assert.equal(kbApi.requests.filter((r) => r.method === "DELETE").length, 0);
     assert.ok(
       kbApi.requests.every(
         (r) => r.authorization === undefined || r.authorization === `Bearer ${kbApi.token}`,
@@ -257,5 +264,6 @@ describe("the graph's only way out is its sidecar, on the real node", () => {
     assert.notEqual(outcomes.operatorWithOwnToken, 401, JSON.stringify(outcomes));
     assert.equal(outcomes.dns, "10.96.0.1");
     assert.equal(outcomes.sidecar, 200, JSON.stringify(outcomes));
+    assert.equal(outcomes.httpsThroughProxy, 200, JSON.stringify(outcomes));
   });
 });

@@ -393,12 +393,15 @@ class Exchange implements Dispatcher.DispatchHandler {
   ): void {
     // Informational answers: Early Hints' links go on, the rest (100 to an Expect the sidecar
     // never sent, 102) end here; the final answer follows.
+    const upstream = this.#upstream as Upstream;
     if (status < 200) {
-      if (status === 103 && headers.link !== undefined)
-        this.#res.writeEarlyHints({ link: headers.link });
+      if (status === 103 && headers.link !== undefined) {
+        const hints = { link: headers.link };
+        scrubHeaders(hints, upstream.credentialForms);
+        this.#res.writeEarlyHints(hints);
+      }
       return;
     }
-    const upstream = this.#upstream as Upstream;
     const outgoing = responseHeaders(headers);
     if (outgoing["set-cookie"] && !upstream.cookies) {
       this.#headerCounts["set-cookie"] = [outgoing["set-cookie"]].flat().length;

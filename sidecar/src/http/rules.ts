@@ -120,7 +120,22 @@ function matchFrom(
 
 function segmentMatcher(part: string): (segment: string) => boolean {
   if (!part.includes("*")) return (segment) => segment === part;
-  const escaped = part.split("*").map((literal) => literal.replace(/[.+?^${}()|[\]\\]/g, "\\$&"));
-  const regex = new RegExp(`^${escaped.join("[^/]*")}$`);
-  return (segment) => regex.test(segment);
+  const literals = part.split("*");
+  return (segment) => !segment.includes("/") && matchesStars(literals, segment);
+}
+
+// Each literal between the prefix and the suffix found leftmost: a regex with k "*" backtracks
+// in the segment's length to the power k (15 s for "*a*a*a*a*b" against 200 "a").
+function matchesStars(literals: string[], segment: string): boolean {
+  const first = literals[0] as string;
+  const last = literals.at(-1) as string;
+  const end = segment.length - last.length;
+  if (end < first.length || !segment.startsWith(first) || !segment.endsWith(last)) return false;
+  let from = first.length;
+  for (const literal of literals.slice(1, -1)) {
+    const found = segment.indexOf(literal, from);
+    if (found < 0 || found + literal.length > end) return false;
+    from = found + literal.length;
+  }
+  return true;
 }

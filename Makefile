@@ -6,7 +6,7 @@ NODE_MODULES := node_modules/.package-lock.json
 SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run operator/bin/operator sidecar/bin/sidecar sidecar/bin/capture cli/bin/kubectl-jit
 UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
 
-.PHONY: bench install run demo generate all build lint format unit e2e test cluster-build cluster-up cluster-down images node-check clean
+.PHONY: bench install run demo generate all build lint format unit fuzz e2e test cluster-build cluster-up cluster-down images node-check clean
 
 all: build
 
@@ -32,6 +32,11 @@ format: node-check
 unit: node-check examples/graph/node_modules
 	node --test --test-reporter=spec $(UNIT_TESTS)
 	cd examples/graph && node --test --test-reporter=spec
+
+# The property-based fuzz suites with 10^6 cases for each module's main property (10^5 in unit).
+FUZZ_RUNS ?= 1000000
+fuzz: node-check
+	FUZZ_RUNS=$(FUZZ_RUNS) node --test --test-reporter=spec 'sidecar/**/*.fuzz.test.ts'
 
 # The example graph is its own package (its image carries only LangGraph).
 examples/graph/node_modules: examples/graph/package-lock.json

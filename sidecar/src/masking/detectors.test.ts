@@ -45,6 +45,11 @@ describe("email detector", () => {
     assertLeaves("email", ["@example.com", "bob@localhost", "bob@example.c", "bob@", "a @ b.com"]);
   });
 
+  it("masks addresses glued to one another as one, leaving none of them", () => {
+    assert.equal(masked("a@b.cc_bob@example.com", "email"), "[MASKED:email]");
+    assert.equal(masked("x a.b+c@d-e.co1bob@example.com y", "email"), "x [MASKED:email] y");
+  });
+
   it("keeps the punctuation around an address", () => {
     assert.equal(
       masked("<bob@example.com>, (amy@example.org).", "email"),

@@ -170,7 +170,13 @@ function isValidIban(iban: string): boolean {
 // --- email -------------------------------------------------------------------------------------
 
 // local@domain.tld: the common unquoted local part, dot-separated labels and a letter TLD.
-const emailPattern = /(?<![\w.%+-])[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}/g;
+// Addresses glued together ("a@b.cc_bob@example.com") are masked as one: the lookbehind keeps a
+// match from starting inside the run, so a second address there would otherwise pass.
+const emailDomain = String.raw`@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}`;
+const emailPattern = new RegExp(
+  String.raw`(?<![\w.%+-])[\w.%+-]+${emailDomain}(?:[\w.%+-]*${emailDomain})*`,
+  "g",
+);
 
 // --- credit-card -------------------------------------------------------------------------------
 

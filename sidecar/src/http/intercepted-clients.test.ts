@@ -30,8 +30,9 @@ const graphPackage = join(repository, "examples/graph");
 /** Each client prints the status, a newline, then the body. */
 const clients: Record<string, (url: string, method: string) => [string, string[], string?]> = {
   curl: (url, method) => ["curl", ["-sS", "-X", method, "-w", "\n%{http_code}", url]],
+  // Debian's interpreter, which has Debian's python3-requests (.ci/run installs it).
   "Python requests": (url, method) => [
-    "python3",
+    "/usr/bin/python3",
     [
       "-c",
       "import requests, sys; r = requests.request(sys.argv[2], sys.argv[1]); print(r.text); print(r.status_code)",

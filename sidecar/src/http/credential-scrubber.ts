@@ -9,6 +9,7 @@ import type { HttpCredential } from "../../../api/credentials.ts";
 /** Shorter values would overwrite ordinary text; no credential worth the name is that short. */
 const minSecretBytes = 8;
 const star = 0x2a;
+const nothing = Buffer.alloc(0);
 
 /** The byte strings that must never reach the graph for this credential, longest first. */
 export function credentialForms(credential: HttpCredential): Buffer[] {
@@ -60,17 +61,29 @@ function overwrite(data: Buffer, forms: readonly Buffer[]): { data: Buffer; hits
   return { data: out, hits };
 }
 
-/** The response headers with every form overwritten, and how many values that touched. */
+// Header values are latin1 strings: the forms as such, made once per credential.
+const textForms = new WeakMap<readonly Buffer[], string[]>();
+
+/** Overwrites every form in the response headers; the count of hits. */
 export function scrubHeaders(
   headers: Record<string, string | string[]>,
   forms: readonly Buffer[],
 ): number {
   if (forms.length === 0) return 0;
+  let texts = textForms.get(forms);
+  if (!texts) {
+    texts = forms.map((form) => form.toString("latin1"));
+    textForms.set(forms, texts);
+  }
   let hits = 0;
   const scrub = (value: string): string => {
-    const result = overwrite(Buffer.from(value, "latin1"), forms);
-    hits += result.hits;
-    return result.hits ? result.data.toString("latin1") : value;
+    let scrubbed = value;
+    for (const form of texts) {
+      if (!scrubbed.includes(form)) continue;
+      hits += scrubbed.split(form).length - 1;
+      scrubbed = scrubbed.replaceAll(form, "*".repeat(form.length));
+    }
+    return scrubbed;
   };
   for (const name in headers) {
     const value = headers[name];
@@ -85,7 +98,7 @@ export class CredentialScrubber {
   /** Forms overwritten so far. */
   hits = 0;
   readonly #forms: readonly Buffer[];
-  #held: Buffer = Buffer.alloc(0);
+  #held: Buffer = nothing;
 
   constructor(forms: readonly Buffer[]) {
     this.#forms = forms;
@@ -97,13 +110,13 @@ export class CredentialScrubber {
     const { data: scrubbed, hits } = overwrite(data, this.#forms);
     this.hits += hits;
     const keep = this.#possibleStart(scrubbed);
-    this.#held = Buffer.from(scrubbed.subarray(scrubbed.length - keep));
+    this.#held = keep ? Buffer.from(scrubbed.subarray(scrubbed.length - keep)) : nothing;
     return scrubbed.subarray(0, scrubbed.length - keep);
   }
 
   end(): Buffer {
     const rest = this.#held;
-    this.#held = Buffer.alloc(0);
+    this.#held = nothing;
     return rest;
   }
 

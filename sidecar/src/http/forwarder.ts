@@ -473,10 +473,16 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   /** Records a delivered answer: masked when anything was taken out of it. */
   #finish(status: number, counts: SentBody["counts"], reason?: string): void {
-    const all: Record<string, number> = { ...this.#headerCounts };
-    for (const [kind, count] of Object.entries(counts)) all[kind] = (all[kind] ?? 0) + (count ?? 0);
-    const changed = Object.values(all).some((count) => count > 0);
-    this.#record(changed ? "masked" : "request", status, reason, changed ? all : undefined);
+    let all: Record<string, number> | undefined;
+    for (const source of [this.#headerCounts, counts] as Record<string, number | undefined>[]) {
+      for (const kind in source) {
+        const count = source[kind];
+        if (!count) continue;
+        all ??= {};
+        all[kind] = (all[kind] ?? 0) + count;
+      }
+    }
+    this.#record(all ? "masked" : "request", status, reason, all);
   }
 
   readonly #onGraphClose = () => {

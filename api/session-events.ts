@@ -1,11 +1,12 @@
 // The session event schema shared by the sidecar (which records) and the operator (which
-// stores and serves): one event per request, denial, tunnel or credential change on a run's
-// connections. No credential and no masked value ever appears in an event.
+// stores and serves): one event per HTTP request, SQL statement, denial or credential change on
+// a run's connections. No credential, no masked value and no SQL constant ever appears in one.
 
 export const sessionEventSchemaVersion = 1;
 
 export const sessionEventKinds = [
   "request",
+  "statement",
   "denied",
   "masked",
   "tunnel",
@@ -35,9 +36,33 @@ export interface SessionRecord {
   rule?: string;
   /** CamelCase, why it was denied or failed. */
   reason?: string;
-  /** How many values each detector or JSON path masked. */
+  /** How many values each detector, JSON path or column masked ("nulled": values made NULL). */
   masked?: Record<string, number>;
+  /** A SQL statement (Postgres connections). */
+  sql?: SqlStatementRecord;
 }
+
+/** What an event says of a SQL statement: never a constant, never a bind parameter. */
+export interface SqlStatementRecord {
+  /** As PostgreSQL tags it: SELECT, INSERT, CREATE TABLE… */
+  command: string;
+  /** The grant's action it needed; absent for plumbing (BEGIN, SET…) and forbidden statements. */
+  action?: "read" | "write" | "ddl" | "admin";
+  /** The query with every constant replaced by $n (libpg-query's normalize). */
+  statement: string;
+  /** libpg-query's fingerprint: the same for every query of the same shape. */
+  fingerprint: string;
+  /** Relations it names. */
+  tables?: string[];
+  /** Rows returned or affected (CommandComplete), when it completed. */
+  rows?: number;
+  /** The SQLSTATE the server answered with, when it failed. */
+  error?: string;
+}
+
+/** Bounds the operator holds a statement record to. */
+export const maxSqlStatementLength = 2048;
+export const maxSqlTables = 32;
 
 export interface SessionEvent extends SessionRecord {
   schema: typeof sessionEventSchemaVersion;

@@ -24,6 +24,8 @@ function bytes(value: number | undefined): string {
 /** Why it was allowed or refused, and what was masked, e.g. "rule read; masked email×2". */
 function detail(event: SessionEvent): string {
   const parts: string[] = [];
+  if (event.sql?.action) parts.push(event.sql.action);
+  if (event.sql?.tables) parts.push(`tables ${event.sql.tables.join(",")}`);
   if (event.rule) parts.push(`rule ${event.rule}`);
   if (event.reason) parts.push(event.reason);
   const masked = Object.entries(event.masked ?? {});
@@ -33,10 +35,29 @@ function detail(event: SessionEvent): string {
   return parts.join("; ");
 }
 
-/** "GET /v1/docs?export&page": the query's parameter names, as recorded (never values). */
+/** The longest SQL shown in a row; `-o json` has all of it. */
+const maxStatementWidth = 80;
+
+/**
+ * "GET /v1/docs?export&page": the query's parameter names, as recorded (never values); for SQL
+ * the normalized statement on one line ("SELECT title FROM docs WHERE id = $1").
+ */
 function request(event: SessionEvent): string {
+  if (event.sql) {
+    const statement = event.sql.statement.replace(/\s+/g, " ").trim() || event.sql.command;
+    return statement.length > maxStatementWidth
+      ? `${statement.slice(0, maxStatementWidth - 1)}…`
+      : statement;
+  }
   const path = event.path && event.query ? `${event.path}?${event.query.join("&")}` : event.path;
   return [event.method, path].filter(Boolean).join(" ") || "-";
+}
+
+/** HTTP: the status; SQL: the rows, or the SQLSTATE it failed with. */
+function status(event: SessionEvent): string {
+  if (event.sql?.error) return event.sql.error;
+  if (event.sql?.rows !== undefined) return `${event.sql.rows} rows`;
+  return event.status === undefined ? "-" : String(event.status);
 }
 
 function row(event: SessionEvent): string[] {
@@ -46,7 +67,7 @@ function row(event: SessionEvent): string[] {
     event.connection ?? "-",
     event.kind,
     request(event),
-    event.status === undefined ? "-" : String(event.status),
+    status(event),
     bytes(event.bytesIn),
     bytes(event.bytesOut),
     event.durationMs === undefined ? "-" : `${event.durationMs.toFixed(1)}ms`,

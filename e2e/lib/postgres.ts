@@ -144,8 +144,9 @@ function removeStaleDirectories(): void {
   }
 }
 
-function serverConfig(port: number, nodeAccess: boolean): string[] {
+function serverConfig(port: number, nodeAccess: boolean, tls: boolean): string[] {
   const settings: Record<string, string> = {
+    ...(tls ? { ssl: "on", ssl_cert_file: "server.crt", ssl_key_file: "server.key" } : {}),
     listen_addresses: nodeAccess ? `127.0.0.1,${testNode.address}` : "127.0.0.1",
     port: String(port),
     // TCP only: no socket files to collide with a system cluster's.
@@ -190,6 +191,8 @@ export const testNode = { address: "10.244.0.1", podRange: "10.244.0.0/24" };
 export interface PostgresOptions {
   /** Also listen on the test node's bridge address and let its pods log in (by password). */
   nodeAccess?: boolean;
+  /** Serve TLS with this certificate (plaintext stays possible, as libpq's sslmode decides). */
+  tls?: { certPem: string; keyPem: string };
 }
 
 export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresServer> {
@@ -223,6 +226,16 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
     throw new Error(`initdb failed: ${error.stderr ?? error}`);
   });
   rmSync(passwordFile);
+  if (options.tls) {
+    for (const [name, pem] of [
+      ["server.crt", options.tls.certPem],
+      ["server.key", options.tls.keyPem],
+    ] as const) {
+      const file = join(dataDir, name);
+      writeFileSync(file, pem, { mode: 0o600 });
+      chownSync(file, uid, gid);
+    }
+  }
   if (options.nodeAccess) {
     appendFileSync(
       join(dataDir, "pg_hba.conf"),
@@ -270,7 +283,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
     const [command, args] = asServerUser("postgres", [
       "-D",
       dataDir,
-      ...serverConfig(port, options.nodeAccess ?? false),
+      ...serverConfig(port, options.nodeAccess ?? false, options.tls !== undefined),
     ]);
     const started = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
     child = started;

@@ -1,5 +1,6 @@
 // The sidecar process: configuration from the environment, one logger and one metrics registry,
-// the credential client and the admin server; SIGTERM/SIGINT stop it cleanly within a second.
+// the credential client, the HTTP and Postgres listeners and the admin server; SIGTERM/SIGINT
+// stop it cleanly within a second.
 import type { Server } from "node:http";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -12,6 +13,7 @@ import { EventBuffer } from "./events/event-buffer.ts";
 import { EventShipper } from "./events/event-shipper.ts";
 import { HttpListeners } from "./http/http-listeners.ts";
 import { createSidecarMetrics } from "./metrics.ts";
+import { PostgresListeners } from "./postgres/postgres-listeners.ts";
 import { createPodCa } from "./tls/pod-ca.ts";
 import { writeTrustFiles } from "./tls/trust-files.ts";
 
@@ -77,11 +79,10 @@ const shipper = new EventShipper({
 // Events queued for the end of the turn still reach the disk when the process exits early.
 process.on("exit", () => events.flush());
 function record(entry: SessionRecord): void {
-  metrics.httpRequests.inc({
-    connection: entry.connection ?? "",
-    kind: entry.kind,
-    status: String(entry.status ?? 0),
-  });
+  const connection = entry.connection ?? "";
+  if (entry.sql)
+    metrics.sqlStatements.inc({ connection, kind: entry.kind, action: entry.sql.action ?? "" });
+  else metrics.httpRequests.inc({ connection, kind: entry.kind, status: String(entry.status ?? 0) });
   try {
     events.record(entry);
   } catch (error) {
@@ -108,11 +109,21 @@ const httpListeners = new HttpListeners({
   canRecord: () => events.accepting,
   logger,
 });
+const postgresListeners = new PostgresListeners({
+  ports: config.listeners,
+  run: `${config.namespace ?? ""}/${config.run}`,
+  credentials,
+  record,
+  canRecord: () => events.accepting,
+  logger,
+});
 
-// Ready once the credential is held and every HTTP connection it covers is listening.
+// Ready once the credential is held and every connection it covers is listening.
 function readiness(): Readiness {
   const held = credentials.readiness();
-  const waiting = held.ready ? httpListeners.notListening() : [];
+  const waiting = held.ready
+    ? [...httpListeners.notListening(), ...postgresListeners.notListening()]
+    : [];
   return waiting.length === 0
     ? held
     : { ready: false, reason: `${waiting.join(", ")} not listening yet` };
@@ -129,7 +140,7 @@ async function shutdown(signal: NodeJS.Signals): Promise<void> {
     process.exit(0);
   }, shutdownDeadlineMs).unref();
   // No new events once the listeners are closed; then as many of the rest as time allows.
-  await httpListeners.close();
+  await Promise.all([httpListeners.close(), postgresListeners.close()]);
   await shipper.stop();
   const flushed = await shipper.flush(shutdownFlushMs);
   if (!flushed)

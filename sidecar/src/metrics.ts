@@ -60,6 +60,12 @@ export function createSidecarMetrics() {
       labelNames: ["connection", "kind", "status"] as const,
       registers: [registry],
     }),
+    sqlStatements: new Counter({
+      name: "lgjit_sidecar_sql_statements_total",
+      help: "SQL statements the graph sent through a Postgres connection, by connection, kind (statement, masked, denied) and action",
+      labelNames: ["connection", "kind", "action"] as const,
+      registers: [registry],
+    }),
     expirySeconds: new Gauge({
       name: "lgjit_sidecar_credential_expiry_seconds",
       help: "Seconds until the held credential expires; 0 while none is held",

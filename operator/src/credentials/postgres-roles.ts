@@ -4,10 +4,10 @@
 // The admin credential needs CREATEROLE (PostgreSQL 15: any non-superuser role may then be
 // granted; 16 and later: the admin also needs ADMIN OPTION on each action role).
 import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
-import { isIP } from "node:net";
 import { promisify } from "node:util";
 import pg from "pg";
 import type { PostgresCredential } from "../../../api/credentials.ts";
+import { postgresTlsOptions } from "../../../api/postgres-tls.ts";
 
 /** Every role the operator mints starts with this; no other role is ever altered or dropped. */
 export const runRolePrefix = "lgjit_";
@@ -161,26 +161,7 @@ export function parseRunRoleComment(text: string | null | undefined): RunRoleCom
 
 /** pg's client settings for the admin connection; sslMode means what it means in libpq. */
 export function postgresClientConfig(admin: PostgresAdmin): pg.ClientConfig {
-  let ssl: pg.ClientConfig["ssl"];
-  switch (admin.sslMode) {
-    case "disable":
-      ssl = false;
-      break;
-    case "require":
-      // libpq's require encrypts without verifying, unless a CA is given: then it checks the
-      // chain (as libpq does with a root certificate), still not the host name.
-      ssl = admin.caPem
-        ? { ca: admin.caPem, checkServerIdentity: () => undefined }
-        : { rejectUnauthorized: false };
-      break;
-    case "verify-full":
-      ssl = {
-        rejectUnauthorized: true,
-        ...(admin.caPem ? { ca: admin.caPem } : {}),
-        ...(isIP(admin.host) ? {} : { servername: admin.host }),
-      };
-      break;
-  }
+  const ssl = postgresTlsOptions(admin.sslMode, admin.host, admin.caPem) ?? false;
   return {
     host: admin.host,
     port: admin.port,

@@ -5,6 +5,8 @@ import {
   maxEventsPerBatch,
   maxQueryNameLength,
   maxQueryNames,
+  maxSqlStatementLength,
+  maxSqlTables,
   type SessionEvent,
   sessionEventKinds,
   sessionEventSchemaVersion,
@@ -104,7 +106,9 @@ function checkEvent(
       throw bad(`${at("masked")} must map at most 32 names to counts`);
     }
   }
+  if (event.sql !== undefined) checkSql(event.sql, at("sql"));
   const known = new Set([
+    "sql",
     "schema",
     "run",
     "seq",
@@ -121,6 +125,40 @@ function checkEvent(
     ...(event as unknown as SessionEvent),
     run: { namespace: run.namespace, name: run.name, uid: run.uid },
   };
+}
+
+const sqlActions = new Set(["read", "write", "ddl", "admin"]);
+
+function checkSql(value: unknown, at: string): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw bad(`${at} must be an object`);
+  const sql = value as Record<string, unknown>;
+  const text = (field: string, max: number, required: boolean) => {
+    const item = sql[field];
+    if (item === undefined && !required) return;
+    if (typeof item !== "string" || item.length > max)
+      throw bad(`${at}.${field} must be a string of at most ${max} characters`);
+  };
+  text("command", 64, true);
+  text("statement", maxSqlStatementLength, true);
+  text("fingerprint", 64, true);
+  text("error", 5, false);
+  if (sql.action !== undefined && !sqlActions.has(sql.action as string))
+    throw bad(`${at}.action must be one of read, write, ddl, admin`);
+  if (
+    sql.tables !== undefined &&
+    (!Array.isArray(sql.tables) ||
+      sql.tables.length > maxSqlTables ||
+      !sql.tables.every((table) => typeof table === "string" && table.length <= 256))
+  )
+    throw bad(`${at}.tables must be at most ${maxSqlTables} names of at most 256 characters`);
+  if (sql.rows !== undefined && (!Number.isSafeInteger(sql.rows) || (sql.rows as number) < 0))
+    throw bad(`${at}.rows must be a non-negative integer`);
+  const unknown = Object.keys(sql).find(
+    (field) =>
+      !["command", "action", "statement", "fingerprint", "tables", "rows", "error"].includes(field),
+  );
+  if (unknown) throw bad(`${at}.${unknown} is not a field of a SQL statement record`);
 }
 
 function bad(message: string): HttpError {

@@ -22,7 +22,8 @@ const schema = `
   );
   CREATE INDEX IF NOT EXISTS lgjit_session_events_by_name
     ON lgjit_session_events (namespace, name, time);
-  ALTER TABLE lgjit_session_events ADD COLUMN IF NOT EXISTS query jsonb`;
+  ALTER TABLE lgjit_session_events ADD COLUMN IF NOT EXISTS query jsonb;
+  ALTER TABLE lgjit_session_events ADD COLUMN IF NOT EXISTS sql jsonb`;
 
 export class PostgresSessionStore implements SessionStore {
   readonly #pool: pg.Pool;
@@ -59,7 +60,7 @@ export class PostgresSessionStore implements SessionStore {
       .map((column) =>
         column === "time"
           ? `to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time`
-          : column === "masked" || column === "query"
+          : column === "masked" || column === "query" || column === "sql"
             ? `${column}::text AS ${column}`
             : column,
       )

@@ -1,7 +1,7 @@
 // Where the operator keeps every run's session events, behind one interface with two backends:
 // SQLite in a file (one replica) and PostgreSQL (any number of replicas). Both key events by
 // (run uid, seq), so a batch sent twice is stored once.
-import type { SessionEvent } from "../../../api/session-events.ts";
+import type { SessionEvent, SqlStatementRecord } from "../../../api/session-events.ts";
 
 export interface SessionSummary {
   /** Events stored for the run. */
@@ -47,6 +47,7 @@ export const eventColumns = [
   "rule",
   "reason",
   "masked",
+  "sql",
 ] as const;
 
 export type EventRow = Record<(typeof eventColumns)[number], string | number | null>;
@@ -70,6 +71,7 @@ export function rowOf(event: SessionEvent): EventRow {
     rule: event.rule ?? null,
     reason: event.reason ?? null,
     masked: event.masked ? JSON.stringify(event.masked) : null,
+    sql: event.sql ? JSON.stringify(event.sql) : null,
   };
 }
 
@@ -93,6 +95,7 @@ export function eventOf(row: EventRow): SessionEvent {
     reason: optional(row.reason as string | null),
     masked:
       row.masked === null ? undefined : (JSON.parse(String(row.masked)) as Record<string, number>),
+    sql: row.sql === null ? undefined : (JSON.parse(String(row.sql)) as SqlStatementRecord),
   };
   // Absent fields stay absent, as the sidecar sent them.
   return Object.fromEntries(

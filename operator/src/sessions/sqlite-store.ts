@@ -26,14 +26,15 @@ export class SqliteSessionStore implements SessionStore {
         run_uid TEXT NOT NULL, seq INTEGER NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
         time TEXT NOT NULL, kind TEXT NOT NULL, connection TEXT, method TEXT, path TEXT,
         query TEXT, status INTEGER, bytes_in INTEGER, bytes_out INTEGER, duration_ms REAL, rule TEXT,
-        reason TEXT, masked TEXT,
+        reason TEXT, masked TEXT, sql TEXT,
         PRIMARY KEY (run_uid, seq)
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS session_events_by_name ON session_events (namespace, name, time)`);
-    // A store made before events carried the query's parameter names gains their column.
+    // A store made before events carried query names or SQL statements gains their columns.
     const columns = this.#db.pragma("table_info(session_events)") as { name: string }[];
-    if (!columns.some((column) => column.name === "query")) {
-      this.#db.exec("ALTER TABLE session_events ADD COLUMN query TEXT");
+    for (const added of ["query", "sql"]) {
+      if (!columns.some((column) => column.name === added))
+        this.#db.exec(`ALTER TABLE session_events ADD COLUMN ${added} TEXT`);
     }
     this.#insert = this.#db.prepare(
       `INSERT OR IGNORE INTO session_events (${eventColumns.join(", ")})

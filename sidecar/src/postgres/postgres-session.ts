@@ -1,0 +1,943 @@
+// One graph connection to a Postgres listener: the startup answered by the sidecar, one upstream
+// session logged in with the run's credential, and every message between them relayed in order.
+// Statements are classified before they are forwarded; a refused one is replaced by a DO block
+// that raises 42501, so PostgreSQL itself answers and keeps its protocol state exactly (an open
+// transaction is aborted, the extended protocol skips to Sync). Results are masked row by row
+// and each statement becomes one session event.
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import type { Socket } from "node:net";
+import type { Logger } from "pino";
+import type { GrantClaim, PostgresCredential } from "../../../api/credentials.ts";
+import type { SessionRecord, SqlStatementRecord } from "../../../api/session-events.ts";
+import { hidesMaskedColumns } from "./column-references.ts";
+import {
+  CopyRowMasker,
+  type MaskCounts,
+  type Masking,
+  maskingOf,
+  RowMasker,
+} from "./data-row-mask.ts";
+import {
+  authenticationOk,
+  backendKeyData,
+  bindMessage,
+  commandTag,
+  errorResponse,
+  executeMessage,
+  type Message,
+  MessageReader,
+  maxFrontendMessageBytes,
+  maxStartupBytes,
+  message,
+  negotiateProtocolVersion,
+  ProtocolViolation,
+  parseBind,
+  parseEmpty,
+  parseExecute,
+  parseMessage,
+  parseNoticeFields,
+  parseParse,
+  parseRowDescription,
+  parseSingleString,
+  parseStartup,
+  parseTarget,
+  queryMessage,
+  readyForQuery,
+  type StartupMessage,
+  sslRefused,
+  startupCodes,
+} from "./protocol.ts";
+import {
+  type ClassifiedQuery,
+  type ClassifiedStatement,
+  classifyQuery,
+  type Requirement,
+  raise,
+  SqlSyntaxError,
+} from "./statement-classifier.ts";
+import { openUpstream, UpstreamError, type UpstreamSession } from "./upstream.ts";
+
+export interface PostgresTarget {
+  credential: PostgresCredential;
+  grant: GrantClaim;
+}
+
+/** The keys the sidecar hands to graph connections, and the upstream sessions they cancel. */
+export class CancelKeys {
+  readonly #sessions = new Map<number, { secret: Buffer; cancel: () => void }>();
+
+  issue(cancel: () => void): { processId: number; secretKey: Buffer } {
+    let processId: number;
+    do processId = randomBytes(4).readInt32BE(0) & 0x7fffffff;
+    while (processId === 0 || this.#sessions.has(processId));
+    const secretKey = randomBytes(4);
+    this.#sessions.set(processId, { secret: secretKey, cancel });
+    return { processId, secretKey };
+  }
+
+  release(processId: number): void {
+    this.#sessions.delete(processId);
+  }
+
+  /** Cancels the session the key names; a wrong key does nothing, as in PostgreSQL. */
+  cancel(processId: number, secretKey: Buffer): boolean {
+    const session = this.#sessions.get(processId);
+    if (!session || session.secret.length !== secretKey.length) return false;
+    if (!timingSafeEqual(session.secret, secretKey)) return false;
+    session.cancel();
+    return true;
+  }
+}
+
+export interface PostgresSessionOptions {
+  connection: string;
+  run: string;
+  /** Read per statement: a revoked or expired credential fails closed. */
+  target: () => PostgresTarget | undefined;
+  record: (record: SessionRecord) => void;
+  canRecord: () => boolean;
+  cancelKeys: CancelKeys;
+  /** Sends a CancelRequest for an upstream session to the server. */
+  cancelUpstream: (credential: PostgresCredential, key: UpstreamSession["backendKey"]) => void;
+  logger: Logger;
+}
+
+/** Startup parameters the graph may set; the rest (role, options, search_path…) are dropped. */
+const passedParameters = new Set([
+  "application_name",
+  "client_encoding",
+  "datestyle",
+  "timezone",
+  "intervalstyle",
+  "extra_float_digits",
+  "statement_timeout",
+  "lock_timeout",
+  "idle_in_transaction_session_timeout",
+  "default_transaction_isolation",
+  "default_transaction_read_only",
+  "bytea_output",
+  "standard_conforming_strings",
+]);
+
+/** What the sidecar knows of a prepared statement or portal. */
+interface Prepared {
+  classified: ClassifiedQuery;
+  statement: ClassifiedStatement | undefined;
+  hides: boolean;
+  /** A portal's result masker, from its description. */
+  masker?: RowMasker;
+}
+
+/** The server answers the messages forwarded to it in order; each waits here for its answer. */
+type Expectation =
+  | { kind: "query"; statements: RunningStatement[]; refusal?: boolean }
+  | { kind: "parse" | "bind"; swallow: boolean }
+  | { kind: "describe"; swallow: boolean; portal?: string }
+  | { kind: "execute"; statement: RunningStatement; portal: string; refusal?: boolean }
+  | { kind: "close" }
+  | { kind: "sync" };
+
+/** A statement on its way through the server: what its event will say. */
+interface RunningStatement {
+  classified: ClassifiedQuery;
+  statement: ClassifiedStatement | undefined;
+  hides: boolean;
+  started: number;
+  time: string;
+  rows: number;
+  masker?: RowMasker | CopyRowMasker;
+  /** An Execute's portal, whose description (answered before its rows) holds the masker. */
+  portal?: Prepared;
+}
+
+const unknownQuery: ClassifiedQuery = { statements: [], normalized: "", fingerprint: "" };
+
+const refusalTag = `$lgjit_${randomBytes(6).toString("hex")}$`;
+
+export class PostgresSession {
+  readonly #options: PostgresSessionOptions;
+  readonly #client: Socket;
+  #upstream: UpstreamSession | undefined;
+  #target: PostgresTarget | undefined;
+  #masking: Masking | undefined;
+  #cancelKey: number | undefined;
+  readonly #expectations: Expectation[] = [];
+  readonly #statements = new Map<string, Prepared>();
+  readonly #portals = new Map<string, Prepared>();
+  /** SQL-level prepared statements and cursors: what EXECUTE and FETCH read. */
+  readonly #sqlPrepared = new Map<string, Requirement>();
+  readonly #cursors = new Map<string, boolean>();
+  #skipUntilSync = false;
+  #closed = false;
+
+  constructor(client: Socket, options: PostgresSessionOptions) {
+    this.#client = client;
+    this.#options = options;
+    client.setNoDelay(true);
+    client.on("error", () => this.close());
+    client.on("close", () => this.close());
+  }
+
+  /** Answers the startup, logs in upstream, then relays until either side closes. */
+  async start(): Promise<void> {
+    let startup: StartupMessage;
+    try {
+      startup = await this.#readStartup();
+    } catch (error) {
+      this.#fatal(error);
+      return;
+    }
+    if (startup.cancel) {
+      this.#options.cancelKeys.cancel(startup.cancel.processId, startup.cancel.secretKey);
+      this.#client.end();
+      return;
+    }
+    const target = this.#options.target();
+    if (!target) {
+      this.#fatalMessage(
+        "57P01",
+        `connection "${this.#options.connection}": the run holds no credential for it (revoked or not issued yet)`,
+      );
+      return;
+    }
+    this.#target = target;
+    this.#masking = maskingOf(target.grant);
+    try {
+      this.#upstream = await openUpstream(target.credential, this.#upstreamParameters(startup));
+    } catch (error) {
+      const upstreamError =
+        error instanceof UpstreamError ? error : new UpstreamError(String(error));
+      this.#fatalMessage(
+        upstreamError.sqlState,
+        `connection "${this.#options.connection}": ${upstreamError.message}`,
+      );
+      return;
+    }
+    if (this.#closed) {
+      this.#upstream.socket.destroy();
+      return;
+    }
+    const upstream = this.#upstream;
+    const key = this.#options.cancelKeys.issue(() =>
+      this.#options.cancelUpstream(target.credential, upstream.backendKey),
+    );
+    this.#cancelKey = key.processId;
+    this.#client.write(
+      Buffer.concat([
+        authenticationOk,
+        ...upstream.parameterStatuses,
+        ...upstream.notices,
+        backendKeyData(key.processId, key.secretKey),
+        readyForQuery(upstream.status as "I"),
+      ]),
+    );
+    this.#relay(upstream);
+  }
+
+  /** Ends the session; with a reason, the graph's client gets it as a FATAL error first. */
+  close(reason?: { sqlState: string; message: string }): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#cancelKey !== undefined) this.#options.cancelKeys.release(this.#cancelKey);
+    if (reason && this.#client.writable)
+      this.#client.end(errorResponse({ severity: "FATAL", ...reason }));
+    else this.#client.destroy();
+    this.#upstream?.socket.destroy();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** SSLRequest and GSSENCRequest get "N" until the startup or a CancelRequest arrives. */
+  async #readStartup(): Promise<StartupMessage> {
+    let buffered = Buffer.alloc(0);
+    for (;;) {
+      const chunk = await this.#nextChunk();
+      buffered = Buffer.concat([buffered, chunk]);
+      while (buffered.length >= 4) {
+        const length = buffered.readInt32BE(0);
+        if (length < 8 || length > maxStartupBytes)
+          throw new ProtocolViolation(`invalid startup packet length ${length}`);
+        if (buffered.length < length) break;
+        const startup = parseStartup(buffered.subarray(0, length));
+        buffered = buffered.subarray(length);
+        if (startup.code === startupCodes.ssl || startup.code === startupCodes.gssenc) {
+          if (buffered.length > 0)
+            throw new ProtocolViolation("data after an encryption request before its answer");
+          this.#client.write(sslRefused);
+          continue;
+        }
+        if (buffered.length > 0) this.#client.unshift(buffered);
+        const minor = startup.code & 0xffff;
+        const options = [...startup.parameters.keys()].filter((name) => name.startsWith("_pq_."));
+        if (minor > 0 || options.length > 0)
+          this.#client.write(negotiateProtocolVersion(0, options));
+        return startup;
+      }
+    }
+  }
+
+  #nextChunk(): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const onData = (chunk: Buffer) => {
+        cleanup();
+        this.#client.pause();
+        resolve(chunk);
+      };
+      const onEnd = () => {
+        cleanup();
+        reject(new ProtocolViolation("the client closed the connection during startup"));
+      };
+      const cleanup = () => {
+        this.#client.off("data", onData);
+        this.#client.off("close", onEnd);
+      };
+      this.#client.on("data", onData);
+      this.#client.on("close", onEnd);
+      this.#client.resume();
+    });
+  }
+
+  #upstreamParameters(startup: StartupMessage): Map<string, string> {
+    const passed = new Map<string, string>();
+    const dropped: string[] = [];
+    for (const [name, value] of startup.parameters) {
+      if (passedParameters.has(name.toLowerCase())) passed.set(name, value);
+      else if (!["user", "database"].includes(name) && !name.startsWith("_pq_."))
+        dropped.push(name);
+    }
+    if (dropped.length > 0)
+      this.#options.logger.info(
+        { connection: this.#options.connection, dropped },
+        "startup parameters not passed to the server",
+      );
+    return passed;
+  }
+
+  #relay(upstream: UpstreamSession): void {
+    const clientReader = new MessageReader(maxFrontendMessageBytes);
+    const server = upstream.socket;
+    const client = this.#client;
+    client.on("data", (chunk: Buffer) => {
+      if (this.#closed) return;
+      try {
+        const out: Buffer[] = [];
+        for (const frontend of clientReader.push(chunk)) this.#fromClient(frontend, out);
+        if (
+          out.length > 0 &&
+          !server.write(out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out))
+        ) {
+          client.pause();
+          server.once("drain", () => client.resume());
+        }
+      } catch (error) {
+        this.#fatal(error);
+      }
+    });
+    server.on("data", (chunk: Buffer) => {
+      if (this.#closed) return;
+      try {
+        const out: Buffer[] = [];
+        for (const backend of upstream.reader.push(chunk)) this.#fromServer(backend, out);
+        if (
+          out.length > 0 &&
+          !client.write(out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out))
+        ) {
+          server.pause();
+          client.once("drain", () => server.resume());
+        }
+      } catch (error) {
+        this.#options.logger.error(
+          { err: error, connection: this.#options.connection },
+          "the server's answer cannot be relayed",
+        );
+        this.close({
+          sqlState: "08006",
+          message: `connection "${this.#options.connection}": the server's answer could not be relayed (${(error as Error).message})`,
+        });
+      }
+    });
+    const serverGone = () => {
+      if (this.#closed) return;
+      this.close({
+        sqlState: "08006",
+        message: `connection "${this.#options.connection}": the server closed the connection`,
+      });
+    };
+    server.on("close", serverGone);
+    server.on("error", serverGone);
+    server.resume();
+    client.resume();
+  }
+
+  // --- graph to server -------------------------------------------------------------------------
+
+  #fromClient(frontend: Message, out: Buffer[]): void {
+    switch (frontend.type) {
+      case "Q":
+        this.#query(parseSingleString(frontend.body, "Query"), frontend.frame, out);
+        return;
+      case "P":
+        this.#parse(frontend, out);
+        return;
+      case "B": {
+        const bind = parseBind(frontend.body);
+        if (this.#skipUntilSync) return;
+        // A statement the sidecar did not see parsed (a SQL-level PREPARE) is taken to hide
+        // masked columns.
+        const prepared = this.#statements.get(bind.statement) ?? {
+          classified: unknownQuery,
+          statement: undefined,
+          hides: true,
+        };
+        this.#portals.set(bind.portal, { ...prepared, masker: undefined });
+        out.push(frontend.frame);
+        this.#expectations.push({ kind: "bind", swallow: false });
+        // The portal's row description, so its rows can be masked even if the graph never asks.
+        if (this.#masking) {
+          out.push(
+            message("D", Buffer.concat([Buffer.from("P"), Buffer.from(`${bind.portal}\0`)])),
+          );
+          this.#expectations.push({ kind: "describe", swallow: true, portal: bind.portal });
+        }
+        return;
+      }
+      case "D": {
+        const describe = parseTarget(frontend.body, "Describe");
+        if (this.#skipUntilSync) return;
+        out.push(frontend.frame);
+        this.#expectations.push({
+          kind: "describe",
+          swallow: false,
+          ...(describe.target === "P" ? { portal: describe.name } : {}),
+        });
+        return;
+      }
+      case "E": {
+        const execute = parseExecute(frontend.body);
+        if (this.#skipUntilSync) return;
+        if (!this.#mayProceed(out, "extended")) return;
+        const portal = this.#portals.get(execute.portal);
+        out.push(frontend.frame);
+        this.#expectations.push({
+          kind: "execute",
+          portal: execute.portal,
+          statement: { ...this.#running(portal?.classified, portal?.statement, true), portal },
+        });
+        return;
+      }
+      case "C": {
+        const close = parseTarget(frontend.body, "Close");
+        if (this.#skipUntilSync) return;
+        (close.target === "S" ? this.#statements : this.#portals).delete(close.name);
+        out.push(frontend.frame);
+        this.#expectations.push({ kind: "close" });
+        return;
+      }
+      case "S":
+        parseEmpty(frontend.body, "Sync");
+        this.#skipUntilSync = false;
+        out.push(frontend.frame);
+        this.#expectations.push({ kind: "sync" });
+        return;
+      case "H":
+        parseEmpty(frontend.body, "Flush");
+        if (!this.#skipUntilSync) out.push(frontend.frame);
+        return;
+      case "d":
+        out.push(frontend.frame);
+        return;
+      case "c":
+        parseEmpty(frontend.body, "CopyDone");
+        out.push(frontend.frame);
+        return;
+      case "f":
+        parseSingleString(frontend.body, "CopyFail");
+        out.push(frontend.frame);
+        return;
+      case "X":
+        parseEmpty(frontend.body, "Terminate");
+        out.push(frontend.frame);
+        return;
+      case "F":
+        // The fast-path call runs any function by OID, set_config included.
+        this.#refuseSimple(
+          { kind: "forbidden", why: "the fast-path FunctionCall message runs any function by OID" },
+          undefined,
+          undefined,
+          out,
+        );
+        return;
+      default:
+        throw new ProtocolViolation(`unknown frontend message type "${frontend.type}"`);
+    }
+  }
+
+  #query(sql: string, frame: Buffer, out: Buffer[]): void {
+    if (!this.#mayProceed(out, "query")) return;
+    let classified: ClassifiedQuery;
+    try {
+      classified = classifyQuery(sql);
+    } catch (error) {
+      if (!(error instanceof SqlSyntaxError)) throw error;
+      this.#refuseSimple(undefined, undefined, error, out);
+      return;
+    }
+    // Checked statement by statement, in order, before any of it is forwarded.
+    const prepared = new Map<string, Requirement>();
+    for (const statement of classified.statements) {
+      const requirement = this.#requirementOf(statement, prepared);
+      const refusal = this.#refusal(requirement);
+      if (refusal) {
+        this.#refuseSimple(requirement, { classified, statement }, undefined, out);
+        return;
+      }
+      if (statement.prepares !== undefined) prepared.set(statement.prepares, requirement);
+    }
+    for (const [name, requirement] of prepared) this.#rememberPrepared(name, requirement);
+    this.#rememberCursors(classified);
+    out.push(frame);
+    this.#expectations.push({
+      kind: "query",
+      statements: classified.statements.map((statement) =>
+        this.#running(classified, statement, this.#hides(statement)),
+      ),
+    });
+  }
+
+  #parse(frontend: Message, out: Buffer[]): void {
+    const parse = parseParse(frontend.body);
+    if (this.#skipUntilSync) return;
+    let classified: ClassifiedQuery;
+    try {
+      classified = classifyQuery(parse.query);
+    } catch (error) {
+      if (!(error instanceof SqlSyntaxError)) throw error;
+      this.#refuseExtended(undefined, undefined, error, out);
+      return;
+    }
+    let requirement: Requirement = { kind: "plumbing" };
+    for (const statement of classified.statements)
+      requirement = raise(requirement, this.#requirementOf(statement, new Map()));
+    const [statement] = classified.statements;
+    if (this.#refusal(requirement)) {
+      this.#statements.delete(parse.name);
+      this.#refuseExtended(requirement, { classified, statement }, undefined, out);
+      return;
+    }
+    if (parse.name !== "") this.#rememberPrepared(parse.name, requirement);
+    this.#rememberCursors(classified);
+    this.#statements.set(parse.name, {
+      classified,
+      statement,
+      hides: statement ? this.#hides(statement) : false,
+    });
+    out.push(frontend.frame);
+    this.#expectations.push({ kind: "parse", swallow: false });
+  }
+
+  /** What a statement needs, with EXECUTE of a prepared statement needing what it prepared. */
+  #requirementOf(
+    statement: ClassifiedStatement,
+    preparedNow: Map<string, Requirement>,
+  ): Requirement {
+    if (statement.executes === undefined) return statement.requirement;
+    return (
+      preparedNow.get(statement.executes) ??
+      this.#sqlPrepared.get(statement.executes) ?? {
+        kind: "action",
+        action: "admin",
+        why: `EXECUTE of "${statement.executes}", which this session never prepared`,
+      }
+    );
+  }
+
+  // A name keeps the strictest requirement it ever had: a PREPARE that failed on the server
+  // must not make an earlier, stricter statement of that name look harmless.
+  #rememberPrepared(name: string, requirement: Requirement): void {
+    const known = this.#sqlPrepared.get(name);
+    this.#sqlPrepared.set(name, known ? raise(known, requirement) : requirement);
+  }
+
+  #rememberCursors(classified: ClassifiedQuery): void {
+    for (const statement of classified.statements)
+      if (statement.cursor !== undefined)
+        this.#cursors.set(
+          statement.cursor,
+          this.#cursors.get(statement.cursor) || this.#hides(statement),
+        );
+  }
+
+  #hides(statement: ClassifiedStatement): boolean {
+    if (!this.#masking || this.#masking.columns.size === 0) return false;
+    if (statement.fetches !== undefined) return this.#cursors.get(statement.fetches) ?? true;
+    return statement.tree ? hidesMaskedColumns(statement.tree, this.#masking.columns) : true;
+  }
+
+  /** Why the grant does not allow this requirement, or undefined when it does. */
+  #refusal(requirement: Requirement): string | undefined {
+    if (requirement.kind === "plumbing") return undefined;
+    if (requirement.kind === "forbidden") return requirement.why;
+    const actions = this.#target?.grant.actions ?? [];
+    return actions.includes(requirement.action) ? undefined : requirement.why;
+  }
+
+  /** Every statement needs the credential still held and its event recordable. */
+  #mayProceed(out: Buffer[], protocol: "query" | "extended"): boolean {
+    const target = this.#options.target();
+    if (!target) {
+      this.close({
+        sqlState: "57P01",
+        message: `connection "${this.#options.connection}": the run's credential was revoked`,
+      });
+      return false;
+    }
+    this.#target = target;
+    if (this.#options.canRecord()) return true;
+    this.#refuseWith(
+      "58000",
+      `connection "${this.#options.connection}": the sidecar cannot record session events (its disk is full), so it forwards nothing`,
+      out,
+      protocol,
+    );
+    return false;
+  }
+
+  #refuseSimple(
+    requirement: Requirement | undefined,
+    what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
+    syntax: SqlSyntaxError | undefined,
+    out: Buffer[],
+  ): void {
+    const { sqlState, text } = this.#deny(requirement, what, syntax);
+    this.#refuseWith(sqlState, text, out, "query");
+  }
+
+  #refuseExtended(
+    requirement: Requirement | undefined,
+    what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
+    syntax: SqlSyntaxError | undefined,
+    out: Buffer[],
+  ): void {
+    const { sqlState, text } = this.#deny(requirement, what, syntax);
+    this.#refuseWith(sqlState, text, out, "extended");
+  }
+
+  /** Records the refusal, then has the server raise it where the statement would have run. */
+  #refuseWith(sqlState: string, text: string, out: Buffer[], protocol: "query" | "extended"): void {
+    const raiseSql = `DO ${refusalTag}BEGIN RAISE EXCEPTION USING ERRCODE = '${sqlState}', MESSAGE = ${literal(text)}; END${refusalTag}`;
+    const refused = this.#running(undefined, undefined, false);
+    if (protocol === "query") {
+      out.push(queryMessage(raiseSql));
+      this.#expectations.push({ kind: "query", statements: [refused], refusal: true });
+      return;
+    }
+    out.push(parseMessage("", raiseSql), bindMessage("", ""), executeMessage(""));
+    this.#expectations.push(
+      { kind: "parse", swallow: true },
+      { kind: "bind", swallow: true },
+      { kind: "execute", portal: "", statement: refused, refusal: true },
+    );
+    this.#statements.delete("");
+    this.#portals.delete("");
+    this.#skipUntilSync = true;
+  }
+
+  #deny(
+    requirement: Requirement | undefined,
+    what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
+    syntax: SqlSyntaxError | undefined,
+  ): { sqlState: string; text: string } {
+    const connection = this.#options.connection;
+    const actions = this.#target?.grant.actions ?? [];
+    const command = what?.statement?.command ?? "the statement";
+    let text: string;
+    let reason: string;
+    let sqlState = "42501";
+    if (syntax) {
+      sqlState = "42601";
+      reason = "SyntaxError";
+      text = `connection "${connection}": the statement does not parse, so it is not forwarded: ${syntax.message}`;
+    } else if (requirement?.kind === "forbidden") {
+      reason = "Forbidden";
+      text = `connection "${connection}": ${command} is never allowed through the sidecar: ${requirement.why}`;
+    } else if (requirement?.kind === "action") {
+      reason = "ActionNotGranted";
+      text = `connection "${connection}": ${command} needs the ${requirement.action} action (${requirement.why}); the run's grant allows ${actions.join(", ") || "nothing"}`;
+    } else {
+      reason = "Forbidden";
+      text = `connection "${connection}": refused`;
+    }
+    const now = Date.now();
+    this.#options.record({
+      time: new Date(now).toISOString(),
+      kind: "denied",
+      connection,
+      reason,
+      ...(what ? { sql: this.#sqlRecord(what.classified, what.statement, requirement) } : {}),
+    });
+    return { sqlState, text };
+  }
+
+  #running(
+    classified: ClassifiedQuery | undefined,
+    statement: ClassifiedStatement | undefined,
+    hides: boolean,
+  ): RunningStatement {
+    const now = Date.now();
+    return {
+      classified: classified ?? unknownQuery,
+      statement,
+      hides,
+      started: performance.now(),
+      time: new Date(now).toISOString(),
+      rows: 0,
+    };
+  }
+
+  // --- server to graph -------------------------------------------------------------------------
+
+  #fromServer(backend: Message, out: Buffer[]): void {
+    switch (backend.type) {
+      case "N":
+      case "A":
+      case "S":
+        out.push(backend.frame);
+        return;
+    }
+    const head = this.#expectations[0];
+    if (!head) throw new Error(`an unexpected "${backend.type}" message from the server`);
+    switch (backend.type) {
+      case "1":
+      case "2":
+        this.#expect(head, backend.type === "1" ? "parse" : "bind");
+        this.#expectations.shift();
+        if (!("swallow" in head && head.swallow)) out.push(backend.frame);
+        return;
+      case "3":
+        this.#expect(head, "close");
+        this.#expectations.shift();
+        out.push(backend.frame);
+        return;
+      case "t":
+        this.#expect(head, "describe");
+        out.push(backend.frame);
+        return;
+      case "T":
+      case "n": {
+        if (head.kind === "describe") {
+          this.#expectations.shift();
+          if (backend.type === "T" && head.portal !== undefined) {
+            const portal = this.#portals.get(head.portal);
+            if (portal)
+              portal.masker = RowMasker.for(
+                parseRowDescription(backend.body),
+                this.#masking,
+                portal.hides,
+              );
+          }
+          if (!head.swallow) out.push(backend.frame);
+          return;
+        }
+        const running = this.#currentStatement(head);
+        if (backend.type === "T")
+          running.masker = RowMasker.for(
+            parseRowDescription(backend.body),
+            this.#masking,
+            running.hides,
+          );
+        out.push(backend.frame);
+        return;
+      }
+      case "D": {
+        const running = this.#currentStatement(head);
+        running.rows++;
+        const masker = running.masker ?? running.portal?.masker;
+        out.push(masker instanceof RowMasker ? masker.maskDataRow(backend.frame) : backend.frame);
+        return;
+      }
+      case "H": {
+        const running = this.#currentStatement(head);
+        running.masker = this.#copyMasker(running, backend.body);
+        out.push(backend.frame);
+        return;
+      }
+      case "d": {
+        const running = this.#currentStatement(head);
+        const masker = running.masker;
+        out.push(
+          masker instanceof CopyRowMasker ? masker.maskCopyData(backend.frame) : backend.frame,
+        );
+        return;
+      }
+      case "G":
+      case "c":
+        this.#currentStatement(head);
+        out.push(backend.frame);
+        return;
+      case "C":
+      case "I":
+      case "s": {
+        const running = this.#currentStatement(head);
+        this.#finish(running, backend.type === "C" ? commandTag(backend.body) : undefined);
+        if (head.kind === "query") head.statements.shift();
+        else this.#expectations.shift();
+        out.push(backend.frame);
+        return;
+      }
+      case "E": {
+        const fields = parseNoticeFields(backend.body);
+        const refusal = "refusal" in head && head.refusal;
+        if (!refusal) {
+          const running =
+            head.kind === "query"
+              ? head.statements[0]
+              : head.kind === "execute"
+                ? head.statement
+                : undefined;
+          if (running?.statement) this.#finish(running, undefined, fields.get("C"));
+        }
+        // A query ends with ReadyForQuery; the extended protocol skips to Sync.
+        if (head.kind === "query") head.statements.length = 0;
+        else
+          while (this.#expectations[0] && this.#expectations[0].kind !== "sync")
+            this.#expectations.shift();
+        out.push(refusal ? withoutContext(backend.body) : backend.frame);
+        return;
+      }
+      case "Z":
+        if (head.kind !== "query" && head.kind !== "sync")
+          throw new Error(`ReadyForQuery while a ${head.kind} was awaited`);
+        this.#expectations.shift();
+        out.push(backend.frame);
+        return;
+      default:
+        throw new Error(`the server sent a "${backend.type}" message the sidecar does not relay`);
+    }
+  }
+
+  #expect(head: Expectation, kind: Expectation["kind"]): void {
+    if (head.kind !== kind)
+      throw new Error(`the server answered a ${head.kind} with a ${kind}'s answer`);
+  }
+
+  #currentStatement(head: Expectation): RunningStatement {
+    if (head.kind === "execute") return head.statement;
+    if (head.kind === "query") {
+      const running = head.statements[0];
+      if (running) return running;
+    }
+    throw new Error(`the server sent a result while a ${head.kind} was awaited`);
+  }
+
+  #copyMasker(running: RunningStatement, body: Buffer): CopyRowMasker | undefined {
+    const masking = this.#masking;
+    if (!masking) return undefined;
+    const columns = body.readInt16BE(1);
+    const positions = new Set<number>();
+    const names = running.statement?.copyColumns;
+    if (masking.columns.size > 0) {
+      for (let i = 0; i < columns; i++) {
+        const name = names?.[i];
+        if (
+          !names ||
+          running.hides ||
+          (name !== undefined && masking.columns.has(name.toLowerCase()))
+        )
+          positions.add(i);
+      }
+    }
+    return new CopyRowMasker(masking, positions);
+  }
+
+  #finish(
+    running: RunningStatement,
+    tag?: { command: string; rows?: number },
+    sqlState?: string,
+  ): void {
+    if (!running.statement) return;
+    const counts: MaskCounts = running.masker?.counts ?? {};
+    const masked = Object.keys(counts).length > 0;
+    const rows = tag?.rows ?? running.rows;
+    const sql = this.#sqlRecord(
+      running.classified,
+      running.statement,
+      running.statement.requirement,
+    );
+    this.#options.record({
+      time: running.time,
+      kind: masked ? "masked" : "statement",
+      connection: this.#options.connection,
+      durationMs: Math.round((performance.now() - running.started) * 1000) / 1000,
+      ...(masked ? { masked: { ...counts } } : {}),
+      sql: { ...sql, ...(sqlState ? { error: sqlState } : { rows }) },
+    });
+    // A portal run again counts afresh.
+    for (const name in counts) delete counts[name];
+    running.started = performance.now();
+    running.time = new Date().toISOString();
+    running.rows = 0;
+  }
+
+  #sqlRecord(
+    classified: ClassifiedQuery,
+    statement: ClassifiedStatement | undefined,
+    requirement: Requirement | undefined,
+  ): SqlStatementRecord {
+    return {
+      command: statement?.command ?? "UNKNOWN",
+      ...(requirement?.kind === "action" ? { action: requirement.action } : {}),
+      statement: classified.normalized.slice(0, 2048),
+      fingerprint: classified.fingerprint,
+      ...(statement && statement.tables.length > 0 ? { tables: statement.tables } : {}),
+    };
+  }
+
+  #fatal(error: unknown): void {
+    if (error instanceof ProtocolViolation) {
+      this.#options.logger.info(
+        { connection: this.#options.connection, problem: error.message },
+        "malformed frontend traffic",
+      );
+      this.close({
+        sqlState: error.sqlState,
+        message: `connection "${this.#options.connection}": ${error.message}`,
+      });
+      return;
+    }
+    this.#options.logger.error(
+      { err: error, connection: this.#options.connection },
+      "postgres session failed",
+    );
+    this.close({
+      sqlState: "XX000",
+      message: `connection "${this.#options.connection}": the sidecar failed (${(error as Error).message})`,
+    });
+  }
+
+  #fatalMessage(sqlState: string, text: string): void {
+    this.close({ sqlState, message: text });
+  }
+}
+
+/** A single-quoted SQL literal; the dollar tag can never appear in it. */
+function literal(text: string): string {
+  return `'${text.replaceAll(refusalTag, "").replaceAll("'", "''")}'`;
+}
+
+/** The refusal's ErrorResponse without PL/pgSQL's context line, which is the sidecar's business. */
+function withoutContext(body: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset < body.length && body[offset] !== 0) {
+    const end = body.indexOf(0, offset + 1);
+    if (end < 0) break;
+    const code = String.fromCharCode(body[offset] ?? 0);
+    if (code !== "W" && code !== "F" && code !== "L" && code !== "R")
+      parts.push(body.subarray(offset, end + 1));
+    offset = end + 1;
+  }
+  parts.push(Buffer.from([0]));
+  return message("E", Buffer.concat(parts));
+}

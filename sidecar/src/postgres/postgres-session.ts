@@ -102,10 +102,12 @@ export interface PostgresSessionOptions {
   logger: Logger;
 }
 
-/** Startup parameters the graph may set; the rest (role, options, search_path…) are dropped. */
+/**
+ * Startup parameters the graph may set; the rest (role, options, search_path…) are dropped, and
+ * the client encoding is always UTF-8, the encoding the sidecar's parser reads.
+ */
 const passedParameters = new Set([
   "application_name",
-  "client_encoding",
   "datestyle",
   "timezone",
   "intervalstyle",
@@ -116,7 +118,6 @@ const passedParameters = new Set([
   "default_transaction_isolation",
   "default_transaction_read_only",
   "bytea_output",
-  "standard_conforming_strings",
 ]);
 
 /** What the sidecar knows of a prepared statement or portal. */
@@ -307,6 +308,7 @@ export class PostgresSession {
       else if (!["user", "database"].includes(name) && !name.startsWith("_pq_."))
         dropped.push(name);
     }
+    passed.set("client_encoding", "UTF8");
     if (dropped.length > 0)
       this.#options.logger.info(
         { connection: this.#options.connection, dropped },
@@ -707,7 +709,13 @@ export class PostgresSession {
         return;
     }
     const head = this.#expectations[0];
-    if (!head) throw new Error(`an unexpected "${backend.type}" message from the server`);
+    if (!head) {
+      // A server ending an idle session says why (FATAL) before it closes.
+      if (backend.type !== "E")
+        throw new Error(`an unexpected "${backend.type}" message from the server`);
+      out.push(backend.frame);
+      return;
+    }
     switch (backend.type) {
       case "1":
       case "2":

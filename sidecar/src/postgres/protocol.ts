@@ -41,6 +41,8 @@ export interface Message {
 export class MessageReader {
   #pending: Buffer[] = [];
   #pendingBytes = 0;
+  /** The whole length of the message being gathered, once its header has arrived. */
+  #needed = 0;
   readonly maxBytes: number;
 
   constructor(maxBytes: number) {
@@ -49,32 +51,37 @@ export class MessageReader {
 
   /** Every complete message in what has arrived so far, in order. */
   push(chunk: Buffer): Message[] {
-    let data: Buffer;
-    if (this.#pendingBytes === 0) data = chunk;
-    else {
+    // A large message arrives in many chunks: they are joined once, when it is complete.
+    if (this.#pendingBytes > 0) {
       this.#pending.push(chunk);
-      data = Buffer.concat(this.#pending, this.#pendingBytes + chunk.length);
+      this.#pendingBytes += chunk.length;
+      if (this.#pendingBytes < Math.max(this.#needed, 5)) return [];
+      chunk = Buffer.concat(this.#pending, this.#pendingBytes);
       this.#pending = [];
       this.#pendingBytes = 0;
     }
     const messages: Message[] = [];
     let offset = 0;
-    while (data.length - offset >= 5) {
-      const length = data.readInt32BE(offset + 1);
+    this.#needed = 0;
+    while (chunk.length - offset >= 5) {
+      const length = chunk.readInt32BE(offset + 1);
       if (length < 4 || length > this.maxBytes) {
         throw new ProtocolViolation(
-          `message "${String.fromCharCode(data[offset] ?? 0)}" claims ${length} bytes (at most ${this.maxBytes})`,
+          `message "${String.fromCharCode(chunk[offset] ?? 0)}" claims ${length} bytes (at most ${this.maxBytes})`,
           length < 4 ? "08P01" : "54000",
         );
       }
-      if (data.length - offset < length + 1) break;
-      const frame = data.subarray(offset, offset + length + 1);
+      if (chunk.length - offset < length + 1) {
+        this.#needed = length + 1;
+        break;
+      }
+      const frame = chunk.subarray(offset, offset + length + 1);
       messages.push({ type: String.fromCharCode(frame[0] ?? 0), frame, body: frame.subarray(5) });
       offset += length + 1;
     }
-    if (offset < data.length) {
-      this.#pending = [data.subarray(offset)];
-      this.#pendingBytes = data.length - offset;
+    if (offset < chunk.length) {
+      this.#pending = [chunk.subarray(offset)];
+      this.#pendingBytes = chunk.length - offset;
     }
     return messages;
   }
@@ -84,6 +91,8 @@ export class MessageReader {
     return this.#pendingBytes;
   }
 }
+
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Reads a frontend message's fields in order; anything left over or missing is a violation. */
 export class FieldReader {
@@ -99,7 +108,16 @@ export class FieldReader {
   string(): string {
     const end = this.body.indexOf(0, this.#offset);
     if (end < 0) throw this.#violation("a string without its terminating zero byte");
-    const text = this.body.toString("utf8", this.#offset, end);
+    let text: string;
+    try {
+      text = utf8.decode(this.body.subarray(this.#offset, end));
+    } catch {
+      // The server would read other characters than the sidecar's parser did.
+      throw new ProtocolViolation(
+        `malformed ${this.what} message: a string that is not UTF-8`,
+        "22021",
+      );
+    }
     this.#offset = end + 1;
     return text;
   }

@@ -214,10 +214,19 @@ const readOnlyFunctions = new Set(
   ts_headline phraseto_tsquery array_dims`.split(/\s+/),
 );
 
-/** Functions that write (sequences) rather than only read. */
-const writingFunctions = new Set(["nextval", "setval"]);
+/** Functions that write (sequences, notifications) rather than only read. */
+const writingFunctions = new Set(["nextval", "setval", "pg_notify"]);
 /** Settings that would change who the session is. */
 const identitySettings = new Set(["role", "session_authorization"]);
+/**
+ * Settings that change how the server reads SQL text, with the only values the sidecar's parser
+ * reads alike: another client encoding or backslash-escaped quotes would let the server see
+ * other statements than the ones classified.
+ */
+const parsingSettings: Record<string, readonly string[]> = {
+  client_encoding: ["utf8", "utf-8", "unicode"],
+  standard_conforming_strings: ["on", "true", "yes", "1"],
+};
 
 export function classifyStatement(statement: Node): ClassifiedStatement {
   const type = Object.keys(statement)[0] ?? "";
@@ -310,6 +319,17 @@ function setRequirement(node: Node): Requirement {
   const resets = kind === "VAR_RESET" || kind === "VAR_RESET_ALL";
   if (identitySettings.has(name) && !resets)
     return { kind: "forbidden", why: `SET ${name.toUpperCase()} would change who the session is` };
+  const allowed = parsingSettings[name];
+  if (allowed && !resets) {
+    const values = Array.isArray(node.args)
+      ? node.args.map((arg) => settingValue(arg as Node))
+      : [];
+    if (values.length !== 1 || !allowed.includes(String(values[0]).toLowerCase()))
+      return {
+        kind: "forbidden",
+        why: `${name} other than ${allowed[0]} would make the server read SQL differently`,
+      };
+  }
   if (name === "search_path" && !resets && !searchPathKeepsCatalogFirst(node.args))
     return action(
       "admin",
@@ -357,6 +377,14 @@ function booleanOf(value: unknown): string | undefined {
   if (node.Boolean) return boolean ? "true" : "false";
   const string = (node.String as Node | undefined)?.sval;
   return typeof string === "string" ? string : undefined;
+}
+
+/** A SET value: a string, a keyword (on) or a number. */
+function settingValue(node: Node): string | undefined {
+  const constant = (node.A_Const ?? node) as Node;
+  const integer = (constant.ival as Node | undefined)?.ival;
+  if (constant.ival !== undefined) return String(integer ?? 0);
+  return constantString(node);
 }
 
 function constantString(node: Node | undefined): string | undefined {
@@ -426,7 +454,7 @@ function functionRequirement(call: Node): Requirement {
   if (schema !== "pg_catalog" || parts.length > 2 || parts.includes(undefined))
     return action("admin", `${qualified}() is not a built-in function known to be read-only`);
   if (name === "set_config") return setConfigRequirement(call);
-  if (writingFunctions.has(name)) return action("write", `${name}() changes a sequence`);
+  if (writingFunctions.has(name)) return action("write", `${name}() writes`);
   if (readOnlyFunctions.has(name)) return { kind: "plumbing" };
   return action("admin", `${qualified}() is not a function known to be read-only`);
 }
@@ -439,6 +467,15 @@ function setConfigRequirement(call: Node): Requirement {
       kind: "forbidden",
       why: "set_config() of the role or session authorization (or of a setting named at run time)",
     };
+  const allowed = parsingSettings[name];
+  if (allowed) {
+    const value = constantString(args[1])?.toLowerCase();
+    if (value === undefined || !allowed.includes(value))
+      return {
+        kind: "forbidden",
+        why: `${name} other than ${allowed[0]} would make the server read SQL differently`,
+      };
+  }
   if (name === "search_path") {
     const value = constantString(args[1]);
     const keepsCatalog =

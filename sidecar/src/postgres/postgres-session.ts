@@ -22,6 +22,7 @@ import {
   backendKeyData,
   bindMessage,
   commandTag,
+  describeMessage,
   errorResponse,
   executeMessage,
   type Message,
@@ -31,16 +32,11 @@ import {
   message,
   negotiateProtocolVersion,
   ProtocolViolation,
-  parseBind,
-  parseEmpty,
-  parseExecute,
+  parseFrontend,
   parseMessage,
   parseNoticeFields,
-  parseParse,
   parseRowDescription,
-  parseSingleString,
   parseStartup,
-  parseTarget,
   queryMessage,
   readyForQuery,
   type StartupMessage,
@@ -375,92 +371,64 @@ export class PostgresSession {
 
   // --- graph to server -------------------------------------------------------------------------
 
+  /** Only a message that parsed exactly is forwarded, and then as the bytes that were parsed. */
   #fromClient(frontend: Message, out: Buffer[]): void {
-    switch (frontend.type) {
+    const parsed = parseFrontend(frontend);
+    // After a refusal in the extended protocol, the server skips to Sync; so does the sidecar.
+    if (this.#skipUntilSync && parsed.type !== "S") return;
+    switch (parsed.type) {
       case "Q":
-        this.#query(parseSingleString(frontend.body, "Query"), frontend.frame, out);
+        this.#query(parsed.query, frontend.frame, out);
         return;
       case "P":
-        this.#parse(frontend, out);
+        this.#parse(parsed, frontend.frame, out);
         return;
       case "B": {
-        const bind = parseBind(frontend.body);
-        if (this.#skipUntilSync) return;
         // A statement the sidecar did not see parsed (a SQL-level PREPARE) is taken to hide
         // masked columns.
-        const prepared = this.#statements.get(bind.statement) ?? {
+        const prepared = this.#statements.get(parsed.statement) ?? {
           classified: unknownQuery,
           statement: undefined,
           hides: true,
         };
-        this.#portals.set(bind.portal, { ...prepared, masker: undefined });
+        this.#portals.set(parsed.portal, { ...prepared, masker: undefined });
         out.push(frontend.frame);
         this.#expectations.push({ kind: "bind", swallow: false });
         // The portal's row description, so its rows can be masked even if the graph never asks.
         if (this.#masking) {
-          out.push(
-            message("D", Buffer.concat([Buffer.from("P"), Buffer.from(`${bind.portal}\0`)])),
-          );
-          this.#expectations.push({ kind: "describe", swallow: true, portal: bind.portal });
+          out.push(describeMessage("P", parsed.portal));
+          this.#expectations.push({ kind: "describe", swallow: true, portal: parsed.portal });
         }
         return;
       }
-      case "D": {
-        const describe = parseTarget(frontend.body, "Describe");
-        if (this.#skipUntilSync) return;
+      case "D":
         out.push(frontend.frame);
         this.#expectations.push({
           kind: "describe",
           swallow: false,
-          ...(describe.target === "P" ? { portal: describe.name } : {}),
+          ...(parsed.target === "P" ? { portal: parsed.name } : {}),
         });
         return;
-      }
       case "E": {
-        const execute = parseExecute(frontend.body);
-        if (this.#skipUntilSync) return;
         if (!this.#mayProceed(out, "extended")) return;
-        const portal = this.#portals.get(execute.portal);
+        const portal = this.#portals.get(parsed.portal);
         out.push(frontend.frame);
         this.#expectations.push({
           kind: "execute",
-          portal: execute.portal,
+          portal: parsed.portal,
           statement: { ...this.#running(portal?.classified, portal?.statement, true), portal },
         });
         return;
       }
-      case "C": {
-        const close = parseTarget(frontend.body, "Close");
-        if (this.#skipUntilSync) return;
-        (close.target === "S" ? this.#statements : this.#portals).delete(close.name);
+      case "C":
+        (parsed.target === "S" ? this.#statements : this.#portals).delete(parsed.name);
         out.push(frontend.frame);
         this.#expectations.push({ kind: "close" });
         return;
-      }
       case "S":
-        parseEmpty(frontend.body, "Sync");
         this.#skipUntilSync = false;
         out.push(frontend.frame);
         this.#expectations.push({ kind: "sync" });
-        return;
-      case "H":
-        parseEmpty(frontend.body, "Flush");
-        if (!this.#skipUntilSync) out.push(frontend.frame);
-        return;
-      case "d":
-        out.push(frontend.frame);
-        return;
-      case "c":
-        parseEmpty(frontend.body, "CopyDone");
-        out.push(frontend.frame);
-        return;
-      case "f":
-        parseSingleString(frontend.body, "CopyFail");
-        out.push(frontend.frame);
-        return;
-      case "X":
-        parseEmpty(frontend.body, "Terminate");
-        out.push(frontend.frame);
         return;
       case "F":
         // The fast-path call runs any function by OID, set_config included.
@@ -472,7 +440,8 @@ export class PostgresSession {
         );
         return;
       default:
-        throw new ProtocolViolation(`unknown frontend message type "${frontend.type}"`);
+        // Flush, CopyData, CopyDone, CopyFail, Terminate: nothing to check beyond their form.
+        out.push(frontend.frame);
     }
   }
 
@@ -508,9 +477,7 @@ export class PostgresSession {
     });
   }
 
-  #parse(frontend: Message, out: Buffer[]): void {
-    const parse = parseParse(frontend.body);
-    if (this.#skipUntilSync) return;
+  #parse(parse: { name: string; query: string }, frame: Buffer, out: Buffer[]): void {
     let classified: ClassifiedQuery;
     try {
       classified = classifyQuery(parse.query);
@@ -535,7 +502,7 @@ export class PostgresSession {
       statement,
       hides: statement ? this.#hides(statement) : false,
     });
-    out.push(frontend.frame);
+    out.push(frame);
     this.#expectations.push({ kind: "parse", swallow: false });
   }
 

@@ -141,9 +141,20 @@ export class FieldReader {
     return this.body[this.#offset++] ?? 0;
   }
 
-  skip(bytes: number): void {
-    this.#need(bytes);
-    this.#offset += bytes;
+  bytes(count: number): Buffer {
+    this.#need(count);
+    const bytes = this.body.subarray(this.#offset, this.#offset + count);
+    this.#offset += count;
+    return bytes;
+  }
+
+  /** An int16 count, then that many items. */
+  list<T>(item: () => T): T[] {
+    const count = this.int16();
+    if (count < 0) throw this.#violation(`a negative count (${count})`);
+    const items: T[] = [];
+    for (let i = 0; i < count; i++) items.push(item());
+    return items;
   }
 
   /** The message must be fully read: trailing bytes would be read differently by the server. */
@@ -203,50 +214,149 @@ export function parseStartup(packet: Buffer): StartupMessage {
   return { code, parameters };
 }
 
-export interface ParseMessage {
-  name: string;
-  query: string;
-  parameterTypes: number[];
-}
+/** A frontend message after the startup, every field read exactly as PostgreSQL reads it. */
+export type FrontendMessage =
+  | { type: "Q"; query: string }
+  | { type: "P"; name: string; query: string; parameterTypes: number[] }
+  | {
+      type: "B";
+      portal: string;
+      statement: string;
+      parameterFormats: number[];
+      /** The values as they came (null for NULL); never kept past the message. */
+      values: (Buffer | null)[];
+      resultFormats: number[];
+    }
+  | { type: "D" | "C"; target: "S" | "P"; name: string }
+  | { type: "E"; portal: string; maxRows: number }
+  | { type: "S" | "H" | "c" | "X" }
+  | { type: "d"; data: Buffer }
+  | { type: "f"; reason: string }
+  | { type: "F"; body: Buffer };
 
-export function parseParse(body: Buffer): ParseMessage {
-  const fields = new FieldReader(body, "Parse");
-  const name = fields.string();
-  const query = fields.string();
-  const count = fields.int16();
-  if (count < 0) throw new ProtocolViolation("malformed Parse message: negative parameter count");
-  const parameterTypes: number[] = [];
-  for (let i = 0; i < count; i++) parameterTypes.push(fields.int32());
-  fields.end();
-  return { name, query, parameterTypes };
-}
+const messageNames: Record<string, string> = {
+  Q: "Query",
+  P: "Parse",
+  B: "Bind",
+  D: "Describe",
+  C: "Close",
+  E: "Execute",
+  S: "Sync",
+  H: "Flush",
+  c: "CopyDone",
+  X: "Terminate",
+  d: "CopyData",
+  f: "CopyFail",
+  F: "FunctionCall",
+};
 
-export interface BindMessage {
-  portal: string;
-  statement: string;
-}
-
-/** Reads every field of a Bind; only the names matter to the sidecar, parameters are never kept. */
-export function parseBind(body: Buffer): BindMessage {
-  const fields = new FieldReader(body, "Bind");
-  const portal = fields.string();
-  const statement = fields.string();
-  const formats = fields.int16();
-  if (formats < 0) throw new ProtocolViolation("malformed Bind message: negative format count");
-  for (let i = 0; i < formats; i++) formatCode(fields.int16(), "Bind");
-  const values = fields.int16();
-  if (values < 0) throw new ProtocolViolation("malformed Bind message: negative parameter count");
-  for (let i = 0; i < values; i++) {
-    const length = fields.int32();
-    if (length < -1) throw new ProtocolViolation("malformed Bind message: negative value length");
-    if (length > 0) fields.skip(length);
+/** Parses a frontend message whole; anything PostgreSQL would read differently is a violation. */
+export function parseFrontend(message: Message): FrontendMessage {
+  const what = messageNames[message.type];
+  if (!what)
+    throw new ProtocolViolation(`unknown frontend message type "${printable(message.type)}"`);
+  const fields = new FieldReader(message.body, what);
+  let parsed: FrontendMessage;
+  switch (message.type) {
+    case "Q":
+      parsed = { type: "Q", query: fields.string() };
+      break;
+    case "P": {
+      const name = fields.string();
+      const query = fields.string();
+      parsed = { type: "P", name, query, parameterTypes: fields.list(() => fields.int32()) };
+      break;
+    }
+    case "B": {
+      const portal = fields.string();
+      const statement = fields.string();
+      const parameterFormats = fields.list(() => formatCode(fields.int16(), what));
+      const values = fields.list(() => {
+        const length = fields.int32();
+        if (length < -1)
+          throw new ProtocolViolation("malformed Bind message: negative value length");
+        return length === -1 ? null : fields.bytes(length);
+      });
+      const resultFormats = fields.list(() => formatCode(fields.int16(), what));
+      parsed = { type: "B", portal, statement, parameterFormats, values, resultFormats };
+      break;
+    }
+    case "D":
+    case "C": {
+      const target = String.fromCharCode(fields.byte());
+      if (target !== "S" && target !== "P")
+        throw new ProtocolViolation(
+          `malformed ${what} message: "${printable(target)}" is neither S nor P`,
+        );
+      parsed = { type: message.type, target, name: fields.string() };
+      break;
+    }
+    case "E":
+      parsed = { type: "E", portal: fields.string(), maxRows: fields.int32() };
+      break;
+    case "d":
+      return { type: "d", data: message.body };
+    case "f":
+      parsed = { type: "f", reason: fields.string() };
+      break;
+    case "F":
+      return { type: "F", body: message.body };
+    default:
+      parsed = { type: message.type as "S" | "H" | "c" | "X" };
   }
-  const resultFormats = fields.int16();
-  if (resultFormats < 0)
-    throw new ProtocolViolation("malformed Bind message: negative result format count");
-  for (let i = 0; i < resultFormats; i++) formatCode(fields.int16(), "Bind");
   fields.end();
-  return { portal, statement };
+  return parsed;
+}
+
+/** The exact bytes of a frontend message: what the sidecar forwards is what it parsed. */
+export function encodeFrontend(parsed: FrontendMessage): Buffer {
+  switch (parsed.type) {
+    case "Q":
+      return message("Q", cstring(parsed.query));
+    case "P":
+      return message(
+        "P",
+        Buffer.concat([
+          cstring(parsed.name),
+          cstring(parsed.query),
+          int16List(parsed.parameterTypes, int32),
+        ]),
+      );
+    case "B":
+      return message(
+        "B",
+        Buffer.concat([
+          cstring(parsed.portal),
+          cstring(parsed.statement),
+          int16List(parsed.parameterFormats, int16),
+          int16(parsed.values.length),
+          ...parsed.values.flatMap((value) =>
+            value === null ? [int32(-1)] : [int32(value.length), value],
+          ),
+          int16List(parsed.resultFormats, int16),
+        ]),
+      );
+    case "D":
+    case "C":
+      return message(
+        parsed.type,
+        Buffer.concat([Buffer.from(parsed.target), cstring(parsed.name)]),
+      );
+    case "E":
+      return message("E", Buffer.concat([cstring(parsed.portal), int32(parsed.maxRows)]));
+    case "d":
+      return message("d", parsed.data);
+    case "f":
+      return message("f", cstring(parsed.reason));
+    case "F":
+      return message("F", parsed.body);
+    default:
+      return message(parsed.type);
+  }
+}
+
+function int16List(values: number[], encode: (value: number) => Buffer): Buffer {
+  return Buffer.concat([int16(values.length), ...values.map(encode)]);
 }
 
 function formatCode(code: number, what: string): number {
@@ -255,41 +365,10 @@ function formatCode(code: number, what: string): number {
   return code;
 }
 
-export interface TargetMessage {
-  /** "S" a prepared statement, "P" a portal. */
-  target: "S" | "P";
-  name: string;
-}
-
-/** Describe and Close name a statement or a portal. */
-export function parseTarget(body: Buffer, what: "Describe" | "Close"): TargetMessage {
-  const fields = new FieldReader(body, what);
-  const target = String.fromCharCode(fields.byte());
-  if (target !== "S" && target !== "P")
-    throw new ProtocolViolation(`malformed ${what} message: "${target}" is neither S nor P`);
-  const name = fields.string();
-  fields.end();
-  return { target, name };
-}
-
-export function parseExecute(body: Buffer): { portal: string; maxRows: number } {
-  const fields = new FieldReader(body, "Execute");
-  const portal = fields.string();
-  const maxRows = fields.int32();
-  fields.end();
-  return { portal, maxRows };
-}
-
-/** Query and CopyFail carry one string, which must end the message exactly. */
-export function parseSingleString(body: Buffer, what: string): string {
-  const fields = new FieldReader(body, what);
-  const text = fields.string();
-  fields.end();
-  return text;
-}
-
-export function parseEmpty(body: Buffer, what: string): void {
-  new FieldReader(body, what).end();
+function printable(text: string): string {
+  return /^[\x21-\x7e]$/.test(text)
+    ? text
+    : `\\x${text.charCodeAt(0).toString(16).padStart(2, "0")}`;
 }
 
 // Backend messages the sidecar reads.

@@ -118,6 +118,21 @@ describe("psql through the sidecar", () => {
     );
   });
 
+  it("refuses a COPY in a format it cannot mask, naming why", async () => {
+    for (const options of ["(FORMAT csv)", "(FORMAT binary)", "(DELIMITER '|')"]) {
+      const { stderr } = await psql(`COPY people TO STDOUT WITH ${options}`);
+      assert.match(
+        stderr,
+        /COPY in csv or binary format or with its own delimiter cannot be masked/,
+        options,
+      );
+    }
+    assert.equal(
+      fixture.records.findLast((record) => record.kind === "denied")?.reason,
+      "Unmaskable",
+    );
+  });
+
   it("masks every column of a statement that renames a masked one", async () => {
     const { stdout } = await psql("SELECT ssn AS id_number, name FROM people ORDER BY id LIMIT 1");
     assert.equal(stdout.trim(), "[MASKED:column]|[MASKED:column]");

@@ -458,7 +458,10 @@ export class PostgresSession {
     // Checked statement by statement, in order, before any of it is forwarded.
     const prepared = new Map<string, Requirement>();
     for (const statement of classified.statements) {
-      const requirement = this.#requirementOf(statement, prepared);
+      const requirement = raise(
+        this.#requirementOf(statement, prepared),
+        this.#maskable(statement),
+      );
       const refusal = this.#refusal(requirement);
       if (refusal) {
         this.#refuseSimple(requirement, { classified, statement }, undefined, out);
@@ -488,7 +491,10 @@ export class PostgresSession {
     }
     let requirement: Requirement = { kind: "plumbing" };
     for (const statement of classified.statements)
-      requirement = raise(requirement, this.#requirementOf(statement, new Map()));
+      requirement = raise(
+        requirement,
+        raise(this.#requirementOf(statement, new Map()), this.#maskable(statement)),
+      );
     const [statement] = classified.statements;
     if (this.#refusal(requirement)) {
       this.#statements.delete(parse.name);
@@ -542,6 +548,17 @@ export class PostgresSession {
     if (!this.#masking || this.#masking.columns.size === 0) return false;
     if (statement.fetches !== undefined) return this.#cursors.get(statement.fetches) ?? true;
     return statement.tree ? hidesMaskedColumns(statement.tree, this.#masking.columns) : true;
+  }
+
+  /** With masking, COPY's rows must be in the text format the sidecar splits and scans. */
+  #maskable(statement: ClassifiedStatement): Requirement {
+    const masking = this.#masking;
+    if (!masking || !statement.copyFormatted) return { kind: "plumbing" };
+    return {
+      kind: "forbidden",
+      reason: "Unmaskable",
+      why: "the grant masks this connection's results, and a COPY in csv or binary format or with its own delimiter cannot be masked; use COPY's default text format",
+    };
   }
 
   /** Why the grant does not allow this requirement, or undefined when it does. */
@@ -629,7 +646,7 @@ export class PostgresSession {
       reason = "SyntaxError";
       text = `connection "${connection}": the statement does not parse, so it is not forwarded: ${syntax.message}`;
     } else if (requirement?.kind === "forbidden") {
-      reason = "Forbidden";
+      reason = requirement.reason ?? "Forbidden";
       text = `connection "${connection}": ${command} is never allowed through the sidecar: ${requirement.why}`;
     } else if (requirement?.kind === "action") {
       reason = "ActionNotGranted";

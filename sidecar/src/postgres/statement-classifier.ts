@@ -12,7 +12,7 @@ export const actionOrder = ["read", "write", "ddl", "admin"] as const satisfies 
 export type Requirement =
   | { kind: "action"; action: Action; why: string }
   | { kind: "plumbing" }
-  | { kind: "forbidden"; why: string };
+  | { kind: "forbidden"; why: string; reason?: string };
 
 export interface ClassifiedStatement {
   /** The command as PostgreSQL would tag it: SELECT, INSERT, CREATE TABLE… */
@@ -30,6 +30,8 @@ export interface ClassifiedStatement {
   tree?: Node;
   /** COPY ... TO STDOUT: the columns in order, when the statement names them. */
   copyColumns?: string[];
+  /** COPY ... TO STDOUT in other than the default text format (csv, binary, a delimiter). */
+  copyFormatted?: boolean;
 }
 
 export interface ClassifiedQuery {
@@ -245,9 +247,16 @@ export function classifyStatement(statement: Node): ClassifiedStatement {
     type === "DeclareCursorStmt" || type === "CopyStmt" ? node.query : statement;
   if (returnsRowsOf && rowStatements.has(Object.keys(returnsRowsOf)[0] ?? ""))
     result.tree = returnsRowsOf as Node;
-  if (type === "CopyStmt") {
+  if (type === "CopyStmt" && !node.is_from) {
     const columns = copyColumns(node);
     if (columns) result.copyColumns = columns;
+    const options = Array.isArray(node.options) ? (node.options as Node[]) : [];
+    result.copyFormatted = options.some((option) => {
+      const element = option.DefElem as Node | undefined;
+      const name = String(element?.defname ?? "").toLowerCase();
+      const value = constantString(element?.arg as Node | undefined)?.toLowerCase();
+      return name === "delimiter" || (name === "format" && value !== "text");
+    });
   }
   // Everything inside can only raise what the statement needs.
   const walked = walk(type === "PrepareStmt" || type === "ExplainStmt" ? {} : node, tables);

@@ -82,7 +82,8 @@ function record(entry: SessionRecord): void {
   const connection = entry.connection ?? "";
   if (entry.sql)
     metrics.sqlStatements.inc({ connection, kind: entry.kind, action: entry.sql.action ?? "" });
-  else metrics.httpRequests.inc({ connection, kind: entry.kind, status: String(entry.status ?? 0) });
+  else
+    metrics.httpRequests.inc({ connection, kind: entry.kind, status: String(entry.status ?? 0) });
   try {
     events.record(entry);
   } catch (error) {

@@ -322,10 +322,7 @@ export class PostgresSession {
       try {
         const out: Buffer[] = [];
         for (const frontend of clientReader.push(chunk)) this.#fromClient(frontend, out);
-        if (
-          out.length > 0 &&
-          !server.write(out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out))
-        ) {
+        if (out.length > 0 && !writeAll(server, out)) {
           client.pause();
           server.once("drain", () => client.resume());
         }
@@ -338,10 +335,7 @@ export class PostgresSession {
       try {
         const out: Buffer[] = [];
         for (const backend of upstream.reader.push(chunk)) this.#fromServer(backend, out);
-        if (
-          out.length > 0 &&
-          !client.write(out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out))
-        ) {
+        if (out.length > 0 && !writeAll(client, out)) {
           server.pause();
           client.once("drain", () => server.resume());
         }
@@ -911,6 +905,30 @@ export class PostgresSession {
   #fatalMessage(sqlState: string, text: string): void {
     this.close({ sqlState, message: text });
   }
+}
+
+/**
+ * Writes the parts in one go: frames that were next to each other in the read that brought them
+ * are written as one slice (no copy), the rest gathered by cork. False when the socket is full.
+ */
+function writeAll(socket: Socket, parts: Buffer[]): boolean {
+  const slices: Buffer[] = [];
+  for (const part of parts) {
+    const last = slices.at(-1);
+    if (last && last.buffer === part.buffer && last.byteOffset + last.length === part.byteOffset)
+      slices[slices.length - 1] = Buffer.from(
+        last.buffer,
+        last.byteOffset,
+        last.length + part.length,
+      );
+    else slices.push(part);
+  }
+  if (slices.length === 1) return socket.write(slices[0] as Buffer);
+  socket.cork();
+  let room = true;
+  for (const slice of slices) room = socket.write(slice) && room;
+  socket.uncork();
+  return room;
 }
 
 /** A single-quoted SQL literal; the dollar tag can never appear in it. */

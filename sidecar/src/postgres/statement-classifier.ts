@@ -54,8 +54,30 @@ export function loadParser(): Promise<void> {
   return loaded;
 }
 
+// Clients send the same text again and again (prepared and extended protocol, ORMs): parsing it
+// once is enough. The least recently used text goes first.
+const cachedQueries = new Map<string, ClassifiedQuery>();
+const maxCachedQueries = 1024;
+const maxCachedLength = 16 * 1024;
+
 /** Parses and classifies one query string (one or more statements). Throws SqlSyntaxError. */
 export function classifyQuery(sql: string): ClassifiedQuery {
+  const cached = cachedQueries.get(sql);
+  if (cached) {
+    cachedQueries.delete(sql);
+    cachedQueries.set(sql, cached);
+    return cached;
+  }
+  const classified = classifyUncached(sql);
+  if (sql.length <= maxCachedLength) {
+    if (cachedQueries.size >= maxCachedQueries)
+      cachedQueries.delete(cachedQueries.keys().next().value as string);
+    cachedQueries.set(sql, classified);
+  }
+  return classified;
+}
+
+function classifyUncached(sql: string): ClassifiedQuery {
   let tree: { stmts?: { stmt?: Node }[] };
   try {
     tree = parseSync(sql) as typeof tree;
@@ -63,7 +85,24 @@ export function classifyQuery(sql: string): ClassifiedQuery {
     throw new SqlSyntaxError((error as Error).message);
   }
   const statements = (tree.stmts ?? []).map(({ stmt }) => classifyStatement(stmt ?? {}));
-  return { statements, normalized: normalized(sql), fingerprint: fingerprintSync(sql) };
+  const text = normalized(sql);
+  return { statements, normalized: text, fingerprint: fingerprintOf(sql, text) };
+}
+
+// Texts that differ only in constants share their normalized form and their fingerprint (which
+// ignores constants): a statement sent with new values each time is fingerprinted once.
+const fingerprints = new Map<string, string>();
+
+function fingerprintOf(sql: string, normalizedText: string): string {
+  const known = normalizedText ? fingerprints.get(normalizedText) : undefined;
+  if (known) return known;
+  const fingerprint = fingerprintSync(sql);
+  if (normalizedText && normalizedText.length <= maxCachedLength) {
+    if (fingerprints.size >= maxCachedQueries)
+      fingerprints.delete(fingerprints.keys().next().value as string);
+    fingerprints.set(normalizedText, fingerprint);
+  }
+  return fingerprint;
 }
 
 function normalized(sql: string): string {

@@ -17,7 +17,9 @@ import {
 import {
   type CredentialBundle,
   credentialApi,
+  type GrantClaim,
   type HttpCredential,
+  type PostgresCredential,
   type RunClaims,
   runTokenAudience,
 } from "../../../api/credentials.ts";
@@ -101,6 +103,8 @@ export class CredentialApiServer {
     url: "https://kb-api.internal",
     headers: { authorization: "Bearer upstream-secret" },
   };
+  /** A kb-postgres connection in every bundle, when a test sets one. */
+  kbPostgres: { credential: PostgresCredential; grant: GrantClaim } | undefined;
   readonly #server: Server;
   readonly #heldPolls = new Set<() => void>();
   #port: number;
@@ -191,7 +195,10 @@ export class CredentialApiServer {
     return {
       token,
       expiresAt: expiresAt ?? new Date((exp ?? 0) * 1000).toISOString(),
-      credentials: { "kb-api": this.kbApi },
+      credentials: {
+        "kb-api": this.kbApi,
+        ...(this.kbPostgres ? { "kb-postgres": this.kbPostgres.credential } : {}),
+      },
     };
   }
 
@@ -211,7 +218,10 @@ export class CredentialApiServer {
         deadline: new Date((now + 3600) * 1000).toISOString(),
       },
       pod: { name: testIdentity.podName, uid: testIdentity.podUid },
-      grants: [{ connection: "kb-api", type: "http", actions: ["read"] }],
+      grants: [
+        { connection: "kb-api", type: "http", actions: ["read"] },
+        ...(this.kbPostgres ? [this.kbPostgres.grant] : []),
+      ],
     };
   }
 

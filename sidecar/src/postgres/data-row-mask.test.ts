@@ -133,7 +133,7 @@ describe("DataRow masking", () => {
       buffer.writeInt16BE(weight, 2);
       buffer.writeUInt16BE(sign, 4);
       buffer.writeInt16BE(scale, 6);
-      digits.forEach((digit, i) => buffer.writeInt16BE(digit, 8 + i * 2));
+      for (const [i, digit] of digits.entries()) buffer.writeInt16BE(digit, 8 + i * 2);
       return buffer;
     };
     assert.equal(numericText(numeric([4111, 1111, 1111, 1111], 3, 0, 0)), "4111111111111111");

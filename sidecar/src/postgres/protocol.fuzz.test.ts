@@ -24,7 +24,6 @@ const text = fc.string({
 });
 const bytes = fc.uint8Array({ maxLength: 48 }).map((array) => Buffer.from(array));
 const format = fc.constantFrom(0, 1);
-const int16 = fc.integer({ min: -32768, max: 32767 });
 const int32 = fc.integer({ min: -2147483648, max: 2147483647 });
 
 const frontendMessage: fc.Arbitrary<FrontendMessage> = fc.oneof(

@@ -1,12 +1,15 @@
-// The demo's two services beside the test node, running until stopped (make cluster-down):
+// The demo's services beside the test node, running until stopped (make cluster-down):
 // - the session store both operator replicas share: a PostgreSQL the pods reach on the node's
 //   address, its URL in Secret langgraph-jit/session-store;
 // - the knowledge-base API the graph calls: a real HTTPS server with its own CA, behind Service
-//   agents/kb-api, its bearer token and CA in Secret agents/kb-api (read by the operator only).
-// Prints "ready" once both are.
+//   agents/kb-api, its bearer token and CA in Secret agents/kb-api (read by the operator only);
+// - the knowledge-base database: a PostgreSQL with TLS from its own CA behind Service
+//   agents/kb-db, its admin login in Secret agents/kb-admin and CA in agents/kb-db-ca.
+// Prints "ready" once all are.
 import { CoreV1Api } from "@kubernetes/client-node";
 import { kubeConfigFor, statusOf } from "../e2e/lib/cluster.ts";
 import { startKbApi } from "../e2e/lib/kb-api.ts";
+import { startKbDb } from "../e2e/lib/kb-db.ts";
 import { startPostgres, testNode } from "../e2e/lib/postgres.ts";
 
 const core = kubeConfigFor("admin").makeApiClient(CoreV1Api);
@@ -28,14 +31,18 @@ await core.createNamespacedSecret({
 });
 
 const kbApi = await startKbApi("agents");
+const kbDb = await startKbDb("agents");
 const stop = async () => {
   await kbApi.stop();
+  await kbDb.stop();
   await sessions.stop();
   process.exit(0);
 };
 process.on("SIGTERM", () => void stop());
 process.on("SIGINT", () => void stop());
-console.log(`ready: sessions on ${testNode.address}, kb-api behind agents/kb-api`);
+console.log(
+  `ready: sessions on ${testNode.address}, kb-api behind agents/kb-api, kb-db behind agents/kb-db`,
+);
 // Each request the KB API answers, so the demo can show what reached it.
 setInterval(() => {
   for (const request of kbApi.requests.splice(0)) {

@@ -3,8 +3,9 @@
 # (two replicas, one leading, sharing a PostgreSQL session store), a platform team's Connections
 # and AccessPolicy, mallory's run Denied, and alice's run of the example LangGraph graph: the
 # sidecar starts first and fetches the run's credential from the operator, the graph reads a
-# real knowledge-base API through it (masked) and is refused a write, the run ends Succeeded,
-# its credential is revoked, and its session is counted and read back with `kubectl jit logs`.
+# real knowledge-base API and PostgreSQL through it (masked), keeps LangGraph's checkpoints in
+# that database, and is refused a write and a GRANT; the run ends Succeeded, its credentials are
+# revoked, and its session is counted and read back with `kubectl jit logs`.
 set -euo pipefail
 # shellcheck source=../e2e/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/cluster/lib.sh"
@@ -23,8 +24,12 @@ wait_for() {
 }
 phase_of() { kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.phase}'; }
 is_denied() { [[ "$(phase_of "$1")" == Denied ]]; }
-# Both of the graph's calls are in the session once its sidecar has shipped them.
-session_complete() { [[ "$(kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.session.events}')" == 2 ]]; }
+# The session is complete once both refusals are in and the count holds still for 2 s.
+session_events() { kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.session.events}/{.status.session.denied}'; }
+session_complete() {
+  local before; before="$(session_events "$1")"
+  [[ "$before" == */2 ]] && sleep 2 && [[ "$(session_events "$1")" == "$before" ]]
+}
 is_revoked() { [[ -n "$(kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.credential.revokedAt}')" ]]; }
 
 step "test cluster with its node (images built locally)"
@@ -49,8 +54,8 @@ kubectl_as admin -n langgraph-jit get pods -o wide
 echo "leader: $(kubectl_as admin -n langgraph-jit get lease langgraph-jit -o jsonpath='{.spec.holderIdentity}')"
 
 step "the platform team: namespace, Connections and an AccessPolicy for group ml-platform (as admin)"
-kubectl_as admin apply -f examples/namespace.yaml -f examples/secrets.yaml \
-  -f examples/connections.yaml -f examples/accesspolicy.yaml
+kubectl_as admin apply -f examples/namespace.yaml -f examples/connections.yaml \
+  -f examples/accesspolicy.yaml
 
 step "alice (group ml-platform) and mallory (no groups) each apply a LangGraphRun"
 kubectl_as alice delete -f examples/run-alice.yaml --ignore-not-found --wait >/dev/null

@@ -30,6 +30,7 @@ import {
 } from "../lib/cluster.ts";
 import { installChart, localImages, uninstallChart } from "../lib/helm.ts";
 import { type KbApi, startKbApi } from "../lib/kb-api.ts";
+import { type KbDb, startKbDb } from "../lib/kb-db.ts";
 import { startOperator } from "../lib/operator.ts";
 import { type PostgresServer, startPostgres, testNode } from "../lib/postgres.ts";
 import {
@@ -163,6 +164,7 @@ describe("the operator installed with helm, on the real node", () => {
   // The KB API test's namespace and API, kept for the session API tests after it.
   let kb: TestNamespace | undefined;
   let kbApi: KbApi | undefined;
+  let kbDb: KbDb | undefined;
 
   before(async () => {
     system = await createTestNamespace("lgjit-system");
@@ -184,6 +186,7 @@ describe("the operator installed with helm, on the real node", () => {
 
   after(async () => {
     await kbApi?.stop();
+    await kbDb?.stop();
     await kb?.remove(120_000);
     await agents?.remove(120_000);
     if (system) uninstallChart(release, system.name);
@@ -512,6 +515,94 @@ describe("the operator installed with helm, on the real node", () => {
     const bad = await get(alice, "?limit=0");
     assert.equal(bad.status, 400);
     assert.match(bad.body.message ?? "", /limit must be an integer from 1 to 5000/);
+  });
+
+  it("runs a graph on the knowledge-base PostgreSQL through its sidecar: masked, one statement refused, checkpoints kept, every statement in the session beside the HTTP calls", async () => {
+    assert.ok(kb, "the KB API test made the namespace");
+    const database = await startKbDb(kb.name);
+    kbDb = database;
+    await createObject("admin", kb.name, "connections", database.connection);
+    await createObject("admin", kb.name, "accesspolicies", {
+      apiVersion: "langgraph-jit.dev/v1alpha1",
+      kind: "AccessPolicy",
+      metadata: { name: "kb-database" },
+      spec: {
+        subjects: [{ kind: "Group", name: "ml-platform" }],
+        maxDuration: "1h",
+        grants: [
+          {
+            connection: "kb-postgres",
+            actions: ["read", "write", "ddl"],
+            masking: { columns: ["author_email"], detectors: ["credit-card"], unmaskable: "Deny" },
+          },
+          {
+            connection: "kb-api",
+            actions: ["read"],
+            masking: { jsonPaths: ["$.items[*].author_email"], unmaskable: "Deny" },
+          },
+        ],
+      },
+    });
+    const run = graphRun("kb-both", 0);
+    run.spec.access = [
+      { connection: "kb-api", actions: ["read"] },
+      { connection: "kb-postgres", actions: ["read", "write", "ddl"] },
+    ];
+    run.spec.template.spec?.containers[0]?.env?.push(
+      { name: "GRAPH_CALLS", value: "GET /v1/docs" },
+      {
+        name: "GRAPH_SQL",
+        value: JSON.stringify([
+          "SELECT title, author_email, note FROM docs ORDER BY id",
+          "GRANT kb_owner TO CURRENT_USER",
+        ]),
+      },
+      { name: "GRAPH_CHECKPOINTER", value: "postgres" },
+      {
+        name: "LGJIT_RUN",
+        valueFrom: { fieldRef: { fieldPath: "metadata.labels['langgraph-jit.dev/run']" } },
+      },
+    );
+    await createRun("alice", kb.name, run);
+    const pod = await podOf(kb.name, "kb-both");
+    await waitForPhase(kb.name, "kb-both", "Succeeded", 180_000);
+    const output = await core.readNamespacedPodLog({
+      namespace: kb.name,
+      name: pod.metadata?.name ?? "",
+      container: "graph",
+    });
+    const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
+    assert.equal(summary.ok, true, output);
+    assert.deepEqual(summary.queries[0].rows, [
+      { title: "Rotating keys", author_email: "[MASKED:column]", note: "paid with [MASKED:credit-card]" },
+      { title: "Run budgets", author_email: "[MASKED:column]", note: "no payment" },
+    ]);
+    assert.equal(summary.queries[1].code, "42501");
+    assert.match(summary.queries[1].message, /connection "kb-postgres": GRANT ROLE needs the admin action/);
+    assert.ok(summary.checkpoints >= 1, `${summary.checkpoints} checkpoints`);
+    assert.ok(!output.includes(database.server.kb.adminPassword));
+    // The run's role is gone with the run, and nobody granted it kb_owner.
+    const admin = await database.server.connect();
+    const left = await admin.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'lgjit_kb_both%'");
+    await admin.end();
+    assert.deepEqual(left.rows, []);
+
+    const text = await eventually(
+      "the session to hold the run's statements",
+      async () => {
+        const result = kubectlJit("alice", "logs", "kb-both", "-n", kb?.name ?? "");
+        return result.status === 0 && /GRANT/.test(result.stdout) ? result.stdout : undefined;
+      },
+      60_000,
+    );
+    assert.match(text, /\skb-api\s+masked\s+GET \/v1\/docs\s+200\s/);
+    assert.match(
+      text,
+      /\skb-postgres\s+masked\s+SELECT title, author_email, note FROM docs ORDER BY id\s+2 rows\s+.*read; tables docs; masked column×2 credit-card×1/,
+    );
+    assert.match(text, /\skb-postgres\s+denied\s+GRANT kb_owner TO CURRENT_USER\s+-\s.*ActionNotGranted/);
+    assert.match(text, /\skb-postgres\s+statement\s+CREATE TABLE IF NOT EXISTS /);
+    assert.doesNotMatch(text, /@example\.com|4111/, "a masked value in the log");
   });
 
   it("keeps its APIService trusted when an operator of another installation starts", async () => {

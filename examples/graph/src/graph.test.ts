@@ -37,6 +37,7 @@ describe("the example graph", () => {
         { name: "kb-api", url: "http://127.0.0.1:15433" },
       ],
       calls: [],
+      queries: [],
       steps: ["discover", "check-no-secrets", "call", "work", "report"],
     });
     assert.equal(lines[0], "discover found 2 connections");
@@ -55,6 +56,18 @@ describe("the example graph", () => {
     assert.deepEqual(summary.connections, [
       { name: "kb-postgres", url: "postgres://run@127.0.0.1:15432/kb" },
     ]);
+  });
+
+  it("fails on GRAPH_SQL that is not a JSON array of statements, naming it", async () => {
+    const summary = await run({ ...kb, GRAPH_SQL: "SELECT 1" });
+    assert.equal(summary.ok, false);
+    assert.match(summary.error ?? "", /GRAPH_SQL must be a JSON array of SQL statements/);
+  });
+
+  it("needs DATABASE_URL for the Postgres checkpointer", async () => {
+    const summary = await run({ ...kb, GRAPH_CHECKPOINTER: "postgres" });
+    assert.equal(summary.ok, false);
+    assert.match(summary.error ?? "", /GRAPH_CHECKPOINTER=postgres needs DATABASE_URL/);
   });
 
   it("refuses a connection that bypasses the sidecar, naming its variable", async () => {

@@ -3,6 +3,8 @@
 import { open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Annotation, END, type Runtime, START, StateGraph } from "@langchain/langgraph";
+import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
+import pg from "pg";
 
 export const graphName = "langgraph-jit-example";
 /** Where the sidecar's projected token is mounted; only the sidecar may read it. */
@@ -27,12 +29,26 @@ export interface Call {
   body?: unknown;
 }
 
+/** One SQL statement the graph sent through a Postgres connection's sidecar listener. */
+export interface Query {
+  connection: string;
+  sql: string;
+  /** The rows it returned, when it succeeded. */
+  rows?: Record<string, unknown>[];
+  /** The SQLSTATE and message it failed with (42501: the sidecar refused it). */
+  code?: string;
+  message?: string;
+}
+
 export interface Summary {
   graph: typeof graphName;
   ok: boolean;
   run: string | null;
   connections: Connection[];
   calls: Call[];
+  queries: Query[];
+  /** With GRAPH_CHECKPOINTER=postgres: the checkpoints the run's thread holds at the end. */
+  checkpoints?: number;
   steps: string[];
   error?: string;
 }
@@ -61,6 +77,7 @@ const RunState = Annotation.Root({
   /** Every problem found so far, each naming what was wrong; any one fails the run. */
   findings: Annotation<string[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
   calls: Annotation<Call[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
+  queries: Annotation<Query[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
   steps: Annotation<string[]>({ reducer: (all, more) => [...all, ...more], default: () => [] }),
   summary: Annotation<Summary | undefined>,
 });
@@ -208,7 +225,60 @@ async function call(state: State, runtime: Runtime<Context>): Promise<Update> {
       }
     }
   }
-  return { calls, findings, steps: ["call"] };
+  const queries = await query(state, runtime, findings);
+  return { calls, queries, findings, steps: ["call"] };
+}
+
+/** GRAPH_SQL: a JSON array of statements, each sent on every Postgres connection. */
+function parseStatements(value: string | undefined): string[] | string {
+  if (value === undefined) return [];
+  try {
+    const statements = JSON.parse(value) as unknown;
+    if (Array.isArray(statements) && statements.every((item) => typeof item === "string"))
+      return statements;
+  } catch {
+    // Reported below.
+  }
+  return "GRAPH_SQL must be a JSON array of SQL statements";
+}
+
+/** Runs GRAPH_SQL through each Postgres listener; a refused statement is an outcome, not a finding. */
+async function query(
+  state: State,
+  runtime: Runtime<Context>,
+  findings: string[],
+): Promise<Query[]> {
+  const { env, log } = contextOf(runtime);
+  const statements = parseStatements(env.GRAPH_SQL);
+  if (typeof statements === "string") {
+    findings.push(statements);
+    return [];
+  }
+  const queries: Query[] = [];
+  for (const connection of state.connections.filter((c) => c.url.startsWith("postgres:"))) {
+    if (statements.length === 0) continue;
+    const client = new pg.Client({ connectionString: connection.url });
+    client.on("error", () => undefined);
+    try {
+      await client.connect();
+      for (const sql of statements) {
+        try {
+          const result = await client.query(sql);
+          queries.push({ connection: connection.name, sql, rows: result.rows });
+          log(`query ${connection.name}: ${sql}: ${result.rowCount ?? 0} rows`);
+        } catch (error) {
+          const { code, message } = error as { code?: string; message: string };
+          queries.push({ connection: connection.name, sql, code: code ?? "", message });
+          log(`query ${connection.name}: ${sql}: ${code} ${message}`);
+        }
+      }
+    } catch (error) {
+      findings.push(`${connection.url} failed: ${(error as Error).message}`);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return queries;
 }
 
 /** GRAPH_WORK_SECONDS: unset means 0; otherwise a non-negative decimal number of seconds. */
@@ -239,6 +309,7 @@ function summarize(state: Partial<State>, env: Environment, error?: string): Sum
     run: env.LGJIT_RUN ?? null,
     connections: state.connections ?? [],
     calls: state.calls ?? [],
+    queries: state.queries ?? [],
     steps: state.steps ?? [],
     ...(findings.length > 0 && { error: findings.join("; ") }),
   };
@@ -257,7 +328,7 @@ function unlessFailed<Next extends string>(next: Next) {
   return (state: State): Next | "report" => (state.findings.length > 0 ? "report" : next);
 }
 
-export const graph = new StateGraph(RunState, RunContext)
+const workflow = new StateGraph(RunState, RunContext)
   .addNode("discover", discover)
   .addNode("check-no-secrets", checkNoSecrets)
   .addNode("call", call)
@@ -268,8 +339,22 @@ export const graph = new StateGraph(RunState, RunContext)
   .addConditionalEdges("check-no-secrets", unlessFailed("call"), ["call", "report"])
   .addConditionalEdges("call", unlessFailed("work"), ["work", "report"])
   .addEdge("work", "report")
-  .addEdge("report", END)
-  .compile({ name: graphName });
+  .addEdge("report", END);
+
+export const graph = workflow.compile({ name: graphName });
+
+/**
+ * GRAPH_CHECKPOINTER=postgres keeps the run's checkpoints in DATABASE_URL's database (schema
+ * langgraph), through the sidecar like any other statement: LangGraph's own checkpointer.
+ */
+async function checkpointer(env: Environment): Promise<PostgresSaver | undefined> {
+  if (env.GRAPH_CHECKPOINTER === undefined) return undefined;
+  if (env.GRAPH_CHECKPOINTER !== "postgres" || !env.DATABASE_URL)
+    throw new Error("GRAPH_CHECKPOINTER=postgres needs DATABASE_URL (one Postgres connection)");
+  const saver = PostgresSaver.fromConnString(env.DATABASE_URL, { schema: "langgraph" });
+  await saver.setup();
+  return saver;
+}
 
 /** Runs the graph once; never throws: a failure or an abort is a summary with ok false. */
 export async function runGraph({
@@ -279,13 +364,23 @@ export async function runGraph({
   log = () => {},
 }: GraphInputs): Promise<Summary> {
   let last: Partial<State> = {};
+  let saver: PostgresSaver | undefined;
+  let checkpoints: number | undefined;
   try {
+    saver = await checkpointer(env);
+    const compiled = saver ? workflow.compile({ name: graphName, checkpointer: saver }) : graph;
+    const configurable = { thread_id: env.LGJIT_RUN ?? graphName };
     // "values" streams the whole state after each step, so an abort still reports progress.
-    const states = await graph.stream(
+    const states = await compiled.stream(
       { steps: [] },
-      { context: { env, tokenFile, log }, signal, streamMode: "values" },
+      { context: { env, tokenFile, log }, signal, streamMode: "values", configurable },
     );
     for await (const state of states) last = state;
+    if (saver) {
+      checkpoints = 0;
+      for await (const _ of compiled.getStateHistory({ configurable })) checkpoints++;
+      log(`checkpointer holds ${checkpoints} checkpoints of thread ${configurable.thread_id}`);
+    }
   } catch (error) {
     const reason = signal?.aborted
       ? `stopped by ${String(signal.reason)}`
@@ -293,6 +388,9 @@ export async function runGraph({
         ? error.message
         : String(error);
     return summarize(last, env, reason);
+  } finally {
+    await saver?.end();
   }
-  return last.summary ?? summarize(last, env, "the graph ended without a report");
+  const summary = last.summary ?? summarize(last, env, "the graph ended without a report");
+  return checkpoints === undefined ? summary : { ...summary, checkpoints };
 }

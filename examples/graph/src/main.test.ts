@@ -39,6 +39,7 @@ describe("main", () => {
       run: "kb-refresh",
       connections: [{ name: "kb", url: "http://127.0.0.1:15432" }],
       calls: [],
+      queries: [],
       steps: ["discover", "check-no-secrets", "call", "work", "report"],
     });
     assert.match(stderr, /^graph: discover found 1 connection$/m);

@@ -195,6 +195,34 @@ describe("sessions as clients expect them", () => {
     await next.end();
   });
 
+  it("refuses an action the grant holds for approval, until held commands exist", async () => {
+    await fixture.grant({
+      ...grant,
+      approval: {
+        actions: ["write"],
+        approvers: [{ kind: "Group", name: "security" }],
+        timeout: "10m",
+      },
+    });
+    const graph = new pg.Client({ connectionString: fixture.url, password: "anything" });
+    await graph.connect();
+    try {
+      await assert.rejects(
+        graph.query("INSERT INTO events (body) VALUES ('held')"),
+        (error: pg.DatabaseError) =>
+          error.code === "42501" && /holds for a human approval/.test(error.message),
+      );
+      assert.equal((await graph.query("SELECT 1 AS one")).rows[0].one, 1);
+    } finally {
+      await graph.end();
+    }
+    assert.equal(
+      fixture.records.findLast((record) => record.kind === "denied")?.reason,
+      "ApprovalRequired",
+    );
+    await fixture.grant(grant);
+  });
+
   it("ends a session in the middle of a query when the credential is revoked", async () => {
     const graph = new pg.Client({ connectionString: fixture.url, password: "anything" });
     graph.on("error", () => undefined);

@@ -559,8 +559,14 @@ export class PostgresSession {
   #refusal(requirement: Requirement): string | undefined {
     if (requirement.kind === "plumbing") return undefined;
     if (requirement.kind === "forbidden") return requirement.why;
-    const actions = this.#target?.grant.actions ?? [];
-    return actions.includes(requirement.action) ? undefined : requirement.why;
+    const grant = this.#target?.grant;
+    if (!grant?.actions.includes(requirement.action)) return requirement.why;
+    return this.#held(requirement.action) ? requirement.why : undefined;
+  }
+
+  /** Actions the grant holds for a human decision: refused until held commands exist. */
+  #held(action: string): boolean {
+    return this.#target?.grant.approval?.actions.includes(action as never) ?? false;
   }
 
   /** Every statement needs the credential still held and its event recordable. */
@@ -642,6 +648,9 @@ export class PostgresSession {
     } else if (requirement?.kind === "forbidden") {
       reason = requirement.reason ?? "Forbidden";
       text = `connection "${connection}": ${command} is never allowed through the sidecar: ${requirement.why}`;
+    } else if (requirement?.kind === "action" && actions.includes(requirement.action)) {
+      reason = "ApprovalRequired";
+      text = `connection "${connection}": ${command} needs the ${requirement.action} action, which the grant holds for a human approval; held commands are not supported yet, so it is refused`;
     } else if (requirement?.kind === "action") {
       reason = "ActionNotGranted";
       text = `connection "${connection}": ${command} needs the ${requirement.action} action (${requirement.why}); the run's grant allows ${actions.join(", ") || "nothing"}`;

@@ -4,11 +4,21 @@
 // the session records.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { connect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import pg from "pg";
 import postgres from "postgres";
 import { type PostgresFixture, people, startPostgresFixture } from "../testing/postgres-fixture.ts";
+import {
+  bindMessage,
+  encodeFrontend,
+  executeMessage,
+  MessageReader,
+  parseMessage,
+  queryMessage,
+  startupPacket,
+} from "./protocol.ts";
 
 const run = promisify(execFile);
 let fixture: PostgresFixture;
@@ -187,6 +197,51 @@ describe("node-postgres (extended protocol) through the sidecar", () => {
     } finally {
       await sql.end();
     }
+  });
+
+  it("follows a server error in a pipeline the client sends in pieces, to its Sync", {
+    timeout: 10_000,
+  }, async () => {
+    const socket: Socket = connect(fixture.port, "127.0.0.1");
+    const reader = new MessageReader(1 << 20);
+    let seen = "";
+    const waiters: Array<() => void> = [];
+    socket.on("data", (chunk) => {
+      for (const message of reader.push(chunk)) seen += message.type;
+      for (const wake of waiters.splice(0)) wake();
+    });
+    const until = async (pattern: RegExp) => {
+      while (!pattern.test(seen)) await new Promise<void>((resolve) => waiters.push(resolve));
+    };
+    socket.write(
+      startupPacket([
+        ["user", "graph"],
+        ["database", "kb"],
+      ]),
+    );
+    await until(/Z$/);
+    seen = "";
+    // The error reaches the sidecar before the rest of the pipeline leaves the client.
+    socket.write(
+      Buffer.concat([
+        parseMessage("", "SELECT 1/0"),
+        bindMessage("", ""),
+        executeMessage(""),
+        encodeFrontend({ type: "H" }),
+      ]),
+    );
+    await until(/E/);
+    socket.write(
+      Buffer.concat([
+        encodeFrontend({ type: "D", target: "P", name: "" }),
+        executeMessage(""),
+        encodeFrontend({ type: "S" }),
+        queryMessage("SELECT 1"),
+      ]),
+    );
+    await until(/Z.*Z$/);
+    assert.match(seen, /^(1?2?D?)E.*Z.*TDCZ$/);
+    socket.destroy();
   });
 
   it("cancels a running query through the sidecar's own key", async () => {

@@ -795,9 +795,12 @@ export class PostgresSession {
         }
         // A query ends with ReadyForQuery; the extended protocol skips to Sync.
         if (head.kind === "query") head.statements.length = 0;
-        else
+        else {
           while (this.#expectations[0] && this.#expectations[0].kind !== "sync")
             this.#expectations.shift();
+          // The server discards what arrives before the graph's next Sync: so does the sidecar.
+          if (this.#expectations.length === 0) this.#skipUntilSync = true;
+        }
         out.push(refusal ? withoutContext(backend.body) : backend.frame);
         return;
       }

@@ -128,6 +128,20 @@ describe("psql through the sidecar", () => {
     );
   });
 
+  it("forwards nothing while session events cannot be recorded, and goes on once they can", async () => {
+    fixture.accepting = false;
+    try {
+      const { stderr } = await psql("SELECT 1");
+      assert.match(
+        stderr,
+        /cannot record session events \(its disk is full\), so it forwards nothing/,
+      );
+    } finally {
+      fixture.accepting = true;
+    }
+    assert.equal((await psql("SELECT 1")).stdout.trim(), "1");
+  });
+
   it("refuses a COPY in a format it cannot mask, naming why", async () => {
     for (const options of ["(FORMAT csv)", "(FORMAT binary)", "(DELIMITER '|')"]) {
       const { stderr } = await psql(`COPY people TO STDOUT WITH ${options}`);

@@ -776,8 +776,15 @@ export class PostgresSession {
       case "s": {
         const running = this.#currentStatement(head);
         this.#finish(running, backend.type === "C" ? commandTag(backend.body) : undefined);
-        if (head.kind === "query") head.statements.shift();
-        else this.#expectations.shift();
+        if (head.kind === "query") {
+          head.statements.shift();
+          // The next statement of the string starts when this one ends.
+          const next = head.statements[0];
+          if (next) {
+            next.started = performance.now();
+            next.time = new Date().toISOString();
+          }
+        } else this.#expectations.shift();
         out.push(backend.frame);
         return;
       }

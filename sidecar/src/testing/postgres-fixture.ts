@@ -26,6 +26,8 @@ export interface PostgresFixture {
   url: string;
   port: number;
   records: SessionRecord[];
+  /** Whether events can be recorded (false: the event buffer's disk is full). */
+  accepting: boolean;
   /** Ends the credential: every session gets FATAL and the listener closes. */
   revoke(): void;
   /** Opens the listener again with a grant (after revoke, or to change the grant). */
@@ -97,6 +99,7 @@ export async function startPostgresFixture(grant: Partial<GrantClaim>): Promise<
       },
     },
     record: (record) => records.push(record),
+    canRecord: () => fixture.accepting,
     logger: pino({ level: process.env.LGJIT_TEST_LOG ?? "silent" }),
   });
   const fixture: PostgresFixture = {
@@ -105,6 +108,7 @@ export async function startPostgresFixture(grant: Partial<GrantClaim>): Promise<
     url: `postgres://run@127.0.0.1:${port}/kb`,
     port,
     records,
+    accepting: true,
     revoke() {
       held = undefined;
       publish({ state: "revoked", credential: undefined });

@@ -46,7 +46,7 @@ examples/graph/node_modules: examples/graph/package-lock.json
 e2e: node-check
 	e2e/with-cluster.sh node --test --test-reporter=spec --test-concurrency=1 'e2e/**/*.test.ts'
 
-BENCHMARKS := bench/run-to-job.ts bench/credential-issuance.ts bench/postgres-roles.ts bench/http-proxy.ts bench/postgres-proxy.ts
+BENCHMARKS := bench/run-to-job.ts bench/credential-issuance.ts bench/postgres-roles.ts bench/http-proxy.ts bench/node-relay-ceiling.ts bench/postgres-proxy.ts
 
 # The benchmarks measure the control plane's paths: a node would start hundreds of their pods.
 bench: node-check

@@ -51,6 +51,11 @@ for (const tool of ["pgbench", "pgbouncer", "psql"]) {
   });
 }
 
+/** Progress on stderr: the results table comes at the end. */
+function phase(text: string): void {
+  process.stderr.write(`[bench postgres ${new Date().toISOString().slice(11, 19)}] ${text}\n`);
+}
+
 function start(command: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
   const child = spawn(command, args, {
     env: { ...process.env, ...env },
@@ -128,6 +133,7 @@ start("setpriv", [
   `--regid=${postgresUser?.[3] ?? 0}`,
   "--clear-groups",
   "pgbouncer",
+  "-q",
   join(work, "pgbouncer.ini"),
 ]);
 const bouncer = `postgres://bench@127.0.0.1:${bouncerPort}/kb`;
@@ -214,6 +220,7 @@ type Target = keyof typeof targets;
 const modes = ["simple", "extended", "prepared"] as const;
 const scripts = { "select-only": ["-S"], "tpc-b": [] as string[] } as const;
 
+phase("warming up direct, pgbouncer and sidecar");
 // Warm up every path (JIT, pools, caches).
 for (const url of Object.values(targets)) await pgbench(url, ["-S", "-c", "2", "-T", "2"]);
 
@@ -221,6 +228,7 @@ const results = new Map<string, PgbenchResult>();
 for (const [script, flags] of Object.entries(scripts)) {
   for (const mode of modes) {
     for (const [target, url] of Object.entries(targets)) {
+      phase(`${script}, ${mode} mode, ${target}`);
       results.set(
         `${script}/${mode}/${target}`,
         await pgbench(url, [
@@ -243,6 +251,7 @@ for (const [script, flags] of Object.entries(scripts)) {
 const fixed: Record<string, { p50: number; p99: number }> = {};
 let sidecarCpu = 0;
 for (const [target, url] of Object.entries(targets) as [Target, string][]) {
+  phase(`${rate} tx/s fixed, ${target}`);
   const prefix = join(work, `fixed-${target}`);
   const cpuBefore = target === "sidecar" ? cpuSeconds(pid) : 0;
   await pgbench(url, [
@@ -280,10 +289,11 @@ for (let i = 0; i < parses; i++) classifyQuery(statement);
 const parseMicros = ((performance.now() - parseStarted) * 1000) / parses;
 const parserShare = (parseMicros * rate) / 1e6 / sidecarCpu;
 
-// 100 idle client connections.
+phase("100 idle client connections");
 const idle: pg.Client[] = [];
 for (let i = 0; i < 100; i++) {
   const client = new pg.Client({ connectionString: sidecarUrl, password: "unused" });
+  client.on("error", (error) => phase(`idle client ${i}: ${error.message}`));
   await client.connect();
   idle.push(client);
 }
@@ -291,7 +301,9 @@ await new Promise((resolve) => setTimeout(resolve, 1_000));
 const rssIdleClients = rssMb(pid);
 await Promise.all(idle.map((client) => client.end()));
 
-// Streaming a large result through psql to /dev/null, RSS sampled every 50 ms.
+phase(`streaming ${streamMb} MB through psql`);
+// Streaming a large result through psql (a cursor of 1,000 rows at a time) to /dev/null, RSS
+// sampled every 50 ms.
 await new Promise((resolve) => setTimeout(resolve, 1_000));
 const rssBeforeStream = rssMb(pid);
 let rssPeakStream = rssBeforeStream;
@@ -304,7 +316,7 @@ await run(
   "sh",
   [
     "-c",
-    `psql "${sidecarUrl}" -X -q -c "SELECT repeat('x', 1000) FROM generate_series(1, ${rows})" > /dev/null`,
+    `psql "${sidecarUrl}" -X -q -v FETCH_COUNT=1000 -c "SELECT repeat('x', 1000) FROM generate_series(1, ${rows})" > /dev/null`,
   ],
   {
     env: { ...process.env, PGPASSWORD: "unused" },

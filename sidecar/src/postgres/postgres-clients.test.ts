@@ -10,6 +10,7 @@ import { Annotation, END, type MemorySaver, START, StateGraph } from "@langchain
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import pg from "pg";
 import postgres from "postgres";
+import { generateCertificateAuthority } from "../../../operator/src/admission/webhook-certs.ts";
 import { type PostgresFixture, startPostgresFixture } from "../testing/postgres-fixture.ts";
 
 const run = promisify(execFile);
@@ -193,6 +194,21 @@ describe("sessions as clients expect them", () => {
     await next.connect();
     assert.equal((await next.query("SELECT 1 AS one")).rows[0].one, 1);
     await next.end();
+  });
+
+  it("verifies the server's certificate: a server the Connection's CA did not sign gets no login", async () => {
+    const other = await generateCertificateAuthority({
+      commonName: "not-the-servers-ca",
+      validityDays: 1,
+    });
+    await fixture.grant(grant, { caPem: other.certPem });
+    const graph = new pg.Client({ connectionString: fixture.url, password: "anything" });
+    graph.on("error", () => undefined);
+    await assert.rejects(
+      graph.connect(),
+      /cannot connect to the server at 127\.0\.0\.1:\d+: .*certificate/,
+    );
+    await fixture.grant(grant);
   });
 
   it("refuses an action the grant holds for approval, until held commands exist", async () => {

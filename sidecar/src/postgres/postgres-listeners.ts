@@ -5,12 +5,12 @@ import { connect as connectTcp, createServer, type Server, type Socket } from "n
 import { connect as connectTls } from "node:tls";
 import type { Logger } from "pino";
 import type { PostgresCredential } from "../../../api/credentials.ts";
-import { postgresTlsOptions } from "../../../api/postgres-tls.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import type { CredentialChange, CredentialClient } from "../credentials/credential-client.ts";
 import { CancelKeys, PostgresSession, type PostgresTarget } from "./postgres-session.ts";
 import { cancelRequest, errorResponse, sslRequest } from "./protocol.ts";
 import { loadParser } from "./statement-classifier.ts";
+import { tlsOptions } from "./upstream.ts";
 
 export interface PostgresListenersOptions {
   /** Loopback port by connection name (LGJIT_LISTENERS). */
@@ -151,7 +151,7 @@ export class PostgresListeners {
       this.#options.logger.warn({ err: error, connection: name }, "cancel request failed"),
     );
     const request = cancelRequest(key.processId, key.secretKey);
-    const tls = postgresTlsOptions(credential.sslMode, credential.host, credential.caPem);
+    const tls = tlsOptions(credential);
     socket.once("connect", () => {
       if (!tls) {
         socket.end(request);

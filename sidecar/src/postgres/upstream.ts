@@ -2,7 +2,13 @@
 // the run's credential, up to the server's first ReadyForQuery. The graph never sees the login.
 import { createHash } from "node:crypto";
 import { connect as connectTcp, type Socket } from "node:net";
-import { connect as connectTls, type TLSSocket } from "node:tls";
+import {
+  type ConnectionOptions,
+  connect as connectTls,
+  createSecureContext,
+  type SecureContext,
+  type TLSSocket,
+} from "node:tls";
 import type { PostgresCredential } from "../../../api/credentials.ts";
 import { postgresTlsOptions } from "../../../api/postgres-tls.ts";
 import {
@@ -70,7 +76,7 @@ async function connectSocket(credential: PostgresCredential): Promise<Socket | T
       tcp.once("error", reject);
       tcp.once("timeout", () => reject(new Error("timed out")));
     });
-    const tls = postgresTlsOptions(credential.sslMode, credential.host, credential.caPem);
+    const tls = tlsOptions(credential);
     if (!tls) return withoutTimeout(tcp);
     tcp.write(sslRequest());
     const answer = await readBytes(tcp, 1);
@@ -91,6 +97,20 @@ async function connectSocket(credential: PostgresCredential): Promise<Socket | T
       `cannot connect to the server at ${where(credential)}: ${(error as Error).message}`,
     );
   }
+}
+
+// One TLS context per credential: made per connection, its CA store costs about a megabyte each.
+const contexts = new WeakMap<PostgresCredential, SecureContext>();
+
+export function tlsOptions(credential: PostgresCredential): ConnectionOptions | undefined {
+  const options = postgresTlsOptions(credential.sslMode, credential.host, credential.caPem);
+  if (!options) return undefined;
+  let secureContext = contexts.get(credential);
+  if (!secureContext) {
+    secureContext = createSecureContext(options.ca ? { ca: options.ca } : {});
+    contexts.set(credential, secureContext);
+  }
+  return { ...options, secureContext };
 }
 
 function withoutTimeout<T extends Socket>(socket: T): T {

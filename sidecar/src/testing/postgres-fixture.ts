@@ -30,8 +30,8 @@ export interface PostgresFixture {
   accepting: boolean;
   /** Ends the credential: every session gets FATAL and the listener closes. */
   revoke(): void;
-  /** Opens the listener again with a grant (after revoke, or to change the grant). */
-  grant(grant: Partial<GrantClaim>): Promise<void>;
+  /** Opens the listener again with a grant (after revoke, or to change the grant or login). */
+  grant(grant: Partial<GrantClaim>, login?: Partial<PostgresCredential>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -113,13 +113,16 @@ export async function startPostgresFixture(grant: Partial<GrantClaim>): Promise<
       held = undefined;
       publish({ state: "revoked", credential: undefined });
     },
-    async grant(claim) {
-      held = heldCredential(credential, {
-        connection,
-        type: "postgres",
-        actions: ["read"],
-        ...claim,
-      });
+    async grant(claim, login) {
+      held = heldCredential(
+        { ...credential, ...login },
+        {
+          connection,
+          type: "postgres",
+          actions: ["read"],
+          ...claim,
+        },
+      );
       publish({ state: "active", credential: held });
       await waitFor("the Postgres listener", () => listeners.notListening().length === 0, 10_000);
     },

@@ -290,6 +290,7 @@ const parseMicros = ((performance.now() - parseStarted) * 1000) / parses;
 const parserShare = (parseMicros * rate) / 1e6 / sidecarCpu;
 
 phase("100 idle client connections");
+const rssBeforeClients = rssMb(pid);
 const idle: pg.Client[] = [];
 for (let i = 0; i < 100; i++) {
   const client = new pg.Client({ connectionString: sidecarUrl, password: "unused" });
@@ -368,7 +369,9 @@ console.log(
 console.log(
   `sidecar RSS idle: ${idleWithParser.toFixed(0)} MB with the parser loaded, ${idleWithoutParser.toFixed(0)} MB without (HTTP only)`,
 );
-console.log(`sidecar RSS with 100 idle client connections: ${rssIdleClients.toFixed(0)} MB`);
+console.log(
+  `sidecar RSS with 100 idle client connections: ${rssIdleClients.toFixed(0)} MB (${rssBeforeClients.toFixed(0)} MB before they connected, after the load above)`,
+);
 console.log(
   `sidecar RSS while streaming ${streamMb} MB (${(streamMb / streamSeconds).toFixed(0)} MB/s): ${rssBeforeStream.toFixed(0)} MB before, ${rssPeakStream.toFixed(0)} MB peak, growth ${(rssPeakStream - rssBeforeStream).toFixed(1)} MB (target <= 32 MB)`,
 );

@@ -19,13 +19,20 @@ export interface KbDb {
 
 /** Documents with an author e-mail (masked by column) and a note (masked by detectors). */
 export const kbRows = [
-  { title: "Rotating keys", author_email: "ann@example.com", note: "paid with 4111 1111 1111 1111" },
+  {
+    title: "Rotating keys",
+    author_email: "ann@example.com",
+    note: "paid with 4111 1111 1111 1111",
+  },
   { title: "Run budgets", author_email: "bo@example.com", note: "no payment" },
 ];
 
 /** Starts the database and creates its Service endpoint, Secrets and Connection in namespace. */
 export async function startKbDb(namespace: string): Promise<KbDb> {
-  const authority = await generateCertificateAuthority({ commonName: "kb-db-test-ca", validityDays: 1 });
+  const authority = await generateCertificateAuthority({
+    commonName: "kb-db-test-ca",
+    validityDays: 1,
+  });
   const serving = await issueServingCertificate(authority, {
     dnsNames: [`kb-db.${namespace}.svc`],
     ipAddresses: [testNode.address],
@@ -43,8 +50,10 @@ export async function startKbDb(namespace: string): Promise<KbDb> {
         row.note,
       ]);
     }
-    // LangGraph's checkpointer creates its tables in public, which kb_owner (ddl) owns.
+    // LangGraph's checkpointer creates its tables in public, which kb_owner (ddl) owns, after a
+    // CREATE SCHEMA IF NOT EXISTS that needs CREATE on the database.
     await kb.query("GRANT CREATE ON SCHEMA public TO kb_owner");
+    await kb.query("GRANT CREATE ON DATABASE kb TO kb_owner");
   } finally {
     await kb.end();
   }

@@ -565,25 +565,47 @@ describe("the operator installed with helm, on the real node", () => {
     );
     await createRun("alice", kb.name, run);
     const pod = await podOf(kb.name, "kb-both");
-    await waitForPhase(kb.name, "kb-both", "Succeeded", 180_000);
+    const phase = await eventually(
+      "run kb-both to end",
+      async () => {
+        const current = (await readRun(kb?.name ?? "", "kb-both"))?.status?.phase;
+        return current === "Succeeded" || current === "Failed" ? current : undefined;
+      },
+      180_000,
+    );
     const output = await core.readNamespacedPodLog({
       namespace: kb.name,
       name: pod.metadata?.name ?? "",
       container: "graph",
     });
+    const sidecarLog = await core.readNamespacedPodLog({
+      namespace: kb.name,
+      name: pod.metadata?.name ?? "",
+      container: "langgraph-jit-sidecar",
+    });
+    assert.equal(phase, "Succeeded", `${output}\n${sidecarLog}`);
     const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
     assert.equal(summary.ok, true, output);
     assert.deepEqual(summary.queries[0].rows, [
-      { title: "Rotating keys", author_email: "[MASKED:column]", note: "paid with [MASKED:credit-card]" },
+      {
+        title: "Rotating keys",
+        author_email: "[MASKED:column]",
+        note: "paid with [MASKED:credit-card]",
+      },
       { title: "Run budgets", author_email: "[MASKED:column]", note: "no payment" },
     ]);
     assert.equal(summary.queries[1].code, "42501");
-    assert.match(summary.queries[1].message, /connection "kb-postgres": GRANT ROLE needs the admin action/);
+    assert.match(
+      summary.queries[1].message,
+      /connection "kb-postgres": GRANT ROLE needs the admin action/,
+    );
     assert.ok(summary.checkpoints >= 1, `${summary.checkpoints} checkpoints`);
     assert.ok(!output.includes(database.server.kb.adminPassword));
     // The run's role is gone with the run, and nobody granted it kb_owner.
     const admin = await database.server.connect();
-    const left = await admin.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'lgjit_kb_both%'");
+    const left = await admin.query(
+      "SELECT rolname FROM pg_roles WHERE rolname LIKE 'lgjit_kb_both%'",
+    );
     await admin.end();
     assert.deepEqual(left.rows, []);
 
@@ -600,7 +622,10 @@ describe("the operator installed with helm, on the real node", () => {
       text,
       /\skb-postgres\s+masked\s+SELECT title, author_email, note FROM docs ORDER BY id\s+2 rows\s+.*read; tables docs; masked column×2 credit-card×1/,
     );
-    assert.match(text, /\skb-postgres\s+denied\s+GRANT kb_owner TO CURRENT_USER\s+-\s.*ActionNotGranted/);
+    assert.match(
+      text,
+      /\skb-postgres\s+denied\s+GRANT kb_owner TO CURRENT_USER\s+-\s.*ActionNotGranted/,
+    );
     assert.match(text, /\skb-postgres\s+statement\s+CREATE TABLE IF NOT EXISTS /);
     assert.doesNotMatch(text, /@example\.com|4111/, "a masked value in the log");
   });

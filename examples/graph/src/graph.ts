@@ -345,13 +345,16 @@ export const graph = workflow.compile({ name: graphName });
 
 /**
  * GRAPH_CHECKPOINTER=postgres keeps the run's checkpoints in DATABASE_URL's database (schema
- * langgraph), through the sidecar like any other statement: LangGraph's own checkpointer.
+ * public), through the sidecar like any other statement: LangGraph's own checkpointer.
  */
 async function checkpointer(env: Environment): Promise<PostgresSaver | undefined> {
   if (env.GRAPH_CHECKPOINTER === undefined) return undefined;
   if (env.GRAPH_CHECKPOINTER !== "postgres" || !env.DATABASE_URL)
     throw new Error("GRAPH_CHECKPOINTER=postgres needs DATABASE_URL (one Postgres connection)");
-  const saver = PostgresSaver.fromConnString(env.DATABASE_URL, { schema: "langgraph" });
+  // A pool of our own: a session the sidecar ends (revocation) is an error to note, not a crash.
+  const pool = new pg.Pool({ connectionString: env.DATABASE_URL, max: 2 });
+  pool.on("error", () => undefined);
+  const saver = new PostgresSaver(pool, undefined, { schema: "public" });
   await saver.setup();
   return saver;
 }

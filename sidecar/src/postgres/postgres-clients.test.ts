@@ -177,6 +177,16 @@ describe("sessions as clients expect them", () => {
     );
   });
 
+  it("ends quietly when the client terminates: no error after Terminate", async () => {
+    const pool = new pg.Pool({ connectionString: fixture.url, password: "anything", max: 2 });
+    const errors: Error[] = [];
+    pool.on("error", (error) => errors.push(error));
+    await Promise.all([pool.query("SELECT 1"), pool.query("SELECT 2")]);
+    await pool.end();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(errors, []);
+  });
+
   it("reports a server that ends the session as a FATAL error, and the next session works", async () => {
     const graph = new pg.Client({ connectionString: fixture.url, password: "anything" });
     const failed = new Promise<Error>((resolve) => graph.on("error", resolve));

@@ -166,6 +166,8 @@ export class PostgresSession {
   readonly #cursors = new Map<string, boolean>();
   #skipUntilSync = false;
   #closed = false;
+  /** The graph sent Terminate: the server's close that follows is the expected end. */
+  #terminating = false;
 
   constructor(client: Socket, options: PostgresSessionOptions) {
     this.#client = client;
@@ -352,6 +354,7 @@ export class PostgresSession {
     });
     const serverGone = () => {
       if (this.#closed) return;
+      if (this.#terminating) return this.close();
       this.close({
         sqlState: "08006",
         message: `connection "${this.#options.connection}": the server closed the connection`,
@@ -435,6 +438,7 @@ export class PostgresSession {
         return;
       default:
         // Flush, CopyData, CopyDone, CopyFail, Terminate: nothing to check beyond their form.
+        if (parsed.type === "X") this.#terminating = true;
         out.push(frontend.frame);
     }
   }

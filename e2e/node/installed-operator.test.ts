@@ -583,7 +583,16 @@ describe("the operator installed with helm, on the real node", () => {
       name: pod.metadata?.name ?? "",
       container: "langgraph-jit-sidecar",
     });
-    assert.equal(phase, "Succeeded", `${output}\n${sidecarLog}`);
+    // A sidecar that restarted has its earlier instance's log too.
+    const earlier = await core
+      .readNamespacedPodLog({
+        namespace: kb.name,
+        name: pod.metadata?.name ?? "",
+        container: "langgraph-jit-sidecar",
+        previous: true,
+      })
+      .catch(() => "");
+    assert.equal(phase, "Succeeded", `${output}\n${earlier}\n${sidecarLog}`);
     const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
     assert.equal(summary.ok, true, output);
     assert.deepEqual(summary.queries[0].rows, [

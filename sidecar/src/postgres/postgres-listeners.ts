@@ -102,8 +102,18 @@ export class PostgresListeners {
       });
       sessions.add(session);
       socket.once("close", () => sessions.delete(session));
-      void session.start();
+      session.start().catch((error: unknown) => {
+        this.#options.logger.error({ err: error, connection: name }, "a Postgres session failed");
+        session.close({
+          sqlState: "XX000",
+          message: `connection "${name}": the sidecar failed (${(error as Error).message})`,
+        });
+      });
     });
+    // Accept errors (a file descriptor limit) after listening are logged, never a crash.
+    server.on("error", (error) =>
+      this.#options.logger.error({ err: error, connection: name }, "the Postgres listener failed"),
+    );
     try {
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);

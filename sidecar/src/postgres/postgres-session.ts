@@ -238,6 +238,11 @@ export class PostgresSession {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#cancelKey !== undefined) this.#options.cancelKeys.release(this.#cancelKey);
+    if (reason)
+      this.#options.logger.info(
+        { connection: this.#options.connection, sqlState: reason.sqlState, reason: reason.message },
+        "session ended with an error to the client",
+      );
     if (reason && this.#client.writable)
       this.#client.end(errorResponse({ severity: "FATAL", ...reason }));
     else this.#client.destroy();
@@ -303,7 +308,7 @@ export class PostgresSession {
     const dropped: string[] = [];
     for (const [name, value] of startup.parameters) {
       if (passedParameters.has(name.toLowerCase())) passed.set(name, value);
-      else if (!["user", "database"].includes(name) && !name.startsWith("_pq_."))
+      else if (!["user", "database", "client_encoding"].includes(name) && !name.startsWith("_pq_."))
         dropped.push(name);
     }
     passed.set("client_encoding", "UTF8");

@@ -192,6 +192,25 @@ describe("node-postgres (extended protocol) through the sidecar", () => {
     assert.ok(events.every((record) => !JSON.stringify(record).includes("Mallory")));
   });
 
+  it("leaves a transaction aborted after a refusal in the extended protocol, until ROLLBACK", async () => {
+    const graph = await client();
+    try {
+      await graph.query("BEGIN");
+      await assert.rejects(
+        graph.query("UPDATE people SET name = $1", ["x"]),
+        /needs the write action/,
+      );
+      await assert.rejects(
+        graph.query("SELECT $1::int AS one", [1]),
+        (error: pg.DatabaseError) => error.code === "25P02",
+      );
+      await graph.query("ROLLBACK");
+      assert.equal((await graph.query("SELECT $1::int AS one", [1])).rows[0].one, 1);
+    } finally {
+      await graph.end();
+    }
+  });
+
   it("skips the rest of a refused pipeline to Sync and answers with one ReadyForQuery", async () => {
     const sql = postgres(fixture.url, { password: "anything", max: 1, onnotice: () => undefined });
     try {

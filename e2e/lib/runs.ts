@@ -229,3 +229,15 @@ export async function jobsOfRun(namespace: string, name: string): Promise<V1Job[
   });
   return list.items;
 }
+
+/**
+ * The example graph's JSON summary from its container log. The log interleaves stdout and
+ * stderr in no fixed order, so the summary is the last line that is a JSON object, not the last line.
+ */
+export function graphSummary(log: string) {
+  const line = log
+    .trim()
+    .split("\n")
+    .findLast((candidate) => candidate.startsWith("{"));
+  return JSON.parse(line ?? "{}");
+}

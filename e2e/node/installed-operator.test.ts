@@ -37,6 +37,7 @@ import {
   createObject,
   createRun,
   deleteRun,
+  graphSummary,
   readRun,
   runManifest,
   setUpBearerApiNamespace,
@@ -236,7 +237,7 @@ describe("the operator installed with helm, on the real node", () => {
       name: finished.metadata?.name ?? "",
       container: "graph",
     });
-    const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
+    const summary = graphSummary(output);
     assert.equal(summary.ok, true, output);
     assert.deepEqual(summary.connections, [{ name: "kb-api", url: "http://127.0.0.1:15432" }]);
 
@@ -326,7 +327,7 @@ describe("the operator installed with helm, on the real node", () => {
       name: pod.metadata?.name ?? "",
       container: "graph",
     });
-    const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
+    const summary = graphSummary(output);
     assert.equal(summary.ok, true, output);
     assert.deepEqual(summary.calls, [
       {
@@ -593,7 +594,7 @@ describe("the operator installed with helm, on the real node", () => {
       })
       .catch(() => "");
     assert.equal(phase, "Succeeded", `${output}\n${earlier}\n${sidecarLog}`);
-    const summary = JSON.parse(output.trim().split("\n").at(-1) ?? "{}");
+    const summary = graphSummary(output);
     assert.equal(summary.ok, true, output);
     assert.deepEqual(summary.queries[0].rows, [
       {

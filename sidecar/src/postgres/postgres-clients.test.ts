@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { Annotation, END, type MemorySaver, START, StateGraph } from "@langchain/langgraph";
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import pg from "pg";
+import Cursor from "pg-cursor";
 import postgres from "postgres";
 import { generateCertificateAuthority } from "../../../operator/src/admission/webhook-certs.ts";
 import { type PostgresFixture, startPostgresFixture } from "../testing/postgres-fixture.ts";
@@ -140,6 +141,28 @@ describe("sessions as clients expect them", () => {
       assert.equal(await heard, "hello");
     } finally {
       await sql.end();
+    }
+  });
+
+  it("reads a node-postgres cursor with a parameter in batches and closes it early", async () => {
+    const client = new pg.Client({ connectionString: fixture.url, password: "anything" });
+    await client.connect();
+    try {
+      const cursor = client.query(
+        new Cursor("SELECT n FROM generate_series(1, $1::int) AS n", [25]),
+      );
+      const first = await cursor.read(10);
+      const second = await cursor.read(10);
+      assert.deepEqual(
+        [...first, ...second].map((row) => row.n),
+        Array.from({ length: 20 }, (_, i) => i + 1),
+      );
+      await cursor.close();
+      // The portal closed mid-result: the session goes on as a direct one would.
+      const { rows } = await client.query("SELECT count(*)::int AS n FROM public.events");
+      assert.equal(typeof rows[0].n, "number");
+    } finally {
+      await client.end();
     }
   });
 

@@ -51,3 +51,39 @@ test("the session store is a SQLite file or a PostgreSQL URL, and a bad one neve
       !error.message.includes("hunter2"),
   );
 });
+
+test("every flag is checked: a value Kubernetes or pino would reject names its flag", () => {
+  const refusals: [string[], RegExp][] = [
+    [["--log-level", "verbose"], /--log-level must be one of fatal, error, warn, info/],
+    [
+      ["--sidecar-image-pull-policy", "Sometimes"],
+      /--sidecar-image-pull-policy must be one of Always, IfNotPresent, Never/,
+    ],
+    [["--sidecar-image", "Lgjit/Sidecar:1"], /--sidecar-image must be an image reference/],
+    [["--sidecar-image", "sidecar :1"], /--sidecar-image must be an image reference/],
+    [["--namespace", "Team_A"], /--namespace must be a DNS-1123 label/],
+    [["--service-name", "a.b"], /--service-name must be a DNS-1123 label/],
+    [["--lease-name", "Lease"], /--lease-name must be a DNS-1123 subdomain/],
+    [["--webhook-secret-name", "tls secret"], /--webhook-secret-name must be a DNS-1123/],
+    [["--cluster-domain", "cluster..local"], /--cluster-domain must be a DNS-1123 subdomain/],
+    [["--operator-url", "http://operator:8443"], /--operator-url must be an https:\/\/ URL/],
+    [["--webhook-url", "not a url"], /--webhook-url must be an https:\/\/ URL/],
+    [["--run-token-ttl", "soon"], /--run-token-ttl must be a duration/],
+  ];
+  for (const [argv, message] of refusals) assert.throws(() => parseConfig(argv, {}), message);
+  const accepted = parseConfig(
+    [
+      "--sidecar-image",
+      `registry.example:5000/lgjit/sidecar:0.1.0-rc.1@sha256:${"a".repeat(64)}`,
+      "--sidecar-image-pull-policy",
+      "Always",
+      "--log-level",
+      "debug",
+      "--lease-name",
+      "lgjit.operator",
+    ],
+    {},
+  );
+  assert.equal(accepted.sidecarImagePullPolicy, "Always");
+  assert.equal(accepted.logLevel, "debug");
+});

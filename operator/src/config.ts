@@ -20,7 +20,7 @@ export interface OperatorConfig {
   sessionStore: { kind: "sqlite"; file: string } | { kind: "postgres"; url: string };
   operatorUrl: string;
   sidecarImage: string;
-  sidecarImagePullPolicy: string;
+  sidecarImagePullPolicy: PullPolicy;
   sidecarUid: number;
   capture: boolean;
   clusterDomain: string;
@@ -28,8 +28,13 @@ export interface OperatorConfig {
   leaseName: string;
   identity: string;
   workers: number;
-  logLevel: string;
+  logLevel: LogLevel;
 }
+
+const pullPolicies = ["Always", "IfNotPresent", "Never"] as const;
+type PullPolicy = (typeof pullPolicies)[number];
+const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+type LogLevel = (typeof logLevels)[number];
 
 /** Flag name -> [environment variable, default, description]: the README's table comes from here. */
 export const options = {
@@ -182,6 +187,42 @@ function sessionStore(value: string): OperatorConfig["sessionStore"] {
   );
 }
 
+function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new ConfigError(`--${flag} must be one of ${allowed.join(", ")}, got "${value}"`);
+}
+
+/** A Kubernetes object name: a DNS-1123 label (`label`) or subdomain. */
+function objectName(
+  flag: string,
+  value: string,
+  kind: "label" | "subdomain" = "subdomain",
+): string {
+  const label = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+  const pattern = kind === "label" ? `^${label}$` : `^${label}(\\.${label})*$`;
+  if (value.length <= (kind === "label" ? 63 : 253) && new RegExp(pattern).test(value))
+    return value;
+  throw new ConfigError(
+    `--${flag} must be a DNS-1123 ${kind} (lowercase letters, digits, '-'), got "${value}"`,
+  );
+}
+
+function httpsUrl(flag: string, value: string): string {
+  if (URL.canParse(value) && new URL(value).protocol === "https:") return value;
+  throw new ConfigError(`--${flag} must be an https:// URL, got "${value}"`);
+}
+
+/** An image reference: [registry[:port]/]path[:tag][@sha256:digest], the path in lower case. */
+const imagePattern =
+  /^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*(:\w[\w.-]{0,127})?(@sha256:[a-f0-9]{64})?$/;
+
+function imageReference(flag: string, value: string): string {
+  if (imagePattern.test(value)) return value;
+  throw new ConfigError(
+    `--${flag} must be an image reference such as registry/name:tag, got "${value}"`,
+  );
+}
+
 function boolean(flag: string, value: string): boolean {
   if (value === "true" || value === "false") return value === "true";
   throw new ConfigError(`--${flag} must be true or false, got "${value}"`);
@@ -207,13 +248,13 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
   if ((command !== "run" && command !== "install") || extra.length > 0) {
     throw new ConfigError(`unknown command "${parsed.positionals.join(" ")}"`);
   }
-  const namespace = value("namespace");
-  const serviceName = value("service-name");
+  const namespace = objectName("namespace", value("namespace"), "label");
+  const serviceName = objectName("service-name", value("service-name"), "label");
   const listen = address("listen", value("listen"));
-  const clusterDomain = value("cluster-domain");
-  const webhookUrl = value("webhook-url") || undefined;
-  if (webhookUrl && !URL.canParse(webhookUrl))
-    throw new ConfigError(`--webhook-url is not a URL: "${webhookUrl}"`);
+  const clusterDomain = objectName("cluster-domain", value("cluster-domain"));
+  const webhookUrl = value("webhook-url")
+    ? httpsUrl("webhook-url", value("webhook-url"))
+    : undefined;
   return {
     command,
     kubeconfig: value("kubeconfig") || undefined,
@@ -222,26 +263,34 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     metricsListen: address("metrics-listen", value("metrics-listen")),
     webhookUrl,
     serviceName,
-    webhookConfigurationName: value("webhook-configuration-name"),
-    webhookSecretName: value("webhook-secret-name"),
-    signingKeySecretName: value("signing-key-secret-name"),
-    sealSecretName: value("seal-secret-name"),
+    webhookConfigurationName: objectName(
+      "webhook-configuration-name",
+      value("webhook-configuration-name"),
+    ),
+    webhookSecretName: objectName("webhook-secret-name", value("webhook-secret-name")),
+    signingKeySecretName: objectName("signing-key-secret-name", value("signing-key-secret-name")),
+    sealSecretName: objectName("seal-secret-name", value("seal-secret-name")),
     runTokenTtlMs: duration("run-token-ttl", value("run-token-ttl")),
     sessionStore: sessionStore(value("session-store")),
     // The run tokens' issuer: sidecars compare it as a string, so it has one spelling.
-    operatorUrl: (
+    operatorUrl: httpsUrl(
+      "operator-url",
       value("operator-url") ||
-      `https://${serviceName}.${namespace}.svc.${clusterDomain}:${listen.port}`
+        `https://${serviceName}.${namespace}.svc.${clusterDomain}:${listen.port}`,
     ).replace(/\/+$/, ""),
-    sidecarImage: value("sidecar-image"),
-    sidecarImagePullPolicy: value("sidecar-image-pull-policy"),
+    sidecarImage: imageReference("sidecar-image", value("sidecar-image")),
+    sidecarImagePullPolicy: oneOf(
+      "sidecar-image-pull-policy",
+      value("sidecar-image-pull-policy"),
+      pullPolicies,
+    ),
     sidecarUid: integer("sidecar-uid", value("sidecar-uid"), 1),
     capture: boolean("capture", value("capture")),
     clusterDomain,
     leaderElection: boolean("leader-election", value("leader-election")),
-    leaseName: value("lease-name"),
+    leaseName: objectName("lease-name", value("lease-name")),
     identity: value("identity") || hostname(),
     workers: integer("workers", value("workers"), 1),
-    logLevel: value("log-level"),
+    logLevel: oneOf("log-level", value("log-level"), logLevels),
   };
 }

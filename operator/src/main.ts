@@ -263,7 +263,7 @@ async function main(): Promise<void> {
     config = parseConfig(process.argv.slice(2), process.env);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`error: ${error.message}\n\n${usage}`);
+    process.stderr.write(`operator: ${error.message} (operator --help lists the flags)\n`);
     process.exit(2);
   }
   const logger = createLogger(config.logLevel, { replica: config.identity });

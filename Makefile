@@ -6,7 +6,7 @@ NODE_MODULES := node_modules/.package-lock.json
 SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run operator/bin/operator sidecar/bin/sidecar sidecar/bin/capture cli/bin/kubectl-jit
 UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
 
-.PHONY: bench install run demo generate all build lint format unit fuzz e2e test cluster-build cluster-up cluster-down images node-check clean
+.PHONY: bench install run demo generate all build lint format unit fuzz e2e test cluster-build cluster-up cluster-down images node-check host-check clean
 
 all: build
 
@@ -17,10 +17,14 @@ $(NODE_MODULES): package.json package-lock.json
 node-check: $(NODE_MODULES)
 	@node -e 'if (process.versions.node.split(".")[0] < 24) { console.error(`Node $${process.version} is not the pinned Node 24: run npm ci`); process.exit(1) }'
 
+# The machine's own tools (Debian packages): installed when missing, or named in one line.
+host-check:
+	@e2e/host-packages.sh
+
 build: node-check
 	tsc -p tsconfig.json
 
-lint: node-check examples/graph/node_modules
+lint: node-check host-check examples/graph/node_modules
 	biome check .
 	shellcheck $(SHELL_SCRIPTS)
 	tsc -p tsconfig.json --noEmit
@@ -29,7 +33,7 @@ lint: node-check examples/graph/node_modules
 format: node-check
 	biome check --write .
 
-unit: node-check examples/graph/node_modules
+unit: node-check host-check examples/graph/node_modules
 	node --test --test-reporter=spec $(UNIT_TESTS)
 	cd examples/graph && node --test --test-reporter=spec
 
@@ -43,13 +47,14 @@ examples/graph/node_modules: examples/graph/package-lock.json
 	cd examples/graph && npm ci --no-audit --no-fund && touch node_modules
 
 # Both bring the test cluster up when it is not, and tear down only what they started.
-e2e: node-check
+e2e: node-check host-check
 	e2e/with-cluster.sh node --test --test-reporter=spec --test-concurrency=1 'e2e/**/*.test.ts'
 
 BENCHMARKS := bench/run-to-job.ts bench/credential-issuance.ts bench/postgres-roles.ts bench/http-proxy.ts bench/node-relay-ceiling.ts bench/postgres-proxy.ts
 
 # The benchmarks measure the control plane's paths: a node would start hundreds of their pods.
 bench: node-check
+	@e2e/host-packages.sh bench
 	NODE=0 e2e/with-cluster.sh bash -c 'for b in $(BENCHMARKS); do node "$$b" || exit 1; done'
 
 test: lint unit e2e
@@ -57,7 +62,7 @@ test: lint unit e2e
 cluster-build:
 	e2e/cluster/build.sh >/dev/null
 
-cluster-up:
+cluster-up: host-check
 	e2e/cluster/up.sh
 
 cluster-down:
@@ -79,7 +84,7 @@ install: node-check
 run: node-check
 	operator/bin/operator run $(OPERATOR_FLAGS)
 
-demo: node-check
+demo: node-check host-check
 	examples/demo.sh
 
 clean:

@@ -112,9 +112,7 @@ const sidecar = await startSidecar({
   token: await podToken(firstPod),
 });
 const bare = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
-await eventually("the sidecar to be ready", async () =>
-  (await readiness(sidecar)) === 200 ? true : undefined,
-);
+await eventually("the sidecar to be ready", async () => (await readiness(sidecar)) === 200);
 await new Promise((resolve) => setTimeout(resolve, 10_000));
 const sidecarRss = rssMb(sidecar.pid);
 const bareRss = rssMb(bare.pid ?? -1);

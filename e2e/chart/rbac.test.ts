@@ -117,8 +117,9 @@ describe("the operator with only the chart's RBAC", () => {
     try {
       const answer = await api.issue(await podToken(pod));
       assert.equal(answer.status, 200, JSON.stringify(answer.body));
-      await eventually("the credential status", async () =>
-        (await readRun(ns.name, "least"))?.status?.credential?.issuedAt ? true : undefined,
+      await eventually(
+        "the credential status",
+        async () => (await readRun(ns.name, "least"))?.status?.credential?.issuedAt,
       );
       await deleteRun("alice", ns.name, "least");
       await eventually("the run to be finalized and gone", async () =>

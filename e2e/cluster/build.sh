@@ -21,6 +21,10 @@ all_built() {
 }
 
 if all_built; then echo "$bin"; exit 0; fi
+if ! command -v go >/dev/null; then
+  log "error: Go (1.24 or newer) builds the test cluster and is not on PATH: install it from https://go.dev/dl"
+  exit 1
+fi
 mkdir -p "$bin"
 export GOFLAGS=-mod=mod GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0
 work="$(mktemp -d)"

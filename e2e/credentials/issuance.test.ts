@@ -217,8 +217,9 @@ describe("run-scoped credentials", () => {
       "True",
     );
     assert.deepEqual((await api.status(bundle.token)).body.state, "active");
-    await eventually("a CredentialIssued event", async () =>
-      (await events("CredentialIssued", "granted")).length > 0 ? true : undefined,
+    await eventually(
+      "a CredentialIssued event",
+      async () => (await events("CredentialIssued", "granted")).length > 0,
     );
   });
 
@@ -268,7 +269,7 @@ describe("run-scoped credentials", () => {
           namespace: suite.system.name,
           labelSelector: "langgraph-jit.dev/minted-tokens",
         });
-        return records.items.length === 0 ? true : undefined;
+        return records.items.length === 0;
       },
       5_000,
     );
@@ -292,11 +293,11 @@ describe("run-scoped credentials", () => {
     };
     await eventually("the Connection to be protected", async () => {
       const current = (await custom.getNamespacedCustomObject(target)) as Connection;
-      return current.metadata?.finalizers?.includes("langgraph-jit.dev/connection-in-use")
-        ? true
-        : undefined;
+      return current.metadata?.finalizers?.includes("langgraph-jit.dev/connection-in-use");
     });
     await custom.deleteNamespacedCustomObject(target);
+    // A negative check: time for the operator to wrongly release the Connection (nothing it
+    // emits says it chose to keep it).
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     const deleting = (await custom.getNamespacedCustomObject(target)) as Connection;
     assert.ok(deleting.metadata?.deletionTimestamp, "the Connection is not being deleted");
@@ -309,7 +310,7 @@ describe("run-scoped credentials", () => {
     await eventually("the Connection to be gone", async () =>
       custom.getNamespacedCustomObject(target).then(
         () => undefined,
-        (error: unknown) => (statusOf(error) === 404 ? true : undefined),
+        (error: unknown) => statusOf(error) === 404,
       ),
     );
   });
@@ -355,8 +356,9 @@ describe("run-scoped credentials", () => {
       const token = await podToken(pod);
       const body = await expectRefused(token, 403, "NotARunPod");
       assert.match(String(body.error), /pod .*\/stray is not owned by a Job/);
-      await eventually("a CredentialRefused event on the pod", async () =>
-        (await events("CredentialRefused", "stray")).length > 0 ? true : undefined,
+      await eventually(
+        "a CredentialRefused event on the pod",
+        async () => (await events("CredentialRefused", "stray")).length > 0,
       );
       await core.deleteNamespacedPod({
         namespace: suite.ns.name,
@@ -412,8 +414,9 @@ describe("run-scoped credentials", () => {
         String(body.error),
         /Job .*\/denied is not the Job langgraph-jit created for LangGraphRun denied/,
       );
-      await eventually("a CredentialRefused event on the pod", async () =>
-        (await events("CredentialRefused", pod.metadata?.name ?? "")).length > 0 ? true : undefined,
+      await eventually(
+        "a CredentialRefused event on the pod",
+        async () => (await events("CredentialRefused", pod.metadata?.name ?? "")).length > 0,
       );
     });
 
@@ -622,10 +625,10 @@ describe("run-scoped credentials", () => {
         await eventually(
           "the run's session to be terminated",
           async () =>
-            (await session.query("SELECT 1").then(
+            await session.query("SELECT 1").then(
               () => false,
               () => true,
-            )) || undefined,
+            ),
           5_000,
         );
         await assert.rejects(login(bundle), "the dropped role still logs in");
@@ -647,11 +650,13 @@ describe("run-scoped credentials", () => {
         );
         if (ending !== "cancelled") {
           // Revocation comes first, then the terminal status that records it.
-          await eventually("revokedAt to be recorded", async () =>
-            (await readRun(suite.ns.name, name))?.status?.credential?.revokedAt ? true : undefined,
+          await eventually(
+            "revokedAt to be recorded",
+            async () => (await readRun(suite.ns.name, name))?.status?.credential?.revokedAt,
           );
-          await eventually("a CredentialsRevoked event", async () =>
-            (await events("CredentialsRevoked", name)).length > 0 ? true : undefined,
+          await eventually(
+            "a CredentialsRevoked event",
+            async () => (await events("CredentialsRevoked", name)).length > 0,
           );
         }
         await session.end().catch(() => {});

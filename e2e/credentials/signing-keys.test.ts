@@ -122,8 +122,9 @@ describe("signing keys shared by operator replicas", () => {
       const rotator = replica(namespace.name, 0);
       await rotator.ensure();
       const rotatedKid = newestKid(rotator);
-      await eventually("the watcher to see the rotated key", async () =>
-        newestKid(watcher) === rotatedKid ? true : undefined,
+      await eventually(
+        "the watcher to see the rotated key",
+        async () => newestKid(watcher) === rotatedKid,
       );
     } finally {
       stop();

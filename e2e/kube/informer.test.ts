@@ -87,13 +87,10 @@ describe("ResilientInformer", () => {
       namespace: ns(),
       body: configMap("watched", "2"),
     });
-    await eventually("the update", async () => dataValue(informer, "watched") === "2" || undefined);
+    await eventually("the update", async () => dataValue(informer, "watched") === "2");
 
     await core.deleteNamespacedConfigMap({ name: "watched", namespace: ns() });
-    await eventually(
-      "the deletion",
-      async () => informer.get(ns(), "watched") === undefined || undefined,
-    );
+    await eventually("the deletion", async () => informer.get(ns(), "watched") === undefined);
     assert.deepEqual(
       informer
         .list(ns())
@@ -116,7 +113,7 @@ describe("ResilientInformer", () => {
 
     proxy.cut();
     // The watch fails first, then at least one restart fails while the server is unreachable.
-    await eventually("failed restarts", async () => restarts() >= 2 || undefined, 10_000);
+    await eventually("failed restarts", async () => restarts() >= 2, 10_000);
     await core.replaceNamespacedConfigMap({
       name: "kept",
       namespace: ns(),
@@ -150,7 +147,7 @@ describe("ResilientInformer", () => {
     const { informer, restarts } = await setUp();
     proxy.cut();
     const started = informer.start();
-    await eventually("a failed first list", async () => restarts() >= 1 || undefined, 10_000);
+    await eventually("a failed first list", async () => restarts() >= 1, 10_000);
     assert.equal(informer.synced, false);
     proxy.restore();
     await started;
@@ -166,7 +163,7 @@ describe("ResilientInformer", () => {
     const relists = () => logs.filter((line) => line.reason === "periodic re-list").length;
     const relistsBefore = relists();
     // Stall right after a re-list, so the next one is still more than a second away.
-    await eventually("a periodic re-list", async () => relists() > relistsBefore || undefined);
+    await eventually("a periodic re-list", async () => relists() > relistsBefore);
     proxy.stall();
     await core.createNamespacedConfigMap({ namespace: ns(), body: configMap("unseen", "1") });
     await sleep(300);

@@ -108,10 +108,7 @@ describe("LeaderElector", () => {
     assert.ok(term.stoppedAt !== undefined, "onStoppedLeading was called");
     assert.equal(first.elector.isLeader, false);
 
-    await eventually(
-      "the other candidate to lead",
-      async () => other.elector.isLeader || undefined,
-    );
+    await eventually("the other candidate to lead", async () => other.elector.isLeader);
     const handOverMs = performance.now() - stoppedAt;
     assert.ok(handOverMs < LEASE_DURATION_MS, `hand-over took ${Math.round(handOverMs)} ms`);
     const spec = await holderOf();
@@ -152,7 +149,7 @@ describe("LeaderElector", () => {
   it("steps down when another holder shows up in the lease, and campaigns again", async () => {
     const ns = await inNewNamespace();
     const leader = candidate("replica-a");
-    await eventually("leadership", async () => leader.elector.isLeader || undefined);
+    await eventually("leadership", async () => leader.elector.isLeader);
 
     const lease = await leases.readNamespacedLease({ name: "operator", namespace: ns });
     const now = new V1MicroTime();
@@ -168,14 +165,14 @@ describe("LeaderElector", () => {
     assert.equal(leader.terms[0]?.signal.aborted, true);
 
     // The usurper never renews, so its lease expires and the candidate leads again.
-    await eventually("a second term", async () => (leader.terms.length === 2 ? true : undefined));
+    await eventually("a second term", async () => leader.terms.length === 2);
     assert.equal((await holderOf())?.holderIdentity, "replica-a");
   });
 
   it("stops leading before its lease can expire while the API server is unreachable", async () => {
     await inNewNamespace();
     const leader = candidate("replica-a", proxy.kubeConfig);
-    await eventually("leadership", async () => leader.elector.isLeader || undefined);
+    await eventually("leadership", async () => leader.elector.isLeader);
     await sleep(3 * RETRY_PERIOD_MS);
 
     proxy.cut();
@@ -190,7 +187,7 @@ describe("LeaderElector", () => {
     assert.equal(leader.elector.isLeader, false);
 
     proxy.restore();
-    await eventually("a second term", async () => (leader.terms.length === 2 ? true : undefined));
+    await eventually("a second term", async () => leader.terms.length === 2);
     assert.equal((await holderOf())?.holderIdentity, "replica-a");
   });
 });

@@ -57,7 +57,7 @@ export async function createTestNamespace(prefix: string): Promise<TestNamespace
         async () =>
           core.readNamespace({ name }).then(
             () => undefined,
-            (error: unknown) => (statusOf(error) === 404 ? true : undefined),
+            (error: unknown) => statusOf(error) === 404,
           ),
         timeoutMs,
       );
@@ -65,10 +65,13 @@ export async function createTestNamespace(prefix: string): Promise<TestNamespace
   };
 }
 
-/** Polls check until it returns a value other than undefined, or fails after timeoutMs. */
+/**
+ * Polls check until it returns something other than undefined, null or false (a condition
+ * that does not hold yet), or fails after timeoutMs with the last error it threw.
+ */
 export async function eventually<T>(
   what: string,
-  check: () => Promise<T | undefined>,
+  check: () => Promise<T | undefined | null | false>,
   timeoutMs = 30_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -76,7 +79,7 @@ export async function eventually<T>(
   while (Date.now() < deadline) {
     try {
       const value = await check();
-      if (value !== undefined) return value;
+      if (value !== undefined && value !== null && value !== false) return value;
     } catch (error) {
       lastError = error;
     }

@@ -173,7 +173,7 @@ export async function startOperator(
         if (started.exitCode !== null)
           throw new Error(`operator exited with ${started.exitCode}; see ${logFile}`);
         const response = await fetch(`${metricsUrl}/readyz`).catch(() => undefined);
-        return response?.ok ? true : undefined;
+        return response?.ok;
       },
       30_000,
     );

@@ -19,6 +19,8 @@ export interface SidecarProcess {
   adminUrl: string;
   pid: number;
   tokenFile: string;
+  /** What it has logged so far (stdout and stderr), also kept in .cluster/logs. */
+  output(): string;
   /** SIGTERM; resolves with the exit code and how long it took. */
   stop(): Promise<{ code: number | null; ms: number }>;
   /** SIGKILL, as the kernel's OOM killer would: nothing is flushed, the state folder stays. */
@@ -60,12 +62,18 @@ export async function startSidecar(options: {
   const log = createWriteStream(
     join(clusterDir, "logs", `sidecar-${options.pod.metadata?.name}.log`),
   );
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  let output = "";
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.pipe(log);
+    stream?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+  }
   return {
     adminUrl: `http://127.0.0.1:${adminPort}`,
     pid: child.pid ?? -1,
     tokenFile,
+    output: () => output,
     stop: async () => {
       const started = performance.now();
       const exited = new Promise<number | null>((resolve) => {

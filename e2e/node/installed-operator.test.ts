@@ -263,9 +263,9 @@ describe("the operator installed with helm, on the real node", () => {
             name: pod.metadata?.name ?? "",
           });
           const graph = current.status?.containerStatuses?.find((s) => s.name === "graph");
-          return graph?.state?.terminated || current.status?.phase === "Failed" ? true : undefined;
+          return graph?.state?.terminated || current.status?.phase === "Failed";
         } catch (error) {
-          return statusOf(error) === 404 ? true : undefined;
+          return statusOf(error) === 404;
         }
       },
       60_000,

@@ -498,7 +498,7 @@ describe("the run's boundary, as its requester", () => {
           namespace: system.name,
           fieldSelector: "regarding.name=inside",
         });
-        return events.items.some((e) => e.reason === "NotReconciled") ? true : undefined;
+        return events.items.some((e) => e.reason === "NotReconciled");
       });
       assert.equal((await readRun(system.name, "inside"))?.status, undefined);
       assert.deepEqual(await jobsOfRun(system.name, "inside"), []);

@@ -173,15 +173,16 @@ describe("LangGraphRun lifecycle", () => {
     );
     await eventually("the expired run's Job to be gone", async () => {
       const jobs = await jobsOfRun(suite.ns.name, "short-run");
-      return jobs.every((j) => j.metadata?.deletionTimestamp) ? true : undefined;
+      return jobs.every((j) => j.metadata?.deletionTimestamp);
     });
   });
 
   it("revokes and removes Job and NetworkPolicy when an active run is deleted", async () => {
     await createRun("alice", suite.ns.name, runManifest("deleted-run"));
     await waitForPhase(suite.ns.name, "deleted-run", "Running");
-    await eventually("the Job", async () =>
-      (await jobsOfRun(suite.ns.name, "deleted-run")).length ? true : undefined,
+    await eventually(
+      "the Job",
+      async () => (await jobsOfRun(suite.ns.name, "deleted-run")).length > 0,
     );
     await customObjects("alice").deleteNamespacedCustomObject({
       group: "langgraph-jit.dev",
@@ -211,7 +212,7 @@ describe("LangGraphRun lifecycle", () => {
         const policy = await networking
           .readNamespacedNetworkPolicy({ namespace: suite.ns.name, name: "deleted-run" })
           .catch((error: unknown) => (statusOf(error) === 404 ? undefined : Promise.reject(error)));
-        return liveJobs.length === 0 && !policy ? true : undefined;
+        return liveJobs.length === 0 && !policy;
       },
       60_000,
     );
@@ -224,8 +225,9 @@ describe("LangGraphRun lifecycle", () => {
     await suite.operator.restart();
     for (const name of names) await waitForPhase(suite.ns.name, name, "Running");
     for (const name of names) {
-      await eventually(`${name}'s Job`, async () =>
-        (await jobsOfRun(suite.ns.name, name)).length ? true : undefined,
+      await eventually(
+        `${name}'s Job`,
+        async () => (await jobsOfRun(suite.ns.name, name)).length > 0,
       );
       assert.equal((await jobsOfRun(suite.ns.name, name)).length, 1, `${name} has exactly one Job`);
     }

@@ -44,9 +44,7 @@ describe("session events across a sidecar killed and restarted", () => {
       stateDir,
       listeners: { "kb-api": port },
     });
-    await eventually("the sidecar to be ready", async () =>
-      (await readiness(started)) === 200 ? true : undefined,
-    );
+    await eventually("the sidecar to be ready", async () => (await readiness(started)) === 200);
     return started;
   }
 

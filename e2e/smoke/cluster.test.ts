@@ -63,7 +63,7 @@ describe("test cluster", () => {
     await eventually("the CRD to be established", async () => {
       const current = await extensions.readCustomResourceDefinition({ name: `widgets.${group}` });
       const established = current.status?.conditions?.find((c) => c.type === "Established");
-      return established?.status === "True" ? true : undefined;
+      return established?.status === "True";
     });
     const widget = { apiVersion: `${group}/v1`, kind: "Widget", metadata: { name: "w" } };
     const created = await eventually("the CRD's resource to be served", () =>
@@ -140,7 +140,7 @@ describe("test cluster", () => {
     await eventually("the pod to be gone", async () =>
       core.readNamespacedPod({ name: "graph", namespace: ns }).then(
         () => undefined,
-        (error: unknown) => (statusOf(error) === 404 ? true : undefined),
+        (error: unknown) => statusOf(error) === 404,
       ),
     );
     // The apiserver caches successful token authentications for 10 s (tokencache), so a

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import type { SessionEvent } from "../../api/session-events.ts";
+import { latestVersion, SchemaTooNew } from "../../operator/src/sessions/migrations.ts";
 import { PostgresSessionStore } from "../../operator/src/sessions/postgres-store.ts";
 import type { SessionStore } from "../../operator/src/sessions/session-store.ts";
 import { SqliteSessionStore } from "../../operator/src/sessions/sqlite-store.ts";
@@ -140,34 +141,167 @@ for (const [backend, open] of backends) {
   });
 }
 
-describe("a SQLite store made before events carried query parameter names", () => {
-  it("gains their column and keeps what it held", async () => {
-    const file = join(directory, "before-query.db");
-    const old = new Database(file);
-    old.exec(`CREATE TABLE session_events (
+// The schemas 0.1.0 created (its table and indexes with IF NOT EXISTS, columns added in place),
+// before migrations were recorded: an upgrade must keep what they hold and go on storing.
+const schemaOf010 = {
+  SQLite: `CREATE TABLE session_events (
       run_uid TEXT NOT NULL, seq INTEGER NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
       time TEXT NOT NULL, kind TEXT NOT NULL, connection TEXT, method TEXT, path TEXT,
-      status INTEGER, bytes_in INTEGER, bytes_out INTEGER, duration_ms REAL, rule TEXT,
-      reason TEXT, masked TEXT, PRIMARY KEY (run_uid, seq)) WITHOUT ROWID`);
-    old
-      .prepare(
-        "INSERT INTO session_events (run_uid, seq, namespace, name, time, kind) VALUES (?, 1, ?, ?, ?, 'request')",
-      )
-      .run(runA.uid, runA.namespace, runA.name, "2026-11-28T12:00:01.000Z");
-    old.close();
-    const store = new SqliteSessionStore(file);
-    try {
-      await store.ingest([event(runA, 2, { query: ["export"] })]);
-      const events = await store.list(runA.uid);
-      assert.deepEqual(
-        events.map((e) => [e.seq, e.query]),
-        [
-          [1, undefined],
-          [2, ["export"]],
-        ],
-      );
-    } finally {
-      await store.close();
-    }
-  });
+      query TEXT, status INTEGER, bytes_in INTEGER, bytes_out INTEGER, duration_ms REAL, rule TEXT,
+      reason TEXT, masked TEXT, sql TEXT,
+      PRIMARY KEY (run_uid, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX session_events_by_name ON session_events (namespace, name, time)`,
+  PostgreSQL: `CREATE TABLE lgjit_session_events (
+      run_uid text NOT NULL, seq bigint NOT NULL, namespace text NOT NULL, name text NOT NULL,
+      time timestamptz NOT NULL, kind text NOT NULL, connection text, method text, path text,
+      query jsonb, status integer, bytes_in bigint, bytes_out bigint, duration_ms double precision, rule text,
+      reason text, masked jsonb,
+      PRIMARY KEY (run_uid, seq)
+    );
+    CREATE INDEX lgjit_session_events_by_name ON lgjit_session_events (namespace, name, time);
+    ALTER TABLE lgjit_session_events ADD COLUMN sql jsonb`,
+};
+const oldRow = {
+  sql: "INSERT INTO session_events (run_uid, seq, namespace, name, time, kind, query) VALUES (?, 1, ?, ?, ?, 'request', '[\"page\"]')",
+  postgres:
+    "INSERT INTO lgjit_session_events (run_uid, seq, namespace, name, time, kind, query) VALUES ($1, 1, $2, $3, $4, 'request', '[\"page\"]')",
+};
+
+interface LegacyStore {
+  open(): SessionStore;
+  /** The versions recorded in the store's migrations table. */
+  recorded(): Promise<number[]>;
+}
+
+/** A store whose schema the test sets up as an earlier or a later operator left it. */
+const legacyBackends: Array<[keyof typeof schemaOf010, (setUp: string) => Promise<LegacyStore>]> = [
+  [
+    "SQLite",
+    async (setUp) => {
+      const file = join(directory, `legacy-${Date.now()}.db`);
+      const old = new Database(file);
+      old.exec(setUp);
+      if (setUp === schemaOf010.SQLite)
+        old
+          .prepare(oldRow.sql)
+          .run(runA.uid, runA.namespace, runA.name, "2026-11-28T12:00:01.000Z");
+      old.close();
+      return {
+        open: () => new SqliteSessionStore(file),
+        recorded: async () => {
+          const db = new Database(file, { readonly: true });
+          const rows = db
+            .prepare("SELECT version FROM lgjit_schema_migrations ORDER BY version")
+            .all();
+          db.close();
+          return rows.map((row) => (row as { version: number }).version);
+        },
+      };
+    },
+  ],
+  [
+    "PostgreSQL",
+    async (setUp) => {
+      const database = `legacy_${Date.now()}`;
+      const admin = await postgres.connect(postgres.adminUser, postgres.adminPassword, "postgres");
+      await admin.query(`CREATE DATABASE ${database}`);
+      await admin.end();
+      const connect = () => postgres.connect(postgres.adminUser, postgres.adminPassword, database);
+      const old = await connect();
+      await old.query(setUp);
+      if (setUp === schemaOf010.PostgreSQL)
+        await old.query(oldRow.postgres, [
+          runA.uid,
+          runA.namespace,
+          runA.name,
+          "2026-11-28T12:00:01.000Z",
+        ]);
+      await old.end();
+      return {
+        open: () =>
+          new PostgresSessionStore(
+            postgres.url(postgres.adminUser, postgres.adminPassword, database),
+          ),
+        recorded: async () => {
+          const client = await connect();
+          const { rows } = await client.query(
+            "SELECT version FROM lgjit_schema_migrations ORDER BY version",
+          );
+          await client.end();
+          return rows.map((row) => row.version as number);
+        },
+      };
+    },
+  ],
+];
+
+const sqlEvent = (seq: number): SessionEvent => ({
+  schema: 1,
+  run: runA,
+  seq,
+  time: new Date(Date.UTC(2026, 11, 5, 12, 0, seq)).toISOString(),
+  kind: "statement",
+  connection: "kb-postgres",
+  durationMs: 0.5,
+  sql: {
+    command: "SELECT",
+    action: "read",
+    statement: "SELECT title FROM docs WHERE id = $1",
+    fingerprint: "0a1b2c3d4e5f6a7b",
+    tables: ["docs"],
+    rows: 1,
+  },
 });
+
+for (const [backend, setUpStore] of legacyBackends) {
+  describe(`upgrading a ${backend} session store`, () => {
+    it("adopts 0.1.0's schema, keeps its events and stores new ones with every field", async () => {
+      const legacy = await setUpStore(schemaOf010[backend]);
+      for (const seq of [2, 3]) {
+        // Opened twice: the second time finds every migration recorded and runs none.
+        const store = legacy.open();
+        try {
+          await store.ingest([sqlEvent(seq)]);
+          const events = await store.list(runA.uid);
+          assert.deepEqual(events[0]?.query, ["page"], "the event 0.1.0 stored was lost");
+          assert.deepEqual(events.at(-1), sqlEvent(seq));
+        } finally {
+          await store.close();
+        }
+      }
+      assert.deepEqual(await legacy.recorded(), [1, 2, 3]);
+    });
+
+    it("migrates a new store from nothing and records each version once", async () => {
+      const legacy = await setUpStore("SELECT 1");
+      const store = legacy.open();
+      try {
+        await store.ingest([sqlEvent(1)]);
+        assert.deepEqual(await store.list(runA.uid), [sqlEvent(1)]);
+      } finally {
+        await store.close();
+      }
+      assert.deepEqual(await legacy.recorded(), [1, 2, 3]);
+    });
+
+    it("refuses a store a newer operator migrated and changes nothing in it", async () => {
+      const legacy = await setUpStore(
+        `CREATE TABLE lgjit_schema_migrations (version integer PRIMARY KEY, description text NOT NULL, applied_at text NOT NULL);
+         INSERT INTO lgjit_schema_migrations VALUES (${latestVersion + 1}, 'from the future', '2027-01-01')`,
+      );
+      let store: SessionStore | undefined;
+      try {
+        const refusal = await (async () => {
+          store = legacy.open();
+          await store.list(runA.uid);
+        })().catch((error: unknown) => error);
+        assert.ok(refusal instanceof SchemaTooNew, String(refusal));
+        assert.match(refusal.message, /newer than this operator's/);
+      } finally {
+        await store?.close();
+      }
+      assert.deepEqual(await legacy.recorded(), [latestVersion + 1]);
+    });
+  });
+}

@@ -2,6 +2,7 @@
 // INSERT ... ON CONFLICT DO NOTHING, so replicas ingesting the same resend store it once.
 import pg from "pg";
 import type { SessionEvent } from "../../../api/session-events.ts";
+import { migrationPlan, migrationsTable } from "./migrations.ts";
 import {
   type EventRow,
   eventColumns,
@@ -12,24 +13,14 @@ import {
   type SessionSummary,
 } from "./session-store.ts";
 
-const schema = `
-  CREATE TABLE IF NOT EXISTS lgjit_session_events (
-    run_uid text NOT NULL, seq bigint NOT NULL, namespace text NOT NULL, name text NOT NULL,
-    time timestamptz NOT NULL, kind text NOT NULL, connection text, method text, path text,
-    query jsonb, status integer, bytes_in bigint, bytes_out bigint, duration_ms double precision, rule text,
-    reason text, masked jsonb,
-    PRIMARY KEY (run_uid, seq)
-  );
-  CREATE INDEX IF NOT EXISTS lgjit_session_events_by_name
-    ON lgjit_session_events (namespace, name, time);
-  ALTER TABLE lgjit_session_events ADD COLUMN IF NOT EXISTS query jsonb;
-  ALTER TABLE lgjit_session_events ADD COLUMN IF NOT EXISTS sql jsonb`;
+// Replicas starting together migrate one at a time (a transaction-scoped advisory lock).
+const migrationLock = 0x6c676a6974; // "lgjit"
 
 export class PostgresSessionStore implements SessionStore {
   readonly #pool: pg.Pool;
   #ready: Promise<unknown> | undefined;
 
-  /** connectionString: a libpq URL; the table is created on first use. */
+  /** connectionString: a libpq URL; the schema is migrated on first use. */
   constructor(connectionString: string) {
     this.#pool = new pg.Pool({ connectionString, max: 4 });
     // An idle connection the server ended (a restart, a failover) must not crash the process:
@@ -104,10 +95,48 @@ export class PostgresSessionStore implements SessionStore {
   }
 
   #schema(): Promise<unknown> {
-    this.#ready ??= this.#pool.query(schema).catch((error: unknown) => {
+    this.#ready ??= this.#migrate().catch((error: unknown) => {
       this.#ready = undefined;
       throw error;
     });
     return this.#ready;
+  }
+
+  async #migrate(): Promise<void> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query("BEGIN");
+      await client.query("SELECT pg_advisory_xact_lock($1)", [migrationLock]);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${migrationsTable} (
+        version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL)`);
+      const recorded = await client.query<{ version: number | null }>(
+        `SELECT max(version) AS version FROM ${migrationsTable}`,
+      );
+      const columns = await client.query<{ column_name: string }>(
+        `SELECT column_name FROM information_schema.columns
+         WHERE table_schema = current_schema() AND table_name = 'lgjit_session_events'`,
+      );
+      const plan = migrationPlan(
+        recorded.rows[0]?.version ?? undefined,
+        columns.rows.map((row) => row.column_name),
+      );
+      const record = (version: number, description: string) =>
+        client.query(
+          `INSERT INTO ${migrationsTable} (version, description, applied_at) VALUES ($1, $2, now())`,
+          [version, description],
+        );
+      for (const migration of plan.adopt)
+        await record(migration.version, `${migration.description} (adopted)`);
+      for (const migration of plan.apply) {
+        await client.query(migration.postgres);
+        await record(migration.version, migration.description);
+      }
+      await client.query("COMMIT");
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
   }
 }

@@ -2,6 +2,7 @@
 // chart puts it on a volume. WAL mode keeps reads from blocking ingest.
 import Database from "better-sqlite3";
 import type { SessionEvent } from "../../../api/session-events.ts";
+import { migrationPlan, migrationsTable } from "./migrations.ts";
 import {
   type EventRow,
   eventColumns,
@@ -21,21 +22,7 @@ export class SqliteSessionStore implements SessionStore {
     this.#db = new Database(file);
     this.#db.pragma("journal_mode = WAL");
     this.#db.pragma("synchronous = NORMAL");
-    this.#db.exec(`
-      CREATE TABLE IF NOT EXISTS session_events (
-        run_uid TEXT NOT NULL, seq INTEGER NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-        time TEXT NOT NULL, kind TEXT NOT NULL, connection TEXT, method TEXT, path TEXT,
-        query TEXT, status INTEGER, bytes_in INTEGER, bytes_out INTEGER, duration_ms REAL, rule TEXT,
-        reason TEXT, masked TEXT, sql TEXT,
-        PRIMARY KEY (run_uid, seq)
-      ) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS session_events_by_name ON session_events (namespace, name, time)`);
-    // A store made before events carried query names or SQL statements gains their columns.
-    const columns = this.#db.pragma("table_info(session_events)") as { name: string }[];
-    for (const added of ["query", "sql"]) {
-      if (!columns.some((column) => column.name === added))
-        this.#db.exec(`ALTER TABLE session_events ADD COLUMN ${added} TEXT`);
-    }
+    migrate(this.#db);
     this.#insert = this.#db.prepare(
       `INSERT OR IGNORE INTO session_events (${eventColumns.join(", ")})
        VALUES (${eventColumns.map((column) => `@${column}`).join(", ")})`,
@@ -83,4 +70,31 @@ export class SqliteSessionStore implements SessionStore {
   async close(): Promise<void> {
     this.#db.close();
   }
+}
+
+/** Brings the file's schema to the latest version in one transaction (BEGIN IMMEDIATE). */
+function migrate(db: Database.Database): void {
+  db.exec(`CREATE TABLE IF NOT EXISTS ${migrationsTable} (
+    version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)`);
+  const record = db.prepare(
+    `INSERT INTO ${migrationsTable} (version, description, applied_at) VALUES (?, ?, ?)`,
+  );
+  db.transaction(() => {
+    const { version } = db
+      .prepare(`SELECT max(version) AS version FROM ${migrationsTable}`)
+      .get() as {
+      version: number | null;
+    };
+    const columns = (db.pragma("table_info(session_events)") as { name: string }[]).map(
+      (column) => column.name,
+    );
+    const plan = migrationPlan(version ?? undefined, columns);
+    const now = new Date().toISOString();
+    for (const migration of plan.adopt)
+      record.run(migration.version, `${migration.description} (adopted)`, now);
+    for (const migration of plan.apply) {
+      db.exec(migration.sqlite);
+      record.run(migration.version, migration.description, now);
+    }
+  }).immediate();
 }

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NODE_MODULES := node_modules/.package-lock.json
 SHELL_SCRIPTS := $(wildcard e2e/*.sh e2e/cluster/*.sh examples/*.sh) .ci/run operator/bin/operator sidecar/bin/sidecar sidecar/bin/capture cli/bin/kubectl-jit
-UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts'
+UNIT_TESTS := 'api/**/*.test.ts' 'operator/**/*.test.ts' 'sidecar/**/*.test.ts' 'cli/**/*.test.ts' 'tools/**/*.test.ts'
 
 .PHONY: bench install run demo generate all build lint format unit fuzz e2e test cluster-build cluster-up cluster-down images node-check host-check clean
 

@@ -23,9 +23,8 @@ import {
 import type { OperatorConfig } from "./config.ts";
 import { isConflict, unlessNotFound } from "./kube/api-errors.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
-import { patchAs } from "./kube/meta.ts";
+import { fieldManager, patchAs } from "./kube/meta.ts";
 
-export const fieldManager = "langgraph-jit-operator";
 const crdDirectory = join(import.meta.dirname, "..", "..", "crds");
 
 /** Host names and addresses the webhook certificate must cover. */

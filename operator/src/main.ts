@@ -17,12 +17,10 @@ import { CredentialIssuer } from "./credentials/credential-issuer.ts";
 import { MintedTokens } from "./credentials/minted-tokens.ts";
 import { closeAdminSessions } from "./credentials/postgres-roles.ts";
 import { CredentialRevoker, sweepOrphans } from "./credentials/revoker.ts";
+import { followingVerifier } from "./credentials/run-token.ts";
 import { SigningKeys } from "./credentials/signing-keys.ts";
 import { PodTokenReviewer } from "./credentials/token-review.ts";
 import { UpstreamCredentials } from "./credentials/upstream-credentials.ts";
-import { EventRecorder } from "./events.ts";
-import { startHealthServer } from "./health.ts";
-import { createApiServer, secureContextOf } from "./https-server.ts";
 import {
   applyWebhookConfigurations,
   install,
@@ -30,14 +28,18 @@ import {
   webhookCertificates,
 } from "./install.ts";
 import { unlessNotFound } from "./kube/api-errors.ts";
-import { FrontProxyAuth } from "./kube/front-proxy-auth.ts";
+import { EventRecorder } from "./kube/events.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
 import { LeaderElector } from "./kube/leader-election.ts";
 import { createLogger } from "./log.ts";
-import { createMetrics } from "./metrics.ts";
 import { RunReconciler } from "./runs/reconciler.ts";
 import { loadStatusSeal } from "./runs/status-seal.ts";
 import { requesterAuthorizer } from "./runs/template-review.ts";
+import { FrontProxyAuth } from "./server/front-proxy-auth.ts";
+import { startHealthServer } from "./server/health.ts";
+import { createApiServer, secureContextOf } from "./server/https-server.ts";
+import { createMetrics } from "./server/metrics.ts";
+import { ingestRoutes } from "./sessions/ingest-api.ts";
 import { PostgresSessionStore } from "./sessions/postgres-store.ts";
 import { sessionApiRoutes } from "./sessions/session-api.ts";
 import { SessionStatus } from "./sessions/session-status.ts";
@@ -122,6 +124,11 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     custom: kc.makeApiClient(CustomObjectsApi),
     logger: logger.child({ component: "sessions" }),
   });
+  const verifyRunToken = followingVerifier({
+    jwks: () => signingKeys.jwks(),
+    refreshKeys: () => signingKeys.ensure(),
+    issuerUrl: config.operatorUrl,
+  });
   const server = createApiServer({
     tls: serverTls(),
     logger,
@@ -139,12 +146,16 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
       ...credentialRoutes({
         issuer,
         jwks: () => signingKeys.jwks(),
-        refreshKeys: () => signingKeys.ensure(),
-        issuerUrl: config.operatorUrl,
+        verify: verifyRunToken,
         runs: caches.runs,
         seal,
-        sessions: { store: sessionStore, status: sessionStatus },
         logger: logger.child({ component: "credentials" }),
+        metrics,
+      }),
+      ...ingestRoutes({
+        verify: verifyRunToken,
+        store: sessionStore,
+        status: sessionStatus,
         metrics,
       }),
       ...sessionApiRoutes({

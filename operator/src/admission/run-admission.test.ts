@@ -6,7 +6,6 @@ import type { AdmissionRequest } from "./admission-review.ts";
 import {
   mutateRun,
   type RunAdmissionDeps,
-  requesterOf,
   validateRun,
   validateRunStatus,
 } from "./run-admission.ts";
@@ -268,22 +267,5 @@ describe("validateRunStatus", () => {
         `status of LangGraphRun agents/r is written by langgraph-jit (system:serviceaccount:lgjit:operator) alone, not by ${user}`,
       );
     }
-  });
-});
-
-describe("requesterOf", () => {
-  it("reads a stamped requester and rejects malformed ones", () => {
-    assert.deepEqual(requesterOf(run({ "langgraph-jit.dev/requester": stamp })), alice);
-    assert.equal(requesterOf(run({ "langgraph-jit.dev/requester": "{not json" })), undefined);
-    assert.equal(requesterOf(run({ "langgraph-jit.dev/requester": "{}" })), undefined);
-    assert.equal(requesterOf(run()), undefined);
-    const extra = { a: ["1"] };
-    const withExtra = JSON.stringify({ ...alice, extra });
-    assert.deepEqual(requesterOf(run({ "langgraph-jit.dev/requester": withExtra })), {
-      ...alice,
-      extra,
-    });
-    const badExtra = JSON.stringify({ ...alice, extra: { a: [1] } });
-    assert.equal(requesterOf(run({ "langgraph-jit.dev/requester": badExtra })), undefined);
   });
 });

@@ -12,6 +12,7 @@ import {
   type Requester,
 } from "../../../api/v1alpha1.ts";
 import { TemplateRefused } from "../runs/pod-rules.ts";
+import { requesterOf } from "../runs/requester.ts";
 import { reviewTemplate, type TemplateReviewDeps } from "../runs/template-review.ts";
 import {
   type AdmissionRequest,
@@ -32,34 +33,6 @@ export function requesterFrom(user: UserInfo): Requester {
     groups: user.groups ?? [],
     ...extra,
   };
-}
-
-const isStringList = (value: unknown): value is string[] =>
-  Array.isArray(value) && value.every((item) => typeof item === "string");
-
-/** The requester stamped on a run, or undefined when it is missing or malformed. */
-export function requesterOf(run: LangGraphRun): Requester | undefined {
-  const raw = run.metadata?.annotations?.[annotations.requester];
-  if (!raw) return undefined;
-  try {
-    const parsed = JSON.parse(raw) as Partial<Requester>;
-    if (typeof parsed.username !== "string" || parsed.username === "") return undefined;
-    const extra = parsed.extra;
-    if (
-      extra !== undefined &&
-      (typeof extra !== "object" || extra === null || !Object.values(extra).every(isStringList))
-    ) {
-      return undefined;
-    }
-    return {
-      username: parsed.username,
-      uid: typeof parsed.uid === "string" ? parsed.uid : "",
-      groups: isStringList(parsed.groups) ? parsed.groups : [],
-      ...(extra ? { extra } : {}),
-    };
-  } catch {
-    return undefined;
-  }
 }
 
 /** Mutating webhook: stamps the requester on CREATE and refuses a client-supplied one. */

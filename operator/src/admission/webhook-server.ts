@@ -3,8 +3,8 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
-import { HttpError, type Route, readBody } from "../https-server.ts";
-import type { OperatorMetrics } from "../metrics.ts";
+import { HttpError, type Route, readBody } from "../server/https-server.ts";
+import type { OperatorMetrics } from "../server/metrics.ts";
 import {
   type AdmissionRequest,
   type AdmissionResponse,

@@ -26,15 +26,15 @@ import {
   typedRun,
   version,
 } from "../../../api/v1alpha1.ts";
-import { requesterOf } from "../admission/run-admission.ts";
-import type { EventRecorder } from "../events.ts";
-import { HttpError } from "../https-server.ts";
 import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
+import type { Cache } from "../kube/cache.ts";
+import type { EventRecorder } from "../kube/events.ts";
 import { metaTime, patchAs } from "../kube/meta.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { type ConditionUpdate, findCondition, setCondition } from "../runs/conditions.ts";
-import type { Cache } from "../runs/run-controller.ts";
+import { requesterOf } from "../runs/requester.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
+import { HttpError } from "../server/https-server.ts";
 import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
 import type { SigningKeys } from "./signing-keys.ts";
 import type { PodIdentity, PodTokenReviewer } from "./token-review.ts";

@@ -8,18 +8,11 @@ import {
   type LangGraphRun,
   RunPhase,
 } from "../../../api/v1alpha1.ts";
-import type { Cache } from "../runs/run-controller.ts";
+import type { Cache } from "../kube/cache.ts";
+import type { RunRevoker } from "../runs/run-controller.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import { dropRunRole, listRunRoles } from "./postgres-roles.ts";
 import type { UpstreamCredentials } from "./upstream-credentials.ts";
-
-export interface RunRevoker {
-  /**
-   * Makes every credential the run held on these Connections stop working. Idempotent;
-   * throws to be retried.
-   */
-  revoke(run: LangGraphRun, connections: Connection[]): Promise<void>;
-}
 
 export class CredentialRevoker implements RunRevoker {
   readonly #upstream: UpstreamCredentials;

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
-import type { HttpError } from "../https-server.ts";
 import { StatusSeal } from "../runs/status-seal.ts";
+import type { HttpError } from "../server/https-server.ts";
 import { type OwnerChainDeps, runOfPod } from "./run-of-pod.ts";
 
 const seal = new StatusSeal(Buffer.alloc(32, 7));

@@ -3,11 +3,11 @@
 // the Job is the one the operator sealed for the run, and the pod is that Job's, unaltered.
 import type { V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
 import { apiVersion, finishedPhases, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
-import { HttpError } from "../https-server.ts";
+import type { Cache } from "../kube/cache.ts";
 import { runObjectName } from "../runs/names.ts";
-import type { Cache } from "../runs/run-controller.ts";
 import { podDeviation } from "../runs/run-pod.ts";
 import { isRunJob, type StatusSeal } from "../runs/status-seal.ts";
+import { HttpError } from "../server/https-server.ts";
 import type { PodIdentity } from "./token-review.ts";
 
 export interface OwnerChainDeps {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { it } from "node:test";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { runTokenAudience } from "../../../api/credentials.ts";
-import type { HttpError } from "../https-server.ts";
+import type { HttpError } from "../server/https-server.ts";
 import { runTokenVerifier } from "./run-token.ts";
 
 const issuer = "https://operator.test:8443";

@@ -4,8 +4,8 @@ import { createHash } from "node:crypto";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { decodeJwt } from "jose";
 import { podTokenAudience } from "../../../api/credentials.ts";
-import { HttpError } from "../https-server.ts";
 import { apiErrorMessage } from "../kube/api-errors.ts";
+import { HttpError } from "../server/https-server.ts";
 
 const podNameExtra = "authentication.kubernetes.io/pod-name";
 const podUidExtra = "authentication.kubernetes.io/pod-uid";

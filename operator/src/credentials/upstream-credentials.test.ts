@@ -2,7 +2,7 @@
 // never a transient 503 every pod retries every few seconds until its deadline.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { HttpError } from "../https-server.ts";
+import { HttpError } from "../server/https-server.ts";
 import { OAuth2TokenError } from "./oauth2-client-credentials.ts";
 import { PostgresCredentialError } from "./postgres-roles.ts";
 import { upstreamFailure } from "./upstream-credentials.ts";

@@ -9,9 +9,9 @@ import type {
   UpstreamCredential,
 } from "../../../api/credentials.ts";
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
-import { HttpError } from "../https-server.ts";
 import { apiErrorMessage, isNotFound } from "../kube/api-errors.ts";
-import { rememberFor } from "../ttl-cache.ts";
+import { rememberFor } from "../kube/ttl-cache.ts";
+import { HttpError } from "../server/https-server.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import {
   expiryWithinRun,

@@ -1,6 +1,9 @@
 // Small pieces of the Kubernetes API conventions every writer here needs.
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 
+/** The field manager of everything the operator applies (server-side apply). */
+export const fieldManager = "langgraph-jit-operator";
+
 /** Request options selecting a patch's content type. */
 export const patchAs = {
   merge: setHeaderOptions("Content-Type", PatchStrategy.MergePatch),

@@ -27,22 +27,35 @@ import {
   resources,
   version,
 } from "../../../api/v1alpha1.ts";
-import type { OperatorConfig } from "../config.ts";
-import { ConnectionProtection } from "../credentials/connection-protection.ts";
-import type { RunRevoker } from "../credentials/revoker.ts";
-import { EventRecorder } from "../events.ts";
-import { fieldManager } from "../install.ts";
 import { isConflict } from "../kube/api-errors.ts";
+import { EventRecorder } from "../kube/events.ts";
 import { ResilientInformer } from "../kube/informer.ts";
+import { fieldManager } from "../kube/meta.ts";
 import { WorkQueue } from "../kube/work-queue.ts";
-import type { OperatorMetrics } from "../metrics.ts";
-import { RunController } from "./run-controller.ts";
+import type { OperatorMetrics } from "../server/metrics.ts";
+import { ConnectionProtection } from "./connection-protection.ts";
+import { RunController, type RunRevoker } from "./run-controller.ts";
 import { RunServiceAccounts } from "./run-service-account.ts";
 import type { StatusSeal } from "./status-seal.ts";
 import type { TemplateReviewDeps } from "./template-review.ts";
 
+/** What the run lifecycle takes from the operator's configuration. */
+export interface RunLifecycleConfig {
+  /** This replica's name, on the Events it records. */
+  identity: string;
+  /** The operator's own namespace. */
+  namespace: string;
+  operatorUrl: string;
+  clusterDomain: string;
+  workers: number;
+  sidecarImage: string;
+  sidecarImagePullPolicy: string;
+  sidecarUid: number;
+  capture: boolean;
+}
+
 /** Egress to the operator's API from run pods: its pods when in-cluster, else its address. */
-function operatorEgress(config: OperatorConfig): V1NetworkPolicyEgressRule {
+function operatorEgress(config: RunLifecycleConfig): V1NetworkPolicyEgressRule {
   const url = new URL(config.operatorUrl);
   const port = Number(url.port || 443);
   const host = url.hostname.replace(/^\[|\]$/g, "");
@@ -74,7 +87,7 @@ const keyOf = (obj: KubernetesObject) => `${obj.metadata?.namespace}/${obj.metad
 
 export interface RunReconcilerOptions {
   kc: KubeConfig;
-  config: OperatorConfig;
+  config: RunLifecycleConfig;
   logger: Logger;
   metrics: OperatorMetrics;
   revoker: RunRevoker;

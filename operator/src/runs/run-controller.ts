@@ -28,13 +28,12 @@ import {
   typedRun,
   version,
 } from "../../../api/v1alpha1.ts";
-import { requesterOf } from "../admission/run-admission.ts";
-import type { RunRevoker } from "../credentials/revoker.ts";
-import type { EventRecorder, EventType } from "../events.ts";
 import { isConflict, isNotFound, unlessNotFound } from "../kube/api-errors.ts";
+import type { Cache } from "../kube/cache.ts";
+import type { EventRecorder, EventType } from "../kube/events.ts";
 import { metaTime, patchAs } from "../kube/meta.ts";
+import { rememberFor } from "../kube/ttl-cache.ts";
 import { type AccessDecision, evaluateAccess } from "../policy/evaluate-access.ts";
-import { rememberFor } from "../ttl-cache.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
 import { buildJob, type SidecarSettings } from "./job-builder.ts";
 import { runObjectName } from "./names.ts";
@@ -45,14 +44,18 @@ import {
   type ResolverDeps,
 } from "./network-policy.ts";
 import { TemplateRefused } from "./pod-rules.ts";
+import { requesterOf } from "./requester.ts";
 import type { RunServiceAccounts } from "./run-service-account.ts";
 import { isRunJob, type StatusSeal } from "./status-seal.ts";
 import { reviewTemplate, type TemplateReviewDeps } from "./template-review.ts";
 
 /** What the controller reads from its informers. */
-export interface Cache<T> {
-  get(namespace: string, name: string): T | undefined;
-  list(namespace?: string): T[];
+export interface RunRevoker {
+  /**
+   * Makes every credential the run held on these Connections stop working. Idempotent;
+   * throws to be retried.
+   */
+  revoke(run: LangGraphRun, connections: Connection[]): Promise<void>;
 }
 
 export interface RunControllerOptions {

@@ -11,7 +11,7 @@ import {
   sessionEventKinds,
   sessionEventSchemaVersion,
 } from "../../../api/session-events.ts";
-import { HttpError } from "../https-server.ts";
+import { HttpError } from "../server/https-server.ts";
 
 const maxStringLength = 2048;
 const optionalStrings = ["connection", "method", "path", "rule", "reason"] as const;

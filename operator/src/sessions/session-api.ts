@@ -6,9 +6,9 @@ import type { IncomingMessage } from "node:http";
 import type { AuthorizationV1Api } from "@kubernetes/client-node";
 import { type RunSession, sessionsApi, sessionsApiVersion } from "../../../api/session-events.ts";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
-import { HttpError, type JsonAnswer, type Route } from "../https-server.ts";
 import { userMay } from "../kube/access-review.ts";
-import type { UserInfo } from "../kube/front-proxy-auth.ts";
+import type { UserInfo } from "../server/front-proxy-auth.ts";
+import { HttpError, type JsonAnswer, type Route } from "../server/https-server.ts";
 import type { SessionStore } from "./session-store.ts";
 
 export interface SessionApiOptions {

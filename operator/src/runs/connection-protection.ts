@@ -11,8 +11,8 @@ import {
   version,
 } from "../../../api/v1alpha1.ts";
 import { isNotFound } from "../kube/api-errors.ts";
+import type { Cache } from "../kube/cache.ts";
 import { patchAs } from "../kube/meta.ts";
-import type { Cache } from "../runs/run-controller.ts";
 
 /** Whether the run may hold a credential minted through the Connection that is not revoked. */
 export function holdsCredentialThrough(run: LangGraphRun, connection: string): boolean {

@@ -6,8 +6,8 @@ import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { CoreV1Api } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { HttpError } from "../https-server.ts";
-import { isNotFound } from "./api-errors.ts";
+import { isNotFound } from "../kube/api-errors.ts";
+import { HttpError } from "./https-server.ts";
 
 /** Where the API server publishes how it proxies (kube-system is fixed by Kubernetes). */
 export const authenticationConfigMap = {

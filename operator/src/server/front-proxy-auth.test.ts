@@ -14,12 +14,12 @@ import {
   generateCertificateAuthority,
   issueServingCertificate,
 } from "../admission/webhook-certs.ts";
-import { createApiServer } from "../https-server.ts";
 import {
   authenticateProxied,
   parseRequestHeaderConfig,
   type RequestHeaderConfig,
 } from "./front-proxy-auth.ts";
+import { createApiServer } from "./https-server.ts";
 
 const work = mkdtempSync(join(tmpdir(), "lgjit-front-proxy-"));
 const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: work, stdio: "pipe" });

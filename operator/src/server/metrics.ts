@@ -1,5 +1,6 @@
 // One prom-client Registry per process; every metric name starts with lgjit_.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { HttpError } from "./https-server.ts";
 
 export type OperatorMetrics = ReturnType<typeof createMetrics>;
 
@@ -58,4 +59,21 @@ export function createMetrics() {
       registers: [registry],
     }),
   };
+}
+
+/** Counts a sidecar-facing request by its outcome: ok, or the refusal's reason. */
+export async function countedRequest<T>(
+  metrics: OperatorMetrics,
+  operation: string,
+  work: () => Promise<T>,
+): Promise<T> {
+  try {
+    const result = await work();
+    metrics.credentialRequests.inc({ operation, outcome: "ok" });
+    return result;
+  } catch (error) {
+    const outcome = error instanceof HttpError ? error.reason : "Internal";
+    metrics.credentialRequests.inc({ operation, outcome });
+    throw error;
+  }
 }

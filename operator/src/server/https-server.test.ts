@@ -7,7 +7,7 @@ import { pino } from "pino";
 import {
   generateCertificateAuthority,
   issueServingCertificate,
-} from "./admission/webhook-certs.ts";
+} from "../admission/webhook-certs.ts";
 import { createApiServer, HttpError } from "./https-server.ts";
 
 describe("the operator's HTTPS server", () => {

@@ -10,6 +10,7 @@ import {
   Watch,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { backoffDelay } from "../../../api/backoff.ts";
 
 export interface ResilientInformerOptions<T extends KubernetesObject> {
   kc: KubeConfig;
@@ -25,17 +26,6 @@ export interface ResilientInformerOptions<T extends KubernetesObject> {
 }
 
 const BASE_BACKOFF_MS = 1_000;
-
-/** Backoff before retry number `attempt` (1-based): full jitter over an exponential, capped. */
-export function jitteredBackoffMs(
-  attempt: number,
-  baseMs: number,
-  maxMs: number,
-  random: () => number = Math.random,
-): number {
-  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
-  return Math.floor(random() * ceiling);
-}
 
 /** The cache and work-queue key of an object: "namespace/name", or "name" when cluster-scoped. */
 export function objectKey(obj: KubernetesObject): string {
@@ -184,7 +174,10 @@ export class ResilientInformer<T extends KubernetesObject> {
     if (now - this.#lastFailureAt > 2 * this.#maxBackoffMs) this.#failures = 0;
     this.#lastFailureAt = now;
     this.#failures++;
-    const delayMs = jitteredBackoffMs(this.#failures, BASE_BACKOFF_MS, this.#maxBackoffMs);
+    const delayMs = backoffDelay(this.#failures - 1, {
+      initialMs: BASE_BACKOFF_MS,
+      maxMs: this.#maxBackoffMs,
+    });
     this.#log.warn(
       { err: error, attempt: this.#failures, delayMs },
       `${during} of ${this.#options.path} failed; restarting the informer in ${delayMs} ms`,

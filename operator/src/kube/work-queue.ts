@@ -1,5 +1,6 @@
 // A work queue with client-go's semantics, keyed by "namespace/name": de-duplicating, one
 // handler in flight per key, delayed adds, and per-key exponential backoff on failure.
+import { backoffDelay } from "../../../api/backoff.ts";
 import { timerDelay } from "../../../api/timers.ts";
 
 export interface WorkQueueOptions {
@@ -87,11 +88,14 @@ export class WorkQueue {
     this.#delayed.set(key, { readyAt, timer });
   }
 
-  /** Adds key after its backoff, baseDelayMs * 2^failures capped at maxDelayMs, and counts a failure. */
+  /** Adds key after its backoff (baseDelayMs doubling per failure up to maxDelayMs, jittered) and counts a failure. */
   addRateLimited(key: string): void {
     const failures = this.failures(key);
     this.#failures.set(key, failures + 1);
-    this.addAfter(key, Math.min(this.#baseDelayMs * 2 ** failures, this.#maxDelayMs));
+    this.addAfter(
+      key,
+      backoffDelay(failures, { initialMs: this.#baseDelayMs, maxMs: this.#maxDelayMs }),
+    );
   }
 
   /** Resets the backoff of key after it was processed successfully. */

@@ -20,7 +20,6 @@ import {
 } from "../testing/credential-api-server.ts";
 import { freePort, httpGet, waitFor } from "../testing/test-helpers.ts";
 import {
-  backoffDelay,
   type CredentialChange,
   CredentialClient,
   type CredentialTiming,
@@ -500,31 +499,5 @@ describe("credential client", () => {
     assert.equal((await ready()).status, 503);
     // The TLS handshake failed: the pod's token never reached the impostor.
     assert.equal(server.issueRequests.length, 0);
-  });
-});
-
-describe("backoffDelay", () => {
-  it("doubles up to the cap and jitters within the upper half", () => {
-    const backoff = { initialMs: 200, maxMs: 5_000 };
-    assert.equal(
-      backoffDelay(0, backoff, () => 0),
-      100,
-    );
-    assert.equal(
-      backoffDelay(0, backoff, () => 1),
-      200,
-    );
-    assert.equal(
-      backoffDelay(3, backoff, () => 1),
-      1_600,
-    );
-    assert.equal(
-      backoffDelay(10, backoff, () => 1),
-      5_000,
-    );
-    assert.equal(
-      backoffDelay(10, backoff, () => 0),
-      2_500,
-    );
   });
 });

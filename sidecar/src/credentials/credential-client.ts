@@ -4,6 +4,7 @@
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { type Backoff, backoffDelay } from "../../../api/backoff.ts";
 import { maxStatusWaitSeconds } from "../../../api/credentials.ts";
 import { timerDelay } from "../../../api/timers.ts";
 import type { SidecarMetrics } from "../metrics.ts";
@@ -26,11 +27,6 @@ export interface CredentialChange {
   state: CredentialState;
   /** The credential now held; undefined unless state is active. */
   credential: VerifiedCredential | undefined;
-}
-
-export interface Backoff {
-  initialMs: number;
-  maxMs: number;
 }
 
 export interface CredentialTiming {
@@ -75,12 +71,6 @@ export interface CredentialClientOptions {
   logger: Logger;
   metrics: SidecarMetrics;
   timing?: Partial<CredentialTiming>;
-}
-
-/** Jittered exponential backoff: a delay in [ceiling/2, ceiling], ceiling = initial * 2^attempt. */
-export function backoffDelay(attempt: number, backoff: Backoff, random = Math.random): number {
-  const ceiling = Math.min(backoff.maxMs, backoff.initialMs * 2 ** attempt);
-  return ceiling / 2 + (random() * ceiling) / 2;
 }
 
 /** The token file is missing, unreadable or empty. */

@@ -4,12 +4,12 @@
 // operator's (run uid, seq) key makes a resend harmless.
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { type Backoff, backoffDelay } from "../../../api/backoff.ts";
 import {
   maxBatchBytes,
   maxEventsPerBatch,
   type SessionEvent,
 } from "../../../api/session-events.ts";
-import { type Backoff, backoffDelay } from "../credentials/credential-client.ts";
 import type { EventBuffer } from "./event-buffer.ts";
 
 export interface EventShipperOptions {

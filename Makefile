@@ -26,6 +26,7 @@ build: node-check
 
 lint: node-check host-check examples/graph/node_modules
 	biome check .
+	node tools/folder-cycles.ts
 	shellcheck $(SHELL_SCRIPTS)
 	tsc -p tsconfig.json --noEmit
 	tsc -p examples/graph --noEmit

@@ -2,6 +2,7 @@
 // validated once at start. Every error names the variable to fix.
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { sidecarEnv, sidecarPorts, stateDirectory } from "../../api/sidecar-contract.ts";
 
 export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 export type LogLevel = (typeof logLevels)[number];
@@ -41,23 +42,23 @@ export function loadConfig(
   readFile: (path: string) => string = (path) => readFileSync(path, "utf8"),
 ): SidecarConfig {
   return {
-    run: required(env, "LGJIT_RUN"),
-    runUid: required(env, "LGJIT_RUN_UID"),
-    namespace: optional(env, "LGJIT_NAMESPACE"),
-    podName: optional(env, "LGJIT_POD_NAME"),
-    podUid: optional(env, "LGJIT_POD_UID"),
-    operatorUrl: operatorUrl(required(env, "LGJIT_OPERATOR_URL")),
+    run: required(env, sidecarEnv.run),
+    runUid: required(env, sidecarEnv.runUid),
+    namespace: optional(env, sidecarEnv.namespace),
+    podName: optional(env, sidecarEnv.podName),
+    podUid: optional(env, sidecarEnv.podUid),
+    operatorUrl: operatorUrl(required(env, sidecarEnv.operatorUrl)),
     operatorCa: operatorCa(env, readFile),
-    tokenFile: required(env, "LGJIT_TOKEN_FILE"),
-    stateDir: optional(env, "LGJIT_STATE_DIR") ?? "/var/lib/langgraph-jit",
-    trustDir: optional(env, "LGJIT_TRUST_DIR"),
-    listeners: listeners(optional(env, "LGJIT_LISTENERS") ?? "{}"),
-    proxyPort: port(env, "LGJIT_PROXY_PORT", 15000),
+    tokenFile: required(env, sidecarEnv.tokenFile),
+    stateDir: optional(env, sidecarEnv.stateDir) ?? stateDirectory,
+    trustDir: optional(env, sidecarEnv.trustDir),
+    listeners: listeners(optional(env, sidecarEnv.listeners) ?? "{}"),
+    proxyPort: port(env, sidecarEnv.proxyPort, sidecarPorts.proxy),
     admin: {
-      host: optional(env, "LGJIT_ADMIN_HOST") ?? "127.0.0.1",
-      port: port(env, "LGJIT_ADMIN_PORT", 15020),
+      host: optional(env, sidecarEnv.adminHost) ?? "127.0.0.1",
+      port: port(env, sidecarEnv.adminPort, sidecarPorts.admin),
     },
-    logLevel: logLevel(optional(env, "LGJIT_LOG_LEVEL") ?? "info"),
+    logLevel: logLevel(optional(env, sidecarEnv.logLevel) ?? "info"),
   };
 }
 
@@ -95,8 +96,8 @@ function operatorUrl(value: string): string {
 }
 
 function operatorCa(env: Environment, readFile: (path: string) => string): string {
-  const inline = optional(env, "LGJIT_OPERATOR_CA");
-  const file = optional(env, "LGJIT_OPERATOR_CA_FILE");
+  const inline = optional(env, sidecarEnv.operatorCa);
+  const file = optional(env, sidecarEnv.operatorCaFile);
   if (inline && file) {
     throw new ConfigError("set only one of LGJIT_OPERATOR_CA and LGJIT_OPERATOR_CA_FILE");
   }
@@ -107,7 +108,7 @@ function operatorCa(env: Environment, readFile: (path: string) => string): strin
     );
   }
   let pem = inline ?? "";
-  const name = file ? "LGJIT_OPERATOR_CA_FILE" : "LGJIT_OPERATOR_CA";
+  const name = file ? sidecarEnv.operatorCaFile : sidecarEnv.operatorCa;
   if (file) {
     try {
       pem = readFile(file);

@@ -7,6 +7,7 @@ import type {
   V1OwnerReference,
   V1SecurityContext,
 } from "@kubernetes/client-node";
+import { sidecarEnv } from "../../../api/sidecar-contract.ts";
 import { annotations, type Connection, type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
 import { boundedName, envName } from "./names.ts";
 import {
@@ -106,23 +107,23 @@ function sidecarContainer(
     // A native sidecar: started before the graph, stopped after it, not holding the Job open.
     restartPolicy: "Always",
     env: [
-      { name: "LGJIT_RUN", value: run.metadata?.name ?? "" },
-      { name: "LGJIT_RUN_UID", value: run.metadata?.uid ?? "" },
-      { name: "LGJIT_OPERATOR_URL", value: sidecar.operatorUrl },
-      { name: "LGJIT_OPERATOR_CA", value: sidecar.operatorCaPem },
-      { name: "LGJIT_TOKEN_FILE", value: `${tokenDirectory}/token` },
-      { name: "LGJIT_STATE_DIR", value: stateDirectory },
-      { name: "LGJIT_TRUST_DIR", value: trustDirectory },
+      { name: sidecarEnv.run, value: run.metadata?.name ?? "" },
+      { name: sidecarEnv.runUid, value: run.metadata?.uid ?? "" },
+      { name: sidecarEnv.operatorUrl, value: sidecar.operatorUrl },
+      { name: sidecarEnv.operatorCa, value: sidecar.operatorCaPem },
+      { name: sidecarEnv.tokenFile, value: `${tokenDirectory}/token` },
+      { name: sidecarEnv.stateDir, value: stateDirectory },
+      { name: sidecarEnv.trustDir, value: trustDirectory },
       {
-        name: "LGJIT_LISTENERS",
+        name: sidecarEnv.listeners,
         value: JSON.stringify(Object.fromEntries(listenerPorts(connections))),
       },
-      { name: "LGJIT_PROXY_PORT", value: String(ports.proxy) },
-      { name: "LGJIT_ADMIN_HOST", value: "0.0.0.0" },
-      { name: "LGJIT_ADMIN_PORT", value: String(ports.admin) },
-      fieldEnv("LGJIT_NAMESPACE", "metadata.namespace"),
-      fieldEnv("LGJIT_POD_NAME", "metadata.name"),
-      fieldEnv("LGJIT_POD_UID", "metadata.uid"),
+      { name: sidecarEnv.proxyPort, value: String(ports.proxy) },
+      { name: sidecarEnv.adminHost, value: "0.0.0.0" },
+      { name: sidecarEnv.adminPort, value: String(ports.admin) },
+      fieldEnv(sidecarEnv.namespace, "metadata.namespace"),
+      fieldEnv(sidecarEnv.podName, "metadata.name"),
+      fieldEnv(sidecarEnv.podUid, "metadata.uid"),
     ],
     ports: [
       { name: "lgjit-admin", containerPort: ports.admin },

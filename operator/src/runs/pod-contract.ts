@@ -1,18 +1,21 @@
 // The names a run's pod is built with: the sidecar's container, its token and state volumes,
 // its ports, and the ServiceAccount runs get by default. Reserved: no template may use them.
+// What the sidecar itself reads (environment, ports, paths) is in api/sidecar-contract.ts.
+export {
+  sidecarPorts as ports,
+  stateDirectory,
+  tokenAudience,
+  tokenDirectory,
+  trustDirectory,
+} from "../../../api/sidecar-contract.ts";
 export const sidecarContainerName = "langgraph-jit-sidecar";
 /** The init container that, in capture mode, lets only the sidecar's UID send off loopback. */
 export const captureContainerName = "langgraph-jit-capture";
-export const tokenAudience = "langgraph-jit";
 export const tokenExpirationSeconds = 600;
-export const tokenDirectory = "/var/run/secrets/langgraph-jit";
-export const stateDirectory = "/var/lib/langgraph-jit";
-export const ports = { proxy: 15000, admin: 15020, firstListener: 15432 } as const;
 export const tokenVolume = "langgraph-jit-token";
 export const stateVolume = "langgraph-jit-state";
-/** The pod CA's trust files: written by the sidecar, read-only to the graph's containers. */
+/** The pod CA's trust files, shared read-only with the graph's containers. */
 export const trustVolume = "langgraph-jit-trust";
-export const trustDirectory = "/var/run/langgraph-jit/trust";
 export const reservedContainerNames: ReadonlySet<string> = new Set([
   sidecarContainerName,
   captureContainerName,

@@ -7,7 +7,6 @@ import type { Logger } from "pino";
 import { type Backoff, backoffDelay } from "../../../api/backoff.ts";
 import { maxStatusWaitSeconds } from "../../../api/credentials.ts";
 import { timerDelay } from "../../../api/timers.ts";
-import type { SidecarMetrics } from "../metrics.ts";
 import { OperatorClient, OperatorRequestError } from "./operator-client.ts";
 import {
   BundleRejectedError,
@@ -27,6 +26,14 @@ export interface CredentialChange {
   state: CredentialState;
   /** The credential now held; undefined unless state is active. */
   credential: VerifiedCredential | undefined;
+}
+
+/** What the credential client counts (the process's SidecarMetrics provides it). */
+export interface CredentialMetrics {
+  fetchAttempts: { inc(): void };
+  fetchFailures: { inc(labels: { reason: string }): void };
+  statusFailures: { inc(labels: { reason: string }): void };
+  setCredential(state: CredentialState, expiresAt: Date | undefined): void;
 }
 
 export interface CredentialTiming {
@@ -69,7 +76,7 @@ export interface CredentialClientOptions {
   tokenFile: string;
   identity: SidecarIdentity;
   logger: Logger;
-  metrics: SidecarMetrics;
+  metrics: CredentialMetrics;
   timing?: Partial<CredentialTiming>;
 }
 

@@ -1,19 +1,9 @@
 // The sidecar's HTTPS client for the operator's credential API: one keep-alive undici Agent
 // that trusts only the operator's CA, bounded timeouts and bodies, and errors typed by what
 // the caller should do next (retry soon, retry slowly, give up).
-import { createRequire } from "node:module";
-import type { Dispatcher, Agent as UndiciAgent } from "undici";
+import { Agent, type Dispatcher } from "undici";
 import { type CredentialApiError, credentialApi } from "../../../api/credentials.ts";
 import type { SessionEvent, SessionEventsBatch } from "../../../api/session-events.ts";
-
-// Only undici's Agent and request(): its index also loads fetch, WebSocket, caches and mocks,
-// about 10 MB of resident memory an idle sidecar does not need.
-const require = createRequire(import.meta.url);
-const Agent: typeof UndiciAgent = require("undici/lib/dispatcher/agent.js");
-const request: (
-  this: Dispatcher,
-  options: Dispatcher.RequestOptions,
-) => Promise<Dispatcher.ResponseData> = require("undici/lib/api/api-request.js");
 
 /**
  * unreachable: no HTTP answer (connection, TLS, timeout); server: 5xx; refused: 4xx, with the
@@ -59,7 +49,7 @@ const maxBodyBytes = 1024 * 1024;
 export class OperatorClient {
   readonly #origin: string;
   readonly #basePath: string;
-  readonly #agent: UndiciAgent;
+  readonly #agent: Agent;
   readonly #requestTimeoutMs: number;
 
   constructor(options: OperatorClientOptions) {
@@ -118,7 +108,7 @@ export class OperatorClient {
     const target = `${method} ${this.#origin}${this.#basePath}${path}`;
     let response: Dispatcher.ResponseData;
     try {
-      response = await request.call(this.#agent, {
+      response = await this.#agent.request({
         origin: this.#origin,
         path: this.#basePath + path,
         method,

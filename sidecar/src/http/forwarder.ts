@@ -4,11 +4,10 @@
 // the upstream over verified TLS. Denied requests never reach the upstream; all are recorded.
 
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { createRequire } from "node:module";
 import { Readable, Transform } from "node:stream";
 import { createSecureContext } from "node:tls";
 import type { Logger } from "pino";
-import type { Dispatcher, Pool as UndiciPool } from "undici";
+import { type Dispatcher, Pool } from "undici";
 import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
 import {
   queryNames,
@@ -29,11 +28,6 @@ import {
   sendChanged,
 } from "./response-body.ts";
 import { compileHttpPolicy, type HttpPolicy } from "./rules.ts";
-
-// Only undici's Pool: its index also loads fetch, WebSocket, caches and mocks (about 10 MB of
-// resident memory the sidecar does not need).
-const require = createRequire(import.meta.url);
-const Pool: typeof UndiciPool = require("undici/lib/dispatcher/pool.js");
 
 /** A connection's upstream, parsed once per credential (never per request). */
 export interface Upstream {
@@ -191,7 +185,7 @@ const neverWhenRead = new Set(["range", "if-range", "accept-encoding"]);
 
 export class Forwarder {
   readonly #options: ForwarderOptions;
-  readonly #pools = new Map<string, UndiciPool>();
+  readonly #pools = new Map<string, Pool>();
   readonly #policies = new WeakMap<GrantClaim, HttpPolicy>();
   readonly #maskings = new WeakMap<GrantClaim, { masking: ResponseMasking | undefined }>();
 
@@ -288,7 +282,7 @@ export class Forwarder {
     return policy;
   }
 
-  #pool(credential: HttpCredential, upstream: Upstream): UndiciPool {
+  #pool(credential: HttpCredential, upstream: Upstream): Pool {
     let pool = this.#pools.get(upstream.poolKey);
     if (!pool) {
       // One TLS context for the pool's connections: the CA is parsed once, not per connection.

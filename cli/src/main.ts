@@ -1,6 +1,7 @@
 // kubectl-jit: langgraph-jit's kubectl plugin. It reads through the API server as the
 // kubeconfig's user, so the cluster's own authentication and RBAC decide what it may see.
 import { parseArgs } from "node:util";
+import { errorMessage } from "../../api/errors.ts";
 import { type RunSession, sessionsApi, sessionsApiVersion } from "../../api/session-events.ts";
 import { ApiError, contextNamespace, getJson, loadKubeConfig } from "./kube-api.ts";
 import { timeline } from "./session-timeline.ts";
@@ -49,7 +50,7 @@ function readArgs(argv: string[]) {
       },
     });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(errorMessage(error));
   }
 }
 
@@ -105,7 +106,7 @@ async function main(): Promise<number> {
   try {
     command = parseCommand(process.argv.slice(2));
   } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message}\nSee 'kubectl jit --help'.\n`);
+    process.stderr.write(`error: ${errorMessage(error)}\nSee 'kubectl jit --help'.\n`);
     return 2;
   }
   if (command === "help") {
@@ -119,7 +120,7 @@ async function main(): Promise<number> {
     const message =
       error instanceof ApiError
         ? `Error from server (${error.reason}): ${error.message}`
-        : `error: ${(error as Error).message}`;
+        : `error: ${errorMessage(error)}`;
     process.stderr.write(`${message}\n`);
     return 1;
   }

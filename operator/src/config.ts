@@ -2,6 +2,7 @@
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../../api/duration.ts";
+import { errorMessage } from "../../api/errors.ts";
 
 export interface OperatorConfig {
   command: "run" | "install";
@@ -237,7 +238,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
         options: Object.fromEntries(Object.keys(options).map((flag) => [flag, { type: "string" }])),
       });
     } catch (error) {
-      throw new ConfigError((error as Error).message);
+      throw new ConfigError(errorMessage(error));
     }
   })();
   const value = (flag: keyof typeof options): string => {

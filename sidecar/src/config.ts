@@ -2,6 +2,7 @@
 // validated once at start. Every error names the variable to fix.
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { errorMessage } from "../../api/errors.ts";
 import { sidecarEnv, sidecarPorts, stateDirectory } from "../../api/sidecar-contract.ts";
 
 export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -113,7 +114,9 @@ function operatorCa(env: Environment, readFile: (path: string) => string): strin
     try {
       pem = readFile(file);
     } catch (error) {
-      throw new ConfigError(`LGJIT_OPERATOR_CA_FILE "${file}" cannot be read: ${message(error)}`);
+      throw new ConfigError(
+        `LGJIT_OPERATOR_CA_FILE "${file}" cannot be read: ${errorMessage(error)}`,
+      );
     }
   }
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
@@ -122,7 +125,9 @@ function operatorCa(env: Environment, readFile: (path: string) => string): strin
     try {
       new X509Certificate(block);
     } catch (error) {
-      throw new ConfigError(`${name}: certificate ${index + 1} is not valid: ${message(error)}`);
+      throw new ConfigError(
+        `${name}: certificate ${index + 1} is not valid: ${errorMessage(error)}`,
+      );
     }
   }
   return blocks.join("\n");
@@ -143,7 +148,7 @@ function listeners(value: string): Map<string, number> {
   try {
     parsed = JSON.parse(value);
   } catch (error) {
-    throw new ConfigError(`LGJIT_LISTENERS is not JSON: ${message(error)}`);
+    throw new ConfigError(`LGJIT_LISTENERS is not JSON: ${errorMessage(error)}`);
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new ConfigError("LGJIT_LISTENERS must be a JSON object of connection name to port");
@@ -167,8 +172,4 @@ function logLevel(value: string): LogLevel {
     throw new ConfigError(`LGJIT_LOG_LEVEL "${value}" is not one of ${logLevels.join(", ")}`);
   }
   return level;
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

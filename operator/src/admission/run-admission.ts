@@ -3,6 +3,7 @@
 // the run's spec never changes either; its pod template is reviewed as the requester; and
 // its status is written by the operator alone.
 import { isDeepStrictEqual } from "node:util";
+import { errorMessage } from "../../../api/errors.ts";
 import {
   type AccessPolicy,
   annotations,
@@ -134,7 +135,7 @@ export async function validateRun(
     // Fail closed: a template that could not be reviewed is not admitted.
     return deny(
       request,
-      `the pod template could not be reviewed as ${stamped.username}: ${(error as Error).message}`,
+      `the pod template could not be reviewed as ${stamped.username}: ${errorMessage(error)}`,
       503,
     );
   }

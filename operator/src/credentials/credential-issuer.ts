@@ -17,6 +17,7 @@ import {
   type UpstreamCredential,
 } from "../../../api/credentials.ts";
 import { parseDuration } from "../../../api/duration.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import {
   type AccessPolicy,
   type Connection,
@@ -75,7 +76,7 @@ const runEndedReasons = new Set(["Revoked", "RunNotRunning", "DeadlineExceeded",
 /** An upstream credential that could not be made now: the sidecar retries. */
 function unavailable(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
-  return new HttpError(503, "CredentialUnavailable", (error as Error).message, { cause: error });
+  return new HttpError(503, "CredentialUnavailable", errorMessage(error), { cause: error });
 }
 
 function runName(run: LangGraphRun): string {

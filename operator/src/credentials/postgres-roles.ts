@@ -7,6 +7,7 @@ import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import pg from "pg";
 import type { PostgresCredential } from "../../../api/credentials.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import { postgresTlsOptions } from "../../../api/postgres-tls.ts";
 
 /** Every role the operator mints starts with this; no other role is ever altered or dropped. */
@@ -186,10 +187,6 @@ function sqlState(error: unknown): string | undefined {
   return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 function connectError(admin: PostgresAdmin, error: unknown): PostgresCredentialError {
   const code = sqlState(error);
   // 28P01 wrong password, 28000 no pg_hba.conf entry or role cannot log in.
@@ -200,7 +197,7 @@ function connectError(admin: PostgresAdmin, error: unknown): PostgresCredentialE
       : "check the Connection's host, port, database and sslMode";
   return new PostgresCredentialError(
     reason,
-    `cannot connect to ${target(admin)} as "${admin.username}": ${messageOf(error)}; ${fix}`,
+    `cannot connect to ${target(admin)} as "${admin.username}": ${errorMessage(error)}; ${fix}`,
     { code, cause: error },
   );
 }
@@ -248,7 +245,7 @@ function sessionLost(error: unknown): boolean {
   if (error instanceof PostgresCredentialError) return false;
   const code = sqlState(error);
   return code === undefined
-    ? /connection|terminat|ECONNRESET|EPIPE/i.test(messageOf(error))
+    ? /connection|terminat|ECONNRESET|EPIPE/i.test(errorMessage(error))
     : /^(08|57P0)/.test(code);
 }
 
@@ -279,7 +276,7 @@ async function withAdmin<T>(
       const code = sqlState(error);
       throw new PostgresCredentialError(
         "Failed",
-        `cannot ${doing} on ${target(admin)} as "${admin.username}": ${messageOf(error)}${code ? ` (SQLSTATE ${code})` : ""}`,
+        `cannot ${doing} on ${target(admin)} as "${admin.username}": ${errorMessage(error)}${code ? ` (SQLSTATE ${code})` : ""}`,
         { code, cause: error },
       );
     }

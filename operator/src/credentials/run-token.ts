@@ -2,6 +2,7 @@
 // the operator's issuer and the sidecar audience, not expired.
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTPayload, jwtVerify } from "jose";
 import { type RunClaims, runTokenAlgorithms, runTokenAudience } from "../../../api/credentials.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import { HttpError } from "../server/https-server.ts";
 
 export type VerifiedRunToken = JWTPayload & RunClaims & { sub: string; jti: string };
@@ -24,7 +25,7 @@ export function runTokenVerifier(jwks: JSONWebKeySet, issuer: string) {
       throw new HttpError(
         401,
         "TokenInvalid",
-        `the run token is not valid: ${(error as Error).message}`,
+        `the run token is not valid: ${errorMessage(error)}`,
         { cause: error },
       );
     }

@@ -13,6 +13,7 @@ import {
   SignJWT,
 } from "jose";
 import type { Logger } from "pino";
+import { errorMessage } from "../../../api/errors.ts";
 import { repeatEvery, SharedSecret } from "../kube/shared-secret.ts";
 
 const algorithm = "ES256";
@@ -57,9 +58,7 @@ export async function parseKeyDocument(text: string): Promise<SigningKey[]> {
   try {
     document = JSON.parse(text);
   } catch (error) {
-    throw new MalformedKeyDocumentError(
-      `it is not JSON (${error instanceof Error ? error.message : String(error)})`,
-    );
+    throw new MalformedKeyDocumentError(`it is not JSON (${errorMessage(error)})`);
   }
   if (!Array.isArray(document)) {
     throw new MalformedKeyDocumentError(`it is ${describe(document)}, not a list of keys`);
@@ -309,7 +308,7 @@ async function parseKeyEntry(entry: unknown, where: string): Promise<SigningKey>
     await importJWK(privateKey, algorithm);
   } catch (error) {
     throw new MalformedKeyDocumentError(
-      `${where}.privateJwk is not a usable P-256 key (${(error as Error).message})`,
+      `${where}.privateJwk is not a usable P-256 key (${errorMessage(error)})`,
     );
   }
   return { kid, createdAt, privateJwk: privateKey, publicJwk: publicKey };

@@ -8,6 +8,7 @@ import type {
   PostgresCredential,
   UpstreamCredential,
 } from "../../../api/credentials.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { apiErrorMessage, isNotFound } from "../kube/api-errors.ts";
 import { rememberFor } from "../kube/ttl-cache.ts";
@@ -59,7 +60,7 @@ function isPermanent(error: PostgresCredentialError): boolean {
 /** The credential API's answer to a failure: 424 when a person must act, else 503. */
 export function upstreamFailure(connection: string, error: unknown): HttpError {
   if (error instanceof HttpError) return error;
-  const message = (error as Error).message;
+  const message = errorMessage(error);
   const named = message.startsWith(`connection "${connection}"`)
     ? message
     : `connection "${connection}": ${message}`;

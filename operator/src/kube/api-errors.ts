@@ -1,6 +1,7 @@
 // What callers branch on when a Kubernetes API call fails, and a readable message for logs
 // (the client's own message is a multi-kilobyte dump of headers and body).
 import { ApiException } from "@kubernetes/client-node";
+import { errorMessage } from "../../../api/errors.ts";
 
 /** The HTTP status of a failed API call, or undefined when it did not reach the API. */
 export function statusOf(error: unknown): number | undefined {
@@ -21,8 +22,7 @@ export async function unlessNotFound<T>(call: Promise<T>): Promise<T | undefined
 }
 
 export function apiErrorMessage(error: unknown): string {
-  if (!(error instanceof ApiException))
-    return error instanceof Error ? error.message : String(error);
+  if (!(error instanceof ApiException)) return errorMessage(error);
   try {
     const status = (typeof error.body === "string" ? JSON.parse(error.body) : error.body) as {
       message?: string;

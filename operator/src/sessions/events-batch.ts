@@ -1,6 +1,7 @@
 // Checks a sidecar's batch of session events before anything is stored: every event must be of
 // the schema, of the run the JWT names, and within bounds. A bad batch is refused whole, with
 // the index and field that were wrong.
+import { errorMessage } from "../../../api/errors.ts";
 import {
   maxEventsPerBatch,
   maxQueryNameLength,
@@ -26,7 +27,7 @@ export function parseEventsBatch(
   try {
     body = JSON.parse(text);
   } catch (error) {
-    throw bad(`the body is not JSON: ${(error as Error).message}`);
+    throw bad(`the body is not JSON: ${errorMessage(error)}`);
   }
   const events = (body as { events?: unknown } | null)?.events;
   if (!Array.isArray(events) || events.length === 0 || events.length > maxEventsPerBatch) {

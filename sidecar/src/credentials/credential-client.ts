@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { type Backoff, backoffDelay } from "../../../api/backoff.ts";
 import { maxStatusWaitSeconds } from "../../../api/credentials.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import { timerDelay } from "../../../api/timers.ts";
 import { OperatorClient, OperatorRequestError } from "./operator-client.ts";
 import {
@@ -428,7 +429,7 @@ async function readPodToken(path: string): Promise<string> {
 }
 
 function classifyFetchFailure(error: unknown): Failure {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   if (error instanceof TokenFileError)
     return { reason: "TokenFileUnreadable", pace: "fast", message };
   if (error instanceof BundleRejectedError)

@@ -3,6 +3,7 @@
 // the caller should do next (retry soon, retry slowly, give up).
 import { Agent, type Dispatcher } from "undici";
 import { type CredentialApiError, credentialApi } from "../../../api/credentials.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import type { SessionEvent, SessionEventsBatch } from "../../../api/session-events.ts";
 
 /**
@@ -123,7 +124,7 @@ export class OperatorClient {
       const code = errorCode(error);
       throw new OperatorRequestError(
         "unreachable",
-        `${target} failed: ${code ? `${code}: ` : ""}${messageOf(error)}`,
+        `${target} failed: ${code ? `${code}: ` : ""}${errorMessage(error)}`,
         { code, cause: error },
       );
     }
@@ -177,7 +178,7 @@ async function readBody(body: Dispatcher.ResponseData["body"], target: string): 
     }
   } catch (error) {
     if (error instanceof OperatorRequestError) throw error;
-    throw new OperatorRequestError("unreachable", `${target}: ${messageOf(error)}`, {
+    throw new OperatorRequestError("unreachable", `${target}: ${errorMessage(error)}`, {
       code: errorCode(error),
       cause: error,
     });
@@ -200,8 +201,4 @@ function errorCode(error: unknown): string | undefined {
     current = (current as { cause?: unknown }).cause;
   }
   return undefined;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

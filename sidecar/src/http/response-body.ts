@@ -13,6 +13,7 @@
 import type { ServerResponse } from "node:http";
 import type { Readable, Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
+import { errorMessage } from "../../../api/errors.ts";
 import type { Grant } from "../../../api/v1alpha1.ts";
 import { type DetectorName, isDetectorName } from "../masking/detectors.ts";
 import { JsonMasker, type MaskCounts } from "../masking/json-masker.ts";
@@ -252,7 +253,7 @@ export async function sendChanged(
     } catch (error) {
       throw new MaskingRefusal(
         "MaskingFailed",
-        `the response could not be masked: ${(error as Error).message}`,
+        `the response could not be masked: ${errorMessage(error)}`,
         { cause: error },
       );
     }

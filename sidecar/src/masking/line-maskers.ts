@@ -2,6 +2,7 @@
 // text (CSV, HTML, XML, plain) has the detectors run over each line, and JSON lines (NDJSON)
 // has each line masked as its own JSON document. A line is held until its newline (a newline
 // byte never occurs inside a UTF-8 sequence), so memory is bounded by the longest line allowed.
+import { errorMessage } from "../../../api/errors.ts";
 import { type DetectorName, maskString } from "./detectors.ts";
 import { defaultMaxStringBytes, type JsonMasker, type MaskCounts } from "./json-masker.ts";
 
@@ -112,7 +113,7 @@ export class JsonLinesMasker extends LineMasker {
       this.count(masker.counts);
       return masked;
     } catch (error) {
-      throw new LineMaskingError(`line ${number}: ${(error as Error).message}`);
+      throw new LineMaskingError(`line ${number}: ${errorMessage(error)}`);
     }
   }
 }

@@ -5,6 +5,7 @@ import { connect as connectTcp, createServer, type Server, type Socket } from "n
 import { connect as connectTls } from "node:tls";
 import type { Logger } from "pino";
 import type { PostgresCredential } from "../../../api/credentials.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import type { CredentialChange, CredentialClient } from "../credentials/credential-client.ts";
 import { CancelKeys, PostgresSession, type PostgresTarget } from "./postgres-session.ts";
@@ -106,7 +107,7 @@ export class PostgresListeners {
         this.#options.logger.error({ err: error, connection: name }, "a Postgres session failed");
         session.close({
           sqlState: "XX000",
-          message: `connection "${name}": the sidecar failed (${(error as Error).message})`,
+          message: `connection "${name}": the sidecar failed (${errorMessage(error)})`,
         });
       });
     });

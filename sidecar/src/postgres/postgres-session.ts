@@ -8,6 +8,7 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { GrantClaim, PostgresCredential } from "../../../api/credentials.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import type { SessionRecord, SqlStatementRecord } from "../../../api/session-events.ts";
 import { hidesMaskedColumns } from "./column-references.ts";
 import {
@@ -353,7 +354,7 @@ export class PostgresSession {
         );
         this.close({
           sqlState: "08006",
-          message: `connection "${this.#options.connection}": the server's answer could not be relayed (${(error as Error).message})`,
+          message: `connection "${this.#options.connection}": the server's answer could not be relayed (${errorMessage(error)})`,
         });
       }
     });
@@ -926,7 +927,7 @@ export class PostgresSession {
     );
     this.close({
       sqlState: "XX000",
-      message: `connection "${this.#options.connection}": the sidecar failed (${(error as Error).message})`,
+      message: `connection "${this.#options.connection}": the sidecar failed (${errorMessage(error)})`,
     });
   }
 

@@ -3,6 +3,7 @@
 // clause, a function call) can only raise it. What is not recognised counts as admin. The table
 // is docs/adr/0006-postgres-data-path.md; each row has a test in statement-classifier.test.ts.
 import { fingerprintSync, loadModule, normalizeSync, parseSync } from "libpg-query";
+import { errorMessage } from "../../../api/errors.ts";
 import type { Action } from "../../../api/v1alpha1.ts";
 
 /** The actions in the order of what they allow; a statement needs the highest it touches. */
@@ -82,7 +83,7 @@ function classifyUncached(sql: string): ClassifiedQuery {
   try {
     tree = parseSync(sql) as typeof tree;
   } catch (error) {
-    throw new SqlSyntaxError((error as Error).message);
+    throw new SqlSyntaxError(errorMessage(error));
   }
   const statements = (tree.stmts ?? []).map(({ stmt }) => classifyStatement(stmt ?? {}));
   const text = normalized(sql);

@@ -10,6 +10,7 @@ import {
   type TLSSocket,
 } from "node:tls";
 import type { PostgresCredential } from "../../../api/credentials.ts";
+import { errorMessage } from "../../../api/errors.ts";
 import { postgresTlsOptions } from "../../../api/postgres-tls.ts";
 import {
   cstring,
@@ -94,7 +95,7 @@ async function connectSocket(credential: PostgresCredential): Promise<Socket | T
     tcp.destroy();
     if (error instanceof UpstreamError) throw error;
     throw new UpstreamError(
-      `cannot connect to the server at ${where(credential)}: ${(error as Error).message}`,
+      `cannot connect to the server at ${where(credential)}: ${errorMessage(error)}`,
     );
   }
 }

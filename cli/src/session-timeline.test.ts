@@ -67,6 +67,18 @@ describe("the session timeline", () => {
     assert.equal(lines[3]?.indexOf("POST"), at);
   });
 
+  it("escapes control characters a stored event carries, so it cannot rewrite the terminal", () => {
+    const hostile: SessionEvent = {
+      ...(events[1] as SessionEvent),
+      reason: "\u001b[2J\u001b[1;1HAll clear\nfine",
+      path: "/v1/\u009bdocs",
+    };
+    const text = timeline(session, [hostile]);
+    assert.doesNotMatch(text.trimEnd().split("\n").slice(1).join(""), /\p{Cc}/u);
+    assert.match(text, /\\u\{1b\}\[2J\\u\{1b\}\[1;1HAll clear\\u\{a\}fine/);
+    assert.match(text, /\/v1\/\\u\{9b\}docs/);
+  });
+
   it("says so when nothing was recorded, and when the run's object is gone", () => {
     const gone = {
       ...session,

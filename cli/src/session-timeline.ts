@@ -60,8 +60,13 @@ function status(event: SessionEvent): string {
   return event.status === undefined ? "-" : String(event.status);
 }
 
+/** A stored value as it may be shown on a terminal: control characters escaped as \u{..}. */
+function printable(cell: string): string {
+  return cell.replace(/\p{Cc}/gu, (char) => `\\u{${char.charCodeAt(0).toString(16)}}`);
+}
+
 function row(event: SessionEvent): string[] {
-  return [
+  const cells = [
     event.time,
     String(event.seq),
     event.connection ?? "-",
@@ -73,6 +78,7 @@ function row(event: SessionEvent): string[] {
     event.durationMs === undefined ? "-" : `${event.durationMs.toFixed(1)}ms`,
     detail(event),
   ];
+  return cells.map(printable);
 }
 
 export function heading(session: RunSession): string {

@@ -15,6 +15,12 @@ import {
 import { HttpError } from "../server/https-server.ts";
 
 const maxStringLength = 2048;
+// What a sidecar's clock may be ahead of the operator's: a later time is not a recording.
+const maxClockAheadMs = 3_600_000;
+const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+// Control characters would rewrite a terminal that shows the timeline (`kubectl jit logs`).
+const controlCharacter = /\p{Cc}/u;
+const controlCharacterButLineBreaks = /(?![\t\n\r])\p{Cc}/u;
 const optionalStrings = ["connection", "method", "path", "rule", "reason"] as const;
 const optionalNumbers = ["status", "bytesIn", "bytesOut", "durationMs"] as const;
 const kinds = new Set<string>(sessionEventKinds);
@@ -33,13 +39,27 @@ export function parseEventsBatch(
   if (!Array.isArray(events) || events.length === 0 || events.length > maxEventsPerBatch) {
     throw bad(`the body must be {"events": [...]} with 1 to ${maxEventsPerBatch} events`);
   }
-  return events.map((event, index) => checkEvent(event, index, run));
+  const checked = events.map((event, index) => checkEvent(event, index, run, Date.now()));
+  // First come is stored (run, seq), so a batch may not hold one seq twice or out of order.
+  for (const [index, event] of checked.entries()) {
+    const previous = checked[index - 1];
+    if (previous && event.seq <= previous.seq) {
+      throw bad(`events[${index}].seq must be greater than events[${index - 1}].seq`);
+    }
+  }
+  return checked;
+}
+
+/** A string the timeline can show as it is: no control characters. */
+function isPlainText(value: unknown, max: number): value is string {
+  return typeof value === "string" && value.length <= max && !controlCharacter.test(value);
 }
 
 function checkEvent(
   value: unknown,
   index: number,
   run: { namespace: string; name: string; uid: string },
+  now: number,
 ): SessionEvent {
   const at = (field: string) => `events[${index}].${field}`;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
@@ -62,16 +82,25 @@ function checkEvent(
   if (typeof event.seq !== "number" || !Number.isSafeInteger(event.seq) || event.seq < 1) {
     throw bad(`${at("seq")} must be a positive integer`);
   }
-  if (typeof event.time !== "string" || Number.isNaN(Date.parse(event.time))) {
-    throw bad(`${at("time")} must be an RFC 3339 time`);
+  if (
+    typeof event.time !== "string" ||
+    !rfc3339.test(event.time) ||
+    Number.isNaN(Date.parse(event.time))
+  ) {
+    throw bad(`${at("time")} must be an RFC 3339 time such as 2026-12-05T12:00:00.000Z`);
+  }
+  if (Date.parse(event.time) > now + maxClockAheadMs) {
+    throw bad(`${at("time")} is more than an hour ahead of the operator's clock`);
   }
   if (typeof event.kind !== "string" || !kinds.has(event.kind)) {
     throw bad(`${at("kind")} must be one of ${sessionEventKinds.join(", ")}`);
   }
   for (const field of optionalStrings) {
     const text = event[field];
-    if (text !== undefined && (typeof text !== "string" || text.length > maxStringLength)) {
-      throw bad(`${at(field)} must be a string of at most ${maxStringLength} characters`);
+    if (text !== undefined && !isPlainText(text, maxStringLength)) {
+      throw bad(
+        `${at(field)} must be a string of at most ${maxStringLength} characters without control characters`,
+      );
     }
   }
   const query = event.query;
@@ -79,7 +108,7 @@ function checkEvent(
     query !== undefined &&
     (!Array.isArray(query) ||
       query.length > maxQueryNames ||
-      !query.every((name) => typeof name === "string" && name.length <= maxQueryNameLength))
+      !query.every((name) => isPlainText(name, maxQueryNameLength)))
   ) {
     throw bad(
       `${at("query")} must be at most ${maxQueryNames} parameter names of at most ${maxQueryNameLength} characters`,
@@ -101,9 +130,9 @@ function checkEvent(
       entries.length <= 32 &&
       entries.every(
         ([name, count]) =>
-          name.length <= 128 && Number.isSafeInteger(count) && (count as number) >= 0,
+          isPlainText(name, 128) && Number.isSafeInteger(count) && (count as number) >= 0,
       );
-    if (!valid || Array.isArray(masked) || typeof masked !== "object") {
+    if (!valid || Array.isArray(masked) || typeof masked !== "object" || masked === null) {
       throw bad(`${at("masked")} must map at most 32 names to counts`);
     }
   }
@@ -137,8 +166,12 @@ function checkSql(value: unknown, at: string): void {
   const text = (field: string, max: number, required: boolean) => {
     const item = sql[field];
     if (item === undefined && !required) return;
-    if (typeof item !== "string" || item.length > max)
-      throw bad(`${at}.${field} must be a string of at most ${max} characters`);
+    // A statement keeps its line breaks and tabs; nothing else may carry a control character.
+    const control = field === "statement" ? controlCharacterButLineBreaks : controlCharacter;
+    if (typeof item !== "string" || item.length > max || control.test(item))
+      throw bad(
+        `${at}.${field} must be a string of at most ${max} characters without control characters`,
+      );
   };
   text("command", 64, true);
   text("statement", maxSqlStatementLength, true);
@@ -150,7 +183,7 @@ function checkSql(value: unknown, at: string): void {
     sql.tables !== undefined &&
     (!Array.isArray(sql.tables) ||
       sql.tables.length > maxSqlTables ||
-      !sql.tables.every((table) => typeof table === "string" && table.length <= 256))
+      !sql.tables.every((table) => isPlainText(table, 256)))
   )
     throw bad(`${at}.tables must be at most ${maxSqlTables} names of at most 256 characters`);
   if (sql.rows !== undefined && (!Number.isSafeInteger(sql.rows) || (sql.rows as number) < 0))

@@ -1,5 +1,5 @@
 // The operator process: webhooks, the credential API and health on every replica, the run
-// reconciler on the replica holding the Lease.
+// run controller on the replica holding the Lease.
 
 import {
   AuthenticationV1Api,
@@ -32,7 +32,7 @@ import { EventRecorder } from "./kube/events.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
 import { LeaderElector } from "./kube/leader-election.ts";
 import { createLogger } from "./log.ts";
-import { RunReconciler } from "./runs/reconciler.ts";
+import { RunController } from "./runs/run-controller.ts";
 import { loadStatusSeal } from "./runs/status-seal.ts";
 import { requesterAuthorizer } from "./runs/template-review.ts";
 import { FrontProxyAuth } from "./server/front-proxy-auth.ts";
@@ -88,7 +88,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     tokens,
     logger.child({ component: "credentials" }),
   );
-  const reconciler = new RunReconciler({
+  const runController = new RunController({
     kc,
     config,
     logger,
@@ -98,8 +98,8 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     seal,
     templateReview,
   });
-  await reconciler.sync();
-  const { caches } = reconciler;
+  await runController.sync();
+  const { caches } = runController;
   const issuer = new CredentialIssuer({
     kc,
     core,
@@ -194,7 +194,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
   let shuttingDown = false;
   const startReconciling = () => {
     metrics.isLeader.set(1);
-    reconciler.reconcile();
+    runController.start();
     // Roles and tokens a crash left behind: their runs ended while no replica could revoke.
     void sweepOrphans({
       connections: caches.connections,
@@ -234,7 +234,7 @@ async function run(config: OperatorConfig, logger: Logger): Promise<void> {
     stopWatchingTls();
     stopWatchingKeys();
     stopWatchingFrontProxy();
-    await reconciler.stop();
+    await runController.stop();
     await elector?.stop();
     server.close();
     health.close();

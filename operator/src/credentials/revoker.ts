@@ -9,7 +9,7 @@ import {
   RunPhase,
 } from "../../../api/v1alpha1.ts";
 import type { Cache } from "../kube/cache.ts";
-import type { RunRevoker } from "../runs/run-controller.ts";
+import type { RunRevoker } from "../runs/run-reconciler.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import { dropRunRole, listRunRoles } from "./postgres-roles.ts";
 import type { UpstreamCredentials } from "./upstream-credentials.ts";

@@ -11,6 +11,7 @@ import {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { backoffDelay } from "../../../api/backoff.ts";
+import { ObjectStore, objectKey } from "./object-store.ts";
 
 export interface ResilientInformerOptions<T extends KubernetesObject> {
   kc: KubeConfig;
@@ -26,13 +27,6 @@ export interface ResilientInformerOptions<T extends KubernetesObject> {
 }
 
 const BASE_BACKOFF_MS = 1_000;
-
-/** The cache and work-queue key of an object: "namespace/name", or "name" when cluster-scoped. */
-export function objectKey(obj: KubernetesObject): string {
-  const namespace = obj.metadata?.namespace;
-  const name = obj.metadata?.name ?? "";
-  return namespace ? `${namespace}/${name}` : name;
-}
 
 // Watch.watch rejects instead of calling done when authentication fails (e.g. an exec plugin);
 // inside ListWatch's reconnect that rejection is unhandled and would crash the process.
@@ -62,7 +56,7 @@ export class ResilientInformer<T extends KubernetesObject> {
   readonly #maxBackoffMs: number;
   readonly #log: Logger;
   readonly #handlers: ((obj: T) => void)[] = [];
-  #cache = new Map<string, T>();
+  #cache = new ObjectStore<T>();
   /** Incremented on each (re)start; callbacks from an older generation are ignored. */
   #generation = 0;
   #informer: ListWatch<T> | undefined;
@@ -109,9 +103,7 @@ export class ResilientInformer<T extends KubernetesObject> {
   }
 
   list(namespace?: string): T[] {
-    const objects = [...this.#cache.values()];
-    if (namespace === undefined) return objects;
-    return objects.filter((obj) => (obj.metadata?.namespace ?? "") === namespace);
+    return this.#cache.list(namespace);
   }
 
   get(namespace: string, name: string): T | undefined {
@@ -189,11 +181,12 @@ export class ResilientInformer<T extends KubernetesObject> {
   /** Takes a fresh list as the truth; objects that vanished meanwhile are reported as changed. */
   #replaceCache(items: T[]): void {
     const previous = this.#cache;
-    this.#cache = new Map(items.map((obj) => [objectKey(obj), obj]));
-    for (const [key, obj] of previous) {
-      if (!this.#cache.has(key)) this.#notify(obj);
+    this.#cache = new ObjectStore<T>();
+    for (const obj of items) this.#cache.set(obj);
+    for (const [key, obj] of previous.entries()) {
+      if (!this.#cache.get(key)) this.#notify(obj);
     }
-    for (const obj of this.#cache.values()) this.#notify(obj);
+    for (const obj of this.#cache.list()) this.#notify(obj);
     this.#synced = true;
     this.#firstSync?.resolve();
   }
@@ -204,12 +197,12 @@ export class ResilientInformer<T extends KubernetesObject> {
     if (version !== undefined && this.#cache.get(key)?.metadata?.resourceVersion === version) {
       return;
     }
-    this.#cache.set(key, obj);
+    this.#cache.set(obj);
     this.#notify(obj);
   }
 
   #remove(obj: T): void {
-    if (this.#cache.delete(objectKey(obj))) this.#notify(obj);
+    if (this.#cache.delete(obj)) this.#notify(obj);
   }
 
   #notify(obj: T): void {

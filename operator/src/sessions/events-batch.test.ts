@@ -171,6 +171,17 @@ describe("parseEventsBatch", () => {
       });
     }
 
+    it("control characters in what the graph shapes, stored as sent (refusing them would stall its own session's shipping)", () => {
+      // A quoted identifier may hold any character but NUL: `SELECT 1 FROM "docs<ESC>[2J"`.
+      const identifier = "docs\u001b[2J\u0007";
+      const sql = statement({
+        statement: `SELECT title\n\tFROM "${identifier}" WHERE id = $1`,
+        tables: [identifier],
+      });
+      const path = event({ path: "/v1/\u0001docs", query: ["a\rb"] }, 2);
+      assert.deepEqual(accepts(sql, path), [sql, path]);
+    });
+
     it("a batch of every kind at once, in the order sent", () => {
       const all = sessionEventKinds.map((kind) => examples[kind]);
       assert.deepEqual(accepts(...all), all);
@@ -297,7 +308,7 @@ describe("parseEventsBatch", () => {
     });
 
     it("whose time is not a time", () => {
-      const why = "events[0].time must be an RFC 3339 time such as 2026-12-05T12:00:00.000Z";
+      const why = "events[0].time must be a UTC time such as 2026-12-05T12:00:00.000Z";
       for (const bad of [
         undefined,
         1715679012345,
@@ -310,6 +321,10 @@ describe("parseEventsBatch", () => {
         "March 7 2020",
         "2025-05-14 (anything at all)",
         "2026-12-05T12:00:00.000Z (and a comment)",
+        // One spelling: times are ordered as text, and +14:00 would sort an old event last.
+        "2026-12-06T13:00:00.000+14:00",
+        "2026-12-05T12:00:00Z",
+        "2026-12-05T12:00:00.5Z",
       ]) {
         assertRefused(batch(event({ time: bad })), why);
       }
@@ -317,7 +332,7 @@ describe("parseEventsBatch", () => {
 
     it("whose time is more than an hour ahead, which would also make it the name's latest run", () => {
       assertRefused(
-        batch(event({ time: "9999-01-01T00:00:00Z" })),
+        batch(event({ time: "9999-01-01T00:00:00.000Z" })),
         "events[0].time is more than an hour ahead of the operator's clock",
       );
       const soon = new Date(Date.now() + 30 * 60_000).toISOString();
@@ -334,28 +349,6 @@ describe("parseEventsBatch", () => {
       );
     });
 
-    it("with a control character that would rewrite the terminal showing the timeline", () => {
-      const clear = "\u001b[2J\u001b[1;1HAll clear\n";
-      assertRefused(
-        batch(event({ reason: clear })),
-        /events\[0\]\.reason must be a string of at most 2048 characters without control characters/,
-      );
-      assertRefused(batch(event({ query: ["a\rb"] })), /events\[0\]\.query must be/);
-      assertRefused(batch(event({ masked: { "e\u009bmail": 1 } })), /events\[0\]\.masked must map/);
-      assertRefused(batch(statement({ command: "SELECT\u0007" })), /events\[0\]\.sql\.command/);
-      assertRefused(batch(statement({ tables: ["docs\u0000"] })), /events\[0\]\.sql\.tables/);
-      assertRefused(
-        batch(statement({ statement: "SELECT 1\u001b[2J" })),
-        /events\[0\]\.sql\.statement/,
-      );
-      const multiline = "SELECT title\n\tFROM docs\r\nWHERE id = $1";
-      assert.equal(
-        accepts(statement({ statement: multiline }))[0]?.sql?.statement,
-        multiline,
-        "a statement keeps its line breaks and tabs",
-      );
-    });
-
     it("whose masked counts are null", () => {
       assertRefused(batch(event({ masked: null })), /events\[0\]\.masked must map/);
     });
@@ -369,7 +362,7 @@ describe("parseEventsBatch", () => {
 
     for (const field of ["connection", "method", "path", "rule", "reason"]) {
       it(`whose ${field} is not a string of at most 2048 characters`, () => {
-        const why = `events[0].${field} must be a string of at most 2048 characters without control characters`;
+        const why = `events[0].${field} must be a string of at most 2048 characters`;
         for (const value of [42, null, true, ["GET"], { value: "x" }, "x".repeat(2049)]) {
           assertRefused(batch(event({ [field]: value })), why);
         }
@@ -468,7 +461,7 @@ describe("parseEventsBatch", () => {
       ["fingerprint", 64],
     ] as const) {
       it(`without its ${field} as a string of at most ${max} characters`, () => {
-        const why = `events[0].sql.${field} must be a string of at most ${max} characters without control characters`;
+        const why = `events[0].sql.${field} must be a string of at most ${max} characters`;
         for (const value of [undefined, null, 1, ["SELECT"], "x".repeat(max + 1)]) {
           assertRefused(batch(statement({ [field]: value })), why);
         }
@@ -476,8 +469,7 @@ describe("parseEventsBatch", () => {
     }
 
     it("whose error is not a SQLSTATE-sized string", () => {
-      const why =
-        "events[0].sql.error must be a string of at most 5 characters without control characters";
+      const why = "events[0].sql.error must be a string of at most 5 characters";
       for (const error of [42501, null, "permission denied for table docs", "425010"]) {
         assertRefused(batch(statement({ error })), why);
       }

@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../../api/duration.ts";
 import { errorMessage } from "../../api/errors.ts";
+import { type LogLevel, logLevels } from "../../api/log-levels.ts";
 
 export interface OperatorConfig {
   command: "run" | "install";
@@ -34,8 +35,6 @@ export interface OperatorConfig {
 
 const pullPolicies = ["Always", "IfNotPresent", "Never"] as const;
 type PullPolicy = (typeof pullPolicies)[number];
-const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
-type LogLevel = (typeof logLevels)[number];
 
 /** Flag name -> [environment variable, default, description]: the README's table comes from here. */
 export const options = {

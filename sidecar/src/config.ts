@@ -3,10 +3,8 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { errorMessage } from "../../api/errors.ts";
+import { type LogLevel, logLevels } from "../../api/log-levels.ts";
 import { sidecarEnv, sidecarPorts, stateDirectory } from "../../api/sidecar-contract.ts";
-
-export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
-export type LogLevel = (typeof logLevels)[number];
 
 export interface SidecarConfig {
   /** The LangGraphRun's name and uid; the uid is the run JWT's subject. */

@@ -32,6 +32,7 @@ import { isConflict } from "../kube/api-errors.ts";
 import { EventRecorder } from "../kube/events.ts";
 import { ResilientInformer } from "../kube/informer.ts";
 import { fieldManager } from "../kube/meta.ts";
+import { objectKey } from "../kube/object-store.ts";
 import { WorkQueue } from "../kube/work-queue.ts";
 import type { OperatorMetrics } from "../server/metrics.ts";
 import { ConnectionProtection } from "./connection-protection.ts";
@@ -83,8 +84,6 @@ async function resolveHost(host: string): Promise<string[]> {
   const settled = await Promise.allSettled([resolve4(host), resolve6(host)]);
   return settled.flatMap((r) => (r.status === "fulfilled" ? r.value : []));
 }
-
-const keyOf = (obj: KubernetesObject) => `${obj.metadata?.namespace}/${obj.metadata?.name}`;
 
 export interface RunControllerOptions {
   kc: KubeConfig;
@@ -220,17 +219,18 @@ export class RunController {
     // A policy or Connection change can change the decision for waiting runs and the egress of running ones.
     const enqueueNamespace = (obj: KubernetesObject) => {
       for (const run of this.#runs.list(obj.metadata?.namespace)) {
-        if (!finishedPhases.has(run.status?.phase ?? RunPhase.Pending)) this.#queue.add(keyOf(run));
+        if (!finishedPhases.has(run.status?.phase ?? RunPhase.Pending))
+          this.#queue.add(objectKey(run));
       }
     };
     this.#protection = new ConnectionProtection(kc, connections, this.#runs);
     this.#runs.onChange((run) => {
-      this.#queue.add(keyOf(run));
+      this.#queue.add(objectKey(run));
       for (const { connection } of run.spec.access ?? []) {
         this.#connectionQueue.add(`${run.metadata?.namespace}/${connection}`);
       }
     });
-    connections.onChange((connection) => this.#connectionQueue.add(keyOf(connection)));
+    connections.onChange((connection) => this.#connectionQueue.add(objectKey(connection)));
     jobs.onChange(enqueueOwner);
     networkPolicies.onChange(enqueueOwner);
     policies.onChange(enqueueNamespace);
@@ -267,7 +267,7 @@ export class RunController {
           logger.warn({ run: key, err: error, failures }, "reconcile failed; retrying"),
       },
     );
-    for (const run of this.#runs.list()) this.#queue.add(keyOf(run));
+    for (const run of this.#runs.list()) this.#queue.add(objectKey(run));
     this.#connectionQueue.start((key) => this.#protection.reconcile(key), {
       concurrency: 1,
       isQuiet: isConflict,
@@ -278,7 +278,7 @@ export class RunController {
         ),
     });
     for (const connection of this.caches.connections.list()) {
-      this.#connectionQueue.add(keyOf(connection));
+      this.#connectionQueue.add(objectKey(connection));
     }
   }
 

@@ -61,6 +61,9 @@ export interface SqlStatementRecord {
 }
 
 /** Bounds the operator holds a statement record to. */
+/** The longest connection, method, path, rule or reason an event holds: the sidecar cuts a
+ * longer path (the graph chooses it), the operator refuses anything longer. */
+export const maxEventTextLength = 2048;
 export const maxSqlStatementLength = 2048;
 export const maxSqlTables = 32;
 

@@ -4,6 +4,7 @@
 import { errorMessage } from "../../../api/errors.ts";
 import {
   maxEventsPerBatch,
+  maxEventTextLength,
   maxQueryNameLength,
   maxQueryNames,
   maxSqlStatementLength,
@@ -14,7 +15,6 @@ import {
 } from "../../../api/session-events.ts";
 import { HttpError } from "../server/https-server.ts";
 
-const maxStringLength = 2048;
 // What a sidecar's clock may be ahead of the operator's: a later time is not a recording.
 const maxClockAheadMs = 3_600_000;
 // The one spelling the sidecar writes (Date.toISOString): SQLite orders times as text, and an
@@ -98,8 +98,8 @@ function checkEvent(
   }
   for (const field of optionalStrings) {
     const text = event[field];
-    if (text !== undefined && !isText(text, maxStringLength)) {
-      throw bad(`${at(field)} must be a string of at most ${maxStringLength} characters`);
+    if (text !== undefined && !isText(text, maxEventTextLength)) {
+      throw bad(`${at(field)} must be a string of at most ${maxEventTextLength} characters`);
     }
   }
   const query = event.query;

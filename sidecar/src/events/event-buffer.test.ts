@@ -6,7 +6,8 @@ import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import type { SessionRecord } from "../../../api/session-events.ts";
+import { maxEventTextLength, type SessionRecord } from "../../../api/session-events.ts";
+import { parseEventsBatch } from "../../../operator/src/sessions/events-batch.ts";
 import { EventBuffer, EventBufferFullError } from "./event-buffer.ts";
 
 const run = { namespace: "agents", name: "kb-search", uid: "0b6f2a8e-5d1c-4d3e-9a47-3c1b2f6e8d10" };
@@ -36,6 +37,17 @@ describe("the session event buffer", () => {
     );
     assert.deepEqual(batch[0], { schema: 1, run, seq: 1, ...record("/v1/docs/0") });
     assert.equal(buffer.read(100, 1).length, 1, "a batch holds at least one event");
+    buffer.close();
+  });
+
+  it("cuts a path longer than the operator takes, so a graph's long URL cannot stall shipping", () => {
+    const buffer = new EventBuffer({ directory, run });
+    buffer.append(record(`/v1/${"a".repeat(5_000)}`));
+    const [event] = buffer.read(1, 1024 * 1024);
+    assert.equal(event?.path?.length, maxEventTextLength);
+    assert.ok(event?.path?.endsWith("…"));
+    const shipped = parseEventsBatch(JSON.stringify({ events: [event] }), run);
+    assert.equal(shipped[0]?.path, event?.path, "the operator takes the event as written");
     buffer.close();
   });
 

@@ -18,6 +18,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import {
+  maxEventTextLength,
   type SessionEvent,
   type SessionRecord,
   sessionEventSchemaVersion,
@@ -135,8 +136,13 @@ export class EventBuffer {
   enqueue(record: SessionRecord): number {
     this.#refuseIfBroken();
     const seq = this.#next;
-    // The event is {schema, run, seq, ...record}, serialized without building it.
-    const fields = JSON.stringify(record);
+    // The event is {schema, run, seq, ...record}, serialized without building it. The graph
+    // chooses the path's length: cut to what the operator takes, or the batch would never ship.
+    const fields = JSON.stringify(
+      record.path && record.path.length > maxEventTextLength
+        ? { ...record, path: `${record.path.slice(0, maxEventTextLength - 1)}…` }
+        : record,
+    );
     const line = `${this.#linePrefix}${seq}${fields.length > 2 ? `,${fields.slice(1)}` : "}"}\n`;
     const length = Buffer.byteLength(line);
     if (this.#bytes + length > this.#maxBytes) {

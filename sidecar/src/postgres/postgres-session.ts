@@ -9,7 +9,11 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { GrantClaim, PostgresCredential } from "../../../api/credentials.ts";
 import { errorMessage } from "../../../api/errors.ts";
-import type { SessionRecord, SqlStatementRecord } from "../../../api/session-events.ts";
+import {
+  maxSqlStatementLength,
+  type SessionRecord,
+  type SqlStatementRecord,
+} from "../../../api/session-events.ts";
 import { hidesMaskedColumns } from "./column-references.ts";
 import {
   CopyRowMasker,
@@ -903,7 +907,7 @@ export class PostgresSession {
     return {
       command: statement?.command ?? "UNKNOWN",
       ...(requirement?.kind === "action" ? { action: requirement.action } : {}),
-      statement: classified.normalized.slice(0, 2048),
+      statement: classified.normalized.slice(0, maxSqlStatementLength),
       fingerprint: classified.fingerprint,
       ...(statement && statement.tables.length > 0 ? { tables: statement.tables } : {}),
     };

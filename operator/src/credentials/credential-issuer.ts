@@ -1,14 +1,9 @@
 // Issues a run's credential bundle to the one pod that proves it belongs to the run: TokenReview,
 // owner chain by uid, the run Running and within its deadline, the grant still in force.
 import { randomUUID } from "node:crypto";
-import {
-  type CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  type V1Job,
-  type V1Pod,
-} from "@kubernetes/client-node";
+import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { BoundedCache } from "../../../api/bounded-cache.ts";
 import {
   type CredentialBundle,
   type GrantClaim,
@@ -21,19 +16,17 @@ import { errorMessage } from "../../../api/errors.ts";
 import {
   type AccessPolicy,
   type Connection,
-  group,
   type LangGraphRun,
-  resources,
   typedRun,
-  version,
 } from "../../../api/v1alpha1.ts";
-import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
+import { isConflict } from "../kube/api-errors.ts";
 import type { Cache } from "../kube/cache.ts";
-import type { EventRecorder } from "../kube/events.ts";
-import { metaTime, patchAs } from "../kube/meta.ts";
+import type { EventSink } from "../kube/events.ts";
+import { metaTime } from "../kube/meta.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { type ConditionUpdate, findCondition, setCondition } from "../runs/conditions.ts";
 import { requesterOf } from "../runs/requester.ts";
+import type { RunStatusWriter } from "../runs/run-status-writer.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
 import { HttpError } from "../server/https-server.ts";
 import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
@@ -47,14 +40,15 @@ const statusSlackMs = 60_000;
 const refusalEventIntervalMs = 60_000;
 
 export interface CredentialIssuerOptions {
-  kc: KubeConfig;
-  core: CoreV1Api;
+  /** Reads a pod or Job the cache has not seen (yet). */
+  readPod(namespace: string, name: string): Promise<V1Pod | undefined>;
   readJob(namespace: string, name: string): Promise<V1Job | undefined>;
+  status: RunStatusWriter;
   logger: Logger;
-  events: EventRecorder;
-  signingKeys: SigningKeys;
-  reviewer: PodTokenReviewer;
-  upstream: UpstreamCredentials;
+  events: EventSink;
+  signingKeys: Pick<SigningKeys, "sign">;
+  reviewer: Pick<PodTokenReviewer, "review">;
+  upstream: Pick<UpstreamCredentials, "issue" | "revoke">;
   caches: {
     runs: Cache<LangGraphRun>;
     jobs: Cache<V1Job>;
@@ -85,14 +79,18 @@ function runName(run: LangGraphRun): string {
 
 export class CredentialIssuer {
   readonly #o: CredentialIssuerOptions;
-  readonly #custom: CustomObjectsApi;
   readonly #now: () => number;
-  readonly #refusalEvents = new Map<string, number>();
+  /** Pods and reasons recently told of a refusal, whose next Event waits a minute. */
+  readonly #refusalEvents: BoundedCache<string, true>;
 
   constructor(options: CredentialIssuerOptions) {
     this.#o = options;
-    this.#custom = options.kc.makeApiClient(CustomObjectsApi);
     this.#now = options.now ?? Date.now;
+    this.#refusalEvents = new BoundedCache({
+      maxEntries: 10_000,
+      ttlMs: refusalEventIntervalMs,
+      now: this.#now,
+    });
   }
 
   /** The bundle for the pod the token is bound to, or an HttpError saying why not. */
@@ -105,7 +103,7 @@ export class CredentialIssuer {
           // The watch removes a deleted pod from the cache; a miss asks the API server.
           const cached = this.#o.caches.pods.get(namespace, name);
           if (cached?.metadata?.uid === identity.podUid) return Promise.resolve(cached);
-          return unlessNotFound(this.#o.core.readNamespacedPod({ namespace, name }));
+          return this.#o.readPod(namespace, name);
         },
         readJob: this.#o.readJob,
         jobs: this.#o.caches.jobs,
@@ -303,30 +301,12 @@ export class CredentialIssuer {
         ),
       };
       try {
-        await this.#custom.patchNamespacedCustomObjectStatus(
-          {
-            group,
-            version,
-            namespace,
-            plural: resources.runs,
-            name,
-            body: { metadata: { resourceVersion: run.metadata?.resourceVersion }, status },
-          },
-          patchAs.merge,
-        );
+        await this.#o.status.write(run, status);
         return;
       } catch (error) {
         if (!isConflict(error) || attempt === statusAttempts) throw error;
       }
-      const fresh = (await unlessNotFound(
-        this.#custom.getNamespacedCustomObject({
-          group,
-          version,
-          namespace,
-          plural: resources.runs,
-          name,
-        }),
-      )) as LangGraphRun | undefined;
+      const fresh = await this.#o.status.read(namespace, name);
       if (!fresh || fresh.metadata?.uid !== cached.metadata?.uid) {
         throw new HttpError(403, "RunNotFound", `LangGraphRun ${namespace}/${name} is gone`);
       }
@@ -339,12 +319,8 @@ export class CredentialIssuer {
     this.#o.logger.info({ pod, reason: error.reason }, `credential refused: ${error.message}`);
     // A sidecar retries a refusal; one Event per pod and reason a minute is enough.
     const key = `${identity.podUid}/${error.reason}`;
-    const now = this.#now();
-    if ((this.#refusalEvents.get(key) ?? Number.NEGATIVE_INFINITY) > now - refusalEventIntervalMs) {
-      return;
-    }
-    if (this.#refusalEvents.size >= 10_000) this.#refusalEvents.clear();
-    this.#refusalEvents.set(key, now);
+    if (this.#refusalEvents.has(key)) return;
+    this.#refusalEvents.set(key, true);
     const regarding = run
       ? typedRun(run)
       : {

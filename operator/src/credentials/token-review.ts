@@ -3,6 +3,7 @@
 import { createHash } from "node:crypto";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { decodeJwt } from "jose";
+import { BoundedCache } from "../../../api/bounded-cache.ts";
 import { podTokenAudience } from "../../../api/credentials.ts";
 import { apiErrorMessage } from "../kube/api-errors.ts";
 import { HttpError } from "../server/https-server.ts";
@@ -23,7 +24,7 @@ export interface PodTokenReviewerOptions {
   kc: KubeConfig;
   /** How long a successful review is reused. Defaults to 5 s. */
   cacheTtlMs?: number;
-  /** Reviews kept at most; the oldest go first. Defaults to 10,000. */
+  /** Reviews kept at most, bounding memory; the least recently used go first. Default 10,000. */
   cacheSize?: number;
   onReview?: (seconds: number, cached: boolean) => void;
   now?: () => number;
@@ -32,30 +33,30 @@ export interface PodTokenReviewerOptions {
 export class PodTokenReviewer {
   readonly #api: AuthenticationV1Api;
   readonly #ttlMs: number;
-  readonly #size: number;
+  // Wall-clock time: a cached review ends no later than the token's exp.
   readonly #now: () => number;
   readonly #onReview: (seconds: number, cached: boolean) => void;
-  readonly #cache = new Map<string, { identity: PodIdentity; untilMs: number }>();
+  /** Pod identities by the token's SHA-256. */
+  readonly #cache: BoundedCache<string, PodIdentity>;
 
   constructor(options: PodTokenReviewerOptions) {
     this.#api = options.kc.makeApiClient(AuthenticationV1Api);
     this.#ttlMs = options.cacheTtlMs ?? 5_000;
-    this.#size = options.cacheSize ?? 10_000;
     this.#now = options.now ?? Date.now;
     this.#onReview = options.onReview ?? (() => {});
+    // Each review is kept for its own time: the ttl, cut short by the token's expiry.
+    this.#cache = new BoundedCache({ maxEntries: options.cacheSize ?? 10_000, now: this.#now });
   }
 
   /** The token's pod, or an HttpError 401 (TokenInvalid) / 403 (NotARunPod). */
   async review(token: string): Promise<PodIdentity> {
     const started = performance.now();
     const key = createHash("sha256").update(token).digest("base64url");
-    const now = this.#now();
-    const hit = this.#cache.get(key);
-    if (hit && hit.untilMs > now) {
+    const cached = this.#cache.get(key);
+    if (cached) {
       this.#onReview((performance.now() - started) / 1000, true);
-      return hit.identity;
+      return cached;
     }
-    this.#cache.delete(key);
     const review = await this.#api
       .createTokenReview({ body: { spec: { token, audiences: [podTokenAudience] } } })
       .catch((error: unknown) => {
@@ -78,10 +79,7 @@ export class PodTokenReviewer {
     const identity = identityOf(status.user?.username, status.user?.extra);
     const expiresAtMs = tokenExpiryMs(token);
     if (expiresAtMs !== undefined) {
-      if (this.#cache.size >= this.#size) {
-        this.#cache.delete(this.#cache.keys().next().value as string);
-      }
-      this.#cache.set(key, { identity, untilMs: Math.min(now + this.#ttlMs, expiresAtMs) });
+      this.#cache.set(key, identity, Math.min(this.#ttlMs, expiresAtMs - this.#now()));
     }
     return identity;
   }

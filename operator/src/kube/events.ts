@@ -11,7 +11,19 @@ import type { Logger } from "pino";
 export type EventType = "Normal" | "Warning";
 export const reportingController = "langgraph-jit.dev/operator";
 
-export class EventRecorder {
+/** Where controllers send Events; tests keep them in memory. */
+export interface EventSink {
+  /** Records an Event; a failure to record is logged, never thrown. */
+  record(
+    regarding: KubernetesObject,
+    type: EventType,
+    reason: string,
+    action: string,
+    note: string,
+  ): Promise<void>;
+}
+
+export class EventRecorder implements EventSink {
   readonly #api: EventsV1Api;
   readonly #instance: string;
   readonly #logger: Logger;
@@ -22,7 +34,6 @@ export class EventRecorder {
     this.#logger = logger;
   }
 
-  /** Records an Event; a failure to record is logged, never fatal to the reconcile. */
   async record(
     regarding: KubernetesObject,
     type: EventType,

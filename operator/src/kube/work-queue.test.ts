@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
+import { describe, it, type TestContext } from "node:test";
+import { maxTimerMs } from "../../../api/timers.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 /** A promise with its resolve function, to hold a handler until the test releases it. */
@@ -9,12 +9,29 @@ function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open: () => resolve() };
 }
 
-async function until(what: string, condition: () => boolean, timeoutMs = 2_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(1);
-  }
+/** Lets every handler and promise chain already started run to its next wait. */
+function settle(): Promise<void> {
+  // setImmediate is left real: its callback runs only once all pending microtasks have.
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Puts the test in charge of time: setTimeout and Date are node:test's mocks, and
+ * performance.now (which the queue's deadlines read) follows the mocked Date.
+ */
+function mockTime(t: TestContext): { advance: (ms: number) => Promise<void> } {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
+  t.mock.method(performance, "now", () => Date.now());
+  return {
+    /** Moves the clock 1 ms at a time, so a timer set by a handler that ran meanwhile fires too. */
+    async advance(ms) {
+      for (let elapsed = 0; elapsed < ms; elapsed++) {
+        await settle();
+        t.mock.timers.tick(1);
+      }
+      await settle();
+    },
+  };
 }
 
 describe("WorkQueue", () => {
@@ -32,8 +49,7 @@ describe("WorkQueue", () => {
       },
       { concurrency: 1 },
     );
-    await until("both keys handled", () => handled.length === 2);
-    await sleep(10);
+    await settle();
     assert.deepEqual(handled, ["ns/a", "ns/b"]);
     await queue.shutdown();
   });
@@ -56,43 +72,45 @@ describe("WorkQueue", () => {
     );
 
     queue.add("ns/a");
-    await until("the first run to start", () => runs === 1);
+    assert.equal(runs, 1, "the first run starts at once");
     queue.add("ns/a");
     queue.add("ns/a");
     assert.equal(queue.depth, 0, "a key in flight is not waiting again");
-    await sleep(10);
+    await settle();
     assert.equal(runs, 1, "the key does not run again while in flight");
 
     firstRun.open();
-    await until("the re-run", () => runs === 2);
-    await sleep(10);
+    await settle();
     assert.equal(runs, 2, "adds during processing collapse into one re-run");
     assert.equal(maxRunning, 1);
     await queue.shutdown();
   });
 
-  it("backoff grows with each failure and forget resets it", async () => {
+  it("backoff grows with each failure and forget resets it", async (t) => {
+    const time = mockTime(t);
+    // The top of each jitter range: every retry waits its full ceiling.
+    t.mock.method(Math, "random", () => 1);
     const queue = new WorkQueue({ name: "test", baseDelayMs: 10, maxDelayMs: 40 });
     const attempts: number[] = [];
     let failUntil = 4;
     const reported: number[] = [];
     queue.start(
       async () => {
-        attempts.push(performance.now());
+        attempts.push(Date.now());
         if (attempts.length <= failUntil) throw new Error("transient");
       },
       { concurrency: 1, onError: (_key, _error, failures) => reported.push(failures) },
     );
 
     queue.add("ns/a");
-    await until("four failures and a success", () => attempts.length === 5);
+    await time.advance(9);
+    assert.equal(attempts.length, 1, "no retry before the first backoff");
+    await time.advance(101);
+    assert.equal(attempts.length, 5, "four failures and a success");
     assert.deepEqual(reported, [1, 2, 3, 4]);
     assert.equal(queue.failures("ns/a"), 0, "success forgets the key");
     const gaps = attempts.slice(1).map((at, i) => at - (attempts[i] ?? at));
-    // Ceilings are 10, 20, 40 and 40 (capped) ms, each delay at least half its ceiling.
-    for (const [i, minimum] of [5, 10, 20, 20].entries()) {
-      assert.ok((gaps[i] ?? 0) >= minimum - 1, `retry ${i + 1} waited ${gaps[i]} ms`);
-    }
+    assert.deepEqual(gaps, [10, 20, 40, 40], "the delay doubles up to maxDelayMs");
 
     failUntil = Number.POSITIVE_INFINITY;
     queue.addRateLimited("ns/b");
@@ -103,7 +121,8 @@ describe("WorkQueue", () => {
     await queue.shutdown();
   });
 
-  it("re-queues conflicts quietly, with backoff but without reporting them", async () => {
+  it("re-queues conflicts quietly, with backoff but without reporting them", async (t) => {
+    const time = mockTime(t);
     const queue = new WorkQueue({ name: "test", baseDelayMs: 1 });
     const conflict = Object.assign(new Error("conflict"), { code: 409 });
     let runs = 0;
@@ -120,58 +139,91 @@ describe("WorkQueue", () => {
       },
     );
     queue.add("ns/a");
-    await until("the retry after the conflict", () => runs === 2);
+    await settle();
+    assert.equal(runs, 1, "the retry waits for its backoff");
+    assert.equal(queue.failures("ns/a"), 1, "the conflict counts towards the backoff");
+    await time.advance(1);
+    assert.equal(runs, 2);
     assert.deepEqual(reported, []);
     await queue.shutdown();
   });
 
-  it("requeueAfterMs re-adds the key later", async () => {
+  it("requeueAfterMs re-adds the key later", async (t) => {
+    const time = mockTime(t);
     const queue = new WorkQueue({ name: "test" });
-    const runs: number[] = [];
+    let runs = 0;
     queue.start(
       async () => {
-        runs.push(performance.now());
-        return runs.length === 1 ? { requeueAfterMs: 30 } : undefined;
+        runs++;
+        return runs === 1 ? { requeueAfterMs: 30 } : undefined;
       },
       { concurrency: 1 },
     );
     queue.add("ns/a");
-    await until("the requeued run", () => runs.length === 2);
-    assert.ok((runs[1] ?? 0) - (runs[0] ?? 0) >= 29, "the key came back no sooner than asked");
-    await sleep(40);
-    assert.equal(runs.length, 2, "a run without requeueAfterMs is not requeued");
+    await time.advance(29);
+    assert.equal(runs, 1, "the key does not come back sooner than asked");
+    await time.advance(1);
+    assert.equal(runs, 2, "the key comes back when asked");
+    await time.advance(100);
+    assert.equal(runs, 2, "a run without requeueAfterMs is not requeued");
     await queue.shutdown();
   });
 
-  it("addAfter waits for a delay past 24.8 days instead of firing at once", async () => {
+  it("addAfter waits for a delay past 24.8 days instead of firing at once", async (t) => {
+    mockTime(t);
     const queue = new WorkQueue({ name: "far" });
     const seen: string[] = [];
     queue.start(async (key) => void seen.push(key), { concurrency: 1 });
     queue.addAfter("ns/far", 30 * 24 * 3600 * 1000);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // node:test's timers, like Node's, fire a timer past maxTimerMs after 1 ms.
+    t.mock.timers.tick(maxTimerMs - 1);
+    await settle();
     assert.deepEqual(seen, []);
+    // At the longest wait a timer holds the key runs, early: a reconcile then asks for the rest.
+    t.mock.timers.tick(1);
+    await settle();
+    assert.deepEqual(seen, ["ns/far"]);
     await queue.shutdown();
   });
 
-  it("addAfter keeps the earliest of several pending adds for one key", async () => {
+  it("addAfter keeps the earliest of several pending adds for one key", async (t) => {
+    const time = mockTime(t);
     const queue = new WorkQueue({ name: "test" });
     const runs: number[] = [];
-    const started = performance.now();
     queue.start(
       async () => {
-        runs.push(performance.now() - started);
+        runs.push(Date.now());
       },
       { concurrency: 1 },
     );
-    queue.addAfter("ns/a", 1_000);
+    queue.addAfter("ns/a", 100);
     queue.addAfter("ns/a", 10);
-    queue.addAfter("ns/a", 500);
-    await until("the delayed run", () => runs.length === 1);
-    assert.ok((runs[0] ?? 0) < 400, `ran after ${runs[0]} ms, not at a later deadline`);
+    queue.addAfter("ns/a", 50);
+    await time.advance(100);
+    assert.deepEqual(runs, [10], "one run, at the earliest deadline");
     await queue.shutdown();
   });
 
-  it("shutdown waits for in-flight work and takes no new keys", async () => {
+  it("addAfter compares deadlines, not delays, with an add pending from earlier", async (t) => {
+    const time = mockTime(t);
+    const queue = new WorkQueue({ name: "test" });
+    const runs: number[] = [];
+    queue.start(
+      async () => {
+        runs.push(Date.now());
+      },
+      { concurrency: 1 },
+    );
+    queue.addAfter("ns/a", 100);
+    await time.advance(90);
+    queue.addAfter("ns/a", 50);
+    await time.advance(100);
+    assert.deepEqual(runs, [100], "the pending add, due in 10 ms, is kept");
+    await queue.shutdown();
+  });
+
+  it("shutdown waits for in-flight work and takes no new keys", async (t) => {
+    const time = mockTime(t);
     const queue = new WorkQueue({ name: "test" });
     const release = gate();
     let finished = false;
@@ -185,7 +237,7 @@ describe("WorkQueue", () => {
       { concurrency: 1 },
     );
     queue.add("ns/a");
-    await until("the run to start", () => runs === 1);
+    assert.equal(runs, 1, "the run starts at once");
     queue.addAfter("ns/b", 5);
 
     let shutDown = false;
@@ -193,16 +245,19 @@ describe("WorkQueue", () => {
       shutDown = true;
     });
     queue.add("ns/c");
-    await sleep(20);
+    assert.equal(queue.depth, 0, "a key added after shutdown is not taken");
+    await time.advance(10);
     assert.equal(shutDown, false, "shutdown does not resolve while a handler runs");
     release.open();
     await shutdown;
     assert.equal(finished, true);
-    await sleep(20);
+    await time.advance(10);
     assert.equal(runs, 1, "neither the delayed nor the late key ran");
+    assert.equal(queue.depth, 0);
   });
 
-  it("respects the concurrency limit and reports the depth", async () => {
+  it("respects the concurrency limit and reports the depth", async (t) => {
+    const time = mockTime(t);
     const depths: number[] = [];
     const queue = new WorkQueue({ name: "test", onDepthChange: (depth) => depths.push(depth) });
     for (const key of ["ns/a", "ns/b", "ns/c", "ns/d", "ns/e"]) queue.add(key);
@@ -215,14 +270,17 @@ describe("WorkQueue", () => {
       async () => {
         running++;
         maxRunning = Math.max(maxRunning, running);
-        await sleep(10);
+        await new Promise((resolve) => setTimeout(resolve, 10));
         running--;
         done++;
       },
       { concurrency: 2 },
     );
     assert.equal(queue.depth, 3, "two keys are in flight, three wait");
-    await until("all keys handled", () => done === 5);
+    await time.advance(10);
+    assert.deepEqual([done, queue.depth], [2, 1], "the next two took the finished ones' places");
+    await time.advance(20);
+    assert.equal(done, 5);
     assert.equal(maxRunning, 2);
     assert.deepEqual(depths, [1, 2, 3, 4, 5, 3, 2, 1, 0]);
     await queue.shutdown();

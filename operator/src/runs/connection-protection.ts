@@ -1,18 +1,18 @@
 // Keeps a Connection from disappearing while a run may still hold a credential minted through
 // it: revocation needs the Connection's server and admin Secret to drop the run's role or
 // revoke its token. Like the API server's pvc-protection, a finalizer holds the deletion.
-import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import type { Logger } from "pino";
 import {
   type Connection,
   connectionFinalizer,
-  group,
   type LangGraphRun,
   resources,
-  version,
 } from "../../../api/v1alpha1.ts";
-import { isNotFound } from "../kube/api-errors.ts";
-import type { Cache } from "../kube/cache.ts";
-import { patchAs } from "../kube/meta.ts";
+import { unlessNotFound } from "../kube/api-errors.ts";
+import type { WatchedCache } from "../kube/cache.ts";
+import { Controller, type Reconciler } from "../kube/controller.ts";
+import type { Finalizers } from "../kube/finalizers.ts";
+import { objectKey } from "../kube/object-store.ts";
 
 /** Whether the run may hold a credential minted through the Connection that is not revoked. */
 export function holdsCredentialThrough(run: LangGraphRun, connection: string): boolean {
@@ -23,50 +23,53 @@ export function holdsCredentialThrough(run: LangGraphRun, connection: string): b
   );
 }
 
-export class ConnectionProtection {
-  readonly #custom: CustomObjectsApi;
-  readonly #connections: Cache<Connection>;
-  readonly #runs: Cache<LangGraphRun>;
+export interface ConnectionProtectionDeps {
+  connections: WatchedCache<Connection>;
+  runs: WatchedCache<LangGraphRun>;
+  finalizers: Finalizers;
+}
 
-  constructor(kc: KubeConfig, connections: Cache<Connection>, runs: Cache<LangGraphRun>) {
-    this.#custom = kc.makeApiClient(CustomObjectsApi);
-    this.#connections = connections;
-    this.#runs = runs;
+export class ConnectionProtection implements Reconciler {
+  readonly #deps: ConnectionProtectionDeps;
+
+  constructor(deps: ConnectionProtectionDeps) {
+    this.#deps = deps;
   }
 
   /** Adds the finalizer while a run needs the Connection, removes it once none does. */
-  async reconcile(key: string): Promise<void> {
+  async reconcile(key: string): Promise<undefined> {
+    const { connections, runs, finalizers } = this.#deps;
     const [namespace = "", name = ""] = key.split("/");
-    const connection = this.#connections.get(namespace, name);
+    const connection = connections.get(namespace, name);
     if (!connection) return;
-    const finalizers = connection.metadata?.finalizers ?? [];
-    const index = finalizers.indexOf(connectionFinalizer);
-    const needed = this.#runs.list(namespace).some((run) => holdsCredentialThrough(run, name));
-    if (needed === index >= 0) return;
-    // A deleting object takes no new finalizers; its runs are revoked through it meanwhile.
-    if (needed && connection.metadata?.deletionTimestamp) return;
-    const body = needed
-      ? finalizers.length === 0
-        ? [{ op: "add", path: "/metadata/finalizers", value: [connectionFinalizer] }]
-        : [
-            {
-              op: "test",
-              path: "/metadata/resourceVersion",
-              value: connection.metadata?.resourceVersion,
-            },
-            { op: "add", path: "/metadata/finalizers/-", value: connectionFinalizer },
-          ]
-      : [
-          { op: "test", path: `/metadata/finalizers/${index}`, value: connectionFinalizer },
-          { op: "remove", path: `/metadata/finalizers/${index}` },
-        ];
-    try {
-      await this.#custom.patchNamespacedCustomObject(
-        { group, version, namespace, plural: resources.connections, name, body },
-        patchAs.json,
-      );
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
+    const needed = runs.list(namespace).some((run) => holdsCredentialThrough(run, name));
+    if (!needed) {
+      await finalizers.remove(resources.connections, connection, connectionFinalizer);
+      return;
     }
+    // A deleting object takes no new finalizers; its runs are revoked through it meanwhile.
+    if (connection.metadata?.deletionTimestamp) return;
+    await unlessNotFound(finalizers.add(resources.connections, connection, connectionFinalizer));
   }
+}
+
+/** Re-checks a Connection whenever it or a run using it changes. */
+export function connectionProtectionController(
+  deps: ConnectionProtectionDeps,
+  logger: Logger,
+): Controller {
+  const controller = new Controller({
+    name: "connection-protection",
+    reconciler: new ConnectionProtection(deps),
+    workers: 1,
+    logger,
+    allKeys: () => deps.connections.list().map(objectKey),
+  });
+  deps.connections.onChange((connection) => controller.enqueue(objectKey(connection)));
+  deps.runs.onChange((run) => {
+    for (const { connection } of run.spec.access ?? []) {
+      controller.enqueue(`${run.metadata?.namespace}/${connection}`);
+    }
+  });
+  return controller;
 }

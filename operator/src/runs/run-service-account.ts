@@ -2,17 +2,22 @@
 // makes in each namespace that has runs and binds to nothing; an AccessPolicy may name
 // another, which must exist. The pod never holds a token of either (automount is off).
 import type { CoreV1Api } from "@kubernetes/client-node";
+import { BoundedCache } from "../../../api/bounded-cache.ts";
 import { defaultRunServiceAccount } from "../../../api/v1alpha1.ts";
 import { isConflict, unlessNotFound } from "../kube/api-errors.ts";
 
+// One entry per namespace with runs; the bound keeps a cluster of many namespaces from growing it.
 const rememberedNamespaces = 10_000;
 /** How long a made account is taken to still exist before it is made again. */
 const rememberMs = 60_000;
 
 export class RunServiceAccounts {
   readonly #core: CoreV1Api;
-  /** When each namespace's default run ServiceAccount was last made or found. */
-  readonly #made = new Map<string, number>();
+  /** The namespaces whose default run ServiceAccount was made or found in the last rememberMs. */
+  readonly #made = new BoundedCache<string, true>({
+    maxEntries: rememberedNamespaces,
+    ttlMs: rememberMs,
+  });
 
   constructor(core: CoreV1Api) {
     this.#core = core;
@@ -21,9 +26,7 @@ export class RunServiceAccounts {
   /** Makes sure the account exists; returns why the run cannot start when it cannot. */
   async ensure(namespace: string, name: string): Promise<string | undefined> {
     if (name === defaultRunServiceAccount) {
-      if ((this.#made.get(namespace) ?? Number.NEGATIVE_INFINITY) > Date.now() - rememberMs) {
-        return undefined;
-      }
+      if (this.#made.has(namespace)) return undefined;
       await this.#core
         .createNamespacedServiceAccount({
           namespace,
@@ -42,8 +45,7 @@ export class RunServiceAccounts {
         .catch((error: unknown) => {
           if (!isConflict(error)) throw error;
         });
-      if (this.#made.size >= rememberedNamespaces) this.#made.clear();
-      this.#made.set(namespace, Date.now());
+      this.#made.set(namespace, true);
       return undefined;
     }
     const account = await unlessNotFound(

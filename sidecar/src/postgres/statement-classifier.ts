@@ -3,6 +3,7 @@
 // clause, a function call) can only raise it. What is not recognised counts as admin. The table
 // is docs/adr/0006-postgres-data-path.md; each row has a test in statement-classifier.test.ts.
 import { fingerprintSync, loadModule, normalizeSync, parseSync } from "libpg-query";
+import { BoundedCache } from "../../../api/bounded-cache.ts";
 import { errorMessage } from "../../../api/errors.ts";
 import type { Action } from "../../../api/v1alpha1.ts";
 
@@ -56,25 +57,18 @@ export function loadParser(): Promise<void> {
 }
 
 // Clients send the same text again and again (prepared and extended protocol, ORMs): parsing it
-// once is enough. The least recently used text goes first.
-const cachedQueries = new Map<string, ClassifiedQuery>();
+// once is enough. Keeping a bounded number of texts of bounded length stops a client that sends
+// ever new SQL from growing the sidecar's memory; the least recently used text goes first.
 const maxCachedQueries = 1024;
 const maxCachedLength = 16 * 1024;
+const cachedQueries = new BoundedCache<string, ClassifiedQuery>({ maxEntries: maxCachedQueries });
 
 /** Parses and classifies one query string (one or more statements). Throws SqlSyntaxError. */
 export function classifyQuery(sql: string): ClassifiedQuery {
   const cached = cachedQueries.get(sql);
-  if (cached) {
-    cachedQueries.delete(sql);
-    cachedQueries.set(sql, cached);
-    return cached;
-  }
+  if (cached) return cached;
   const classified = classifyUncached(sql);
-  if (sql.length <= maxCachedLength) {
-    if (cachedQueries.size >= maxCachedQueries)
-      cachedQueries.delete(cachedQueries.keys().next().value as string);
-    cachedQueries.set(sql, classified);
-  }
+  if (sql.length <= maxCachedLength) cachedQueries.set(sql, classified);
   return classified;
 }
 
@@ -91,16 +85,15 @@ function classifyUncached(sql: string): ClassifiedQuery {
 }
 
 // Texts that differ only in constants share their normalized form and their fingerprint (which
-// ignores constants): a statement sent with new values each time is fingerprinted once.
-const fingerprints = new Map<string, string>();
+// ignores constants): a statement sent with new values each time is fingerprinted once. Bounded
+// as the classified texts are.
+const fingerprints = new BoundedCache<string, string>({ maxEntries: maxCachedQueries });
 
 function fingerprintOf(sql: string, normalizedText: string): string {
   const known = normalizedText ? fingerprints.get(normalizedText) : undefined;
   if (known) return known;
   const fingerprint = fingerprintSync(sql);
   if (normalizedText && normalizedText.length <= maxCachedLength) {
-    if (fingerprints.size >= maxCachedQueries)
-      fingerprints.delete(fingerprints.keys().next().value as string);
     fingerprints.set(normalizedText, fingerprint);
   }
   return fingerprint;

@@ -6,6 +6,7 @@
 import { createHash, generateKeyPairSync, type KeyObject, randomBytes, sign } from "node:crypto";
 import { isIPv4, isIPv6 } from "node:net";
 import { createSecureContext, rootCertificates, type SecureContext } from "node:tls";
+import { BoundedCache } from "../../../api/bounded-cache.ts";
 import * as der from "./der.ts";
 
 const minuteMs = 60_000;
@@ -130,7 +131,7 @@ export function createPodCa(options: PodCaOptions = {}): PodCa {
     );
   }
 
-  const contexts = new Map<string, SecureContext>();
+  const contexts = new BoundedCache<string, SecureContext>({ maxEntries: maxCachedContexts });
   return Object.freeze({
     certificatePem,
     secureContextFor(host: string): SecureContext {
@@ -141,10 +142,6 @@ export function createPodCa(options: PodCaOptions = {}): PodCa {
           key: leafKeyPem,
           cert: issueLeaf(parsed) + certificatePem,
         });
-        if (contexts.size >= maxCachedContexts) {
-          const oldest = contexts.keys().next();
-          if (!oldest.done) contexts.delete(oldest.value);
-        }
         contexts.set(parsed.name, context);
       }
       return context;

@@ -1,0 +1,417 @@
+// The run lifecycle's decisions, against an in-memory cluster: who gets a Job, when a run ends,
+// and that its credentials are revoked before any terminal status says so. The e2e suites prove
+// the same lifecycle against the real API server.
+import assert from "node:assert/strict";
+import { beforeEach, describe, it } from "node:test";
+import pino from "pino";
+import {
+  type AccessPolicy,
+  annotations,
+  type Connection,
+  type LangGraphRun,
+  revokeFinalizer,
+} from "../../../api/v1alpha1.ts";
+import { postgresConnection } from "../testing/connections.ts";
+import { apiError, FakeCluster } from "../testing/fake-cluster.ts";
+import { alice, testRun } from "../testing/runs.ts";
+import { findCondition } from "./conditions.ts";
+import type { RunLifecycleDeps } from "./run-lifecycle.ts";
+import { RunReconciler } from "./run-reconciler.ts";
+import { StatusSeal } from "./status-seal.ts";
+
+const seal = new StatusSeal(Buffer.alloc(32, 3));
+const start = new Date("2026-12-05T10:00:00.000Z");
+const key = "agents/r";
+
+function policy(spec: Partial<AccessPolicy["spec"]> = {}): AccessPolicy {
+  return {
+    metadata: { name: "ml-platform", namespace: "agents" },
+    spec: {
+      subjects: [{ kind: "Group", name: "ml-platform" }],
+      maxDuration: "1h",
+      grants: [{ connection: "kb-postgres", actions: ["read"] }],
+      ...spec,
+    },
+  };
+}
+
+function connection(): Connection {
+  return { ...postgresConnection(), metadata: { name: "kb-postgres", namespace: "agents" } };
+}
+
+interface Harness {
+  cluster: FakeCluster;
+  deps: RunLifecycleDeps;
+  reconciler: RunReconciler;
+  revoked: string[];
+  accountsEnsured: string[];
+  clock: { now: Date };
+  /** Log of what happened, in order: revocations and status phases. */
+  order: string[];
+  run(): LangGraphRun | undefined;
+}
+
+function harness(options: { requesterMay?: boolean; operatorNamespace?: string } = {}): Harness {
+  const cluster = new FakeCluster();
+  const revoked: string[] = [];
+  const accountsEnsured: string[] = [];
+  const order: string[] = [];
+  const clock = { now: start };
+  const write = cluster.status.write;
+  cluster.status.write = async (run, status) => {
+    order.push(`status ${status.phase}`);
+    return write(run, status);
+  };
+  const deps: RunLifecycleDeps = {
+    logger: pino({ level: "silent" }),
+    cache: cluster,
+    status: cluster.status,
+    finalizers: cluster.finalizers,
+    workloads: cluster.workloads,
+    events: cluster.eventSink,
+    revoker: {
+      revoke: async (run, connections) => {
+        const names = connections.map((c) => c.metadata?.name).join(",");
+        revoked.push(`${run.metadata?.name}:${names}`);
+        order.push("revoke");
+      },
+    },
+    serviceAccounts: {
+      ensure: async (namespace, name) => {
+        accountsEnsured.push(`${namespace}/${name}`);
+        return undefined;
+      },
+    },
+    seal,
+    templateReview: {
+      rules: { sidecarUid: 1337, capture: false },
+      requesterMay: async () => options.requesterMay ?? true,
+    },
+    sidecar: {
+      image: "sidecar:test",
+      imagePullPolicy: "Never",
+      uid: 1337,
+      operatorUrl: "https://operator.langgraph-jit.svc:8443",
+      capture: false,
+    },
+    operatorCaPem: () => "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    operatorEgress: { to: [{ ipBlock: { cidr: "10.0.0.1/32" } }] },
+    operatorNamespace: options.operatorNamespace ?? "langgraph-jit",
+    resolver: {
+      clusterDomain: "cluster.local",
+      readService: async () => undefined,
+      readEndpointSlices: async () => [],
+      resolveHost: async () => ["10.1.2.3"],
+    },
+    now: () => clock.now,
+  };
+  cluster.policies.put(policy());
+  cluster.connections.put(connection());
+  return {
+    cluster,
+    deps,
+    reconciler: new RunReconciler(deps),
+    revoked,
+    accountsEnsured,
+    clock,
+    order,
+    run: () => cluster.runs.get("agents", "r"),
+  };
+}
+
+/** Reconciles until the run asks for nothing more now (no immediate requeue): at most 10 passes. */
+async function settle(h: Harness): Promise<void> {
+  for (let pass = 0; pass < 10; pass++) {
+    const before = h.run()?.metadata?.resourceVersion;
+    const result = await h.reconciler.reconcile(key);
+    const after = h.run()?.metadata?.resourceVersion;
+    if (result?.requeueAfterMs !== 0 && before === after) return;
+  }
+  assert.fail("the run did not settle in 10 reconciles");
+}
+
+function condition(run: LangGraphRun | undefined, type: string) {
+  return findCondition(run?.status?.conditions, type);
+}
+
+function jobOf(h: Harness) {
+  return h.cluster.jobs.get("agents", "r");
+}
+
+/** Marks the run's Job finished with a condition, as the Job controller would. */
+function finishJob(h: Harness, type: "Complete" | "Failed", reason?: string) {
+  const job = jobOf(h);
+  assert.ok(job, "the run has a Job");
+  h.cluster.jobs.put({
+    ...job,
+    status: { conditions: [{ type, status: "True", ...(reason ? { reason } : {}) }] },
+  });
+}
+
+async function runningRun(h: Harness): Promise<void> {
+  h.cluster.runs.put(testRun({ requester: alice }));
+  await settle(h);
+  assert.equal(h.run()?.status?.phase, "Running");
+  assert.ok(jobOf(h));
+}
+
+describe("RunReconciler", () => {
+  let h: Harness;
+  beforeEach(() => {
+    h = harness();
+  });
+
+  it("adds its finalizer before deciding anything", async () => {
+    h.cluster.runs.put(testRun({ requester: alice }));
+    assert.equal(await h.reconciler.reconcile(key), undefined);
+    assert.deepEqual(h.run()?.metadata?.finalizers, [revokeFinalizer]);
+    assert.equal(h.run()?.status, undefined);
+    assert.equal(jobOf(h), undefined);
+  });
+
+  it("starts a granted run: deadline fixed from maxDuration, sealed status, its Job and NetworkPolicy", async () => {
+    await runningRun(h);
+    const run = h.run();
+    assert.equal(run?.status?.startedAt, "2026-12-05T10:00:00Z");
+    assert.equal(run?.status?.deadline, "2026-12-05T10:30:00Z");
+    assert.equal(run?.status?.requester?.username, alice.username);
+    assert.ok(run && seal.statusIsTrusted(run), "the status carries the operator's seal");
+    assert.equal(condition(run, "Authorized")?.message, "granted by AccessPolicy ml-platform");
+    assert.equal(condition(run, "Ready")?.status, "True");
+    const job = jobOf(h);
+    assert.equal(run?.status?.jobUID, job?.metadata?.uid);
+    assert.equal(
+      job?.metadata?.annotations?.[annotations.seal],
+      seal.ofJob(run as LangGraphRun, "r"),
+    );
+    assert.equal(job?.spec?.activeDeadlineSeconds, 1800);
+    assert.equal(job?.spec?.template.spec?.serviceAccountName, "langgraph-jit-run");
+    assert.deepEqual(h.accountsEnsured, ["agents/langgraph-jit-run"]);
+    assert.ok(
+      h.cluster.networkPolicies.get("agents", "r"),
+      "egress is limited before the Job runs",
+    );
+    assert.deepEqual(
+      h.cluster.events.map((e) => e.reason),
+      ["Authorized", "JobCreated"],
+    );
+    assert.deepEqual(h.revoked, []);
+  });
+
+  it("asks to be woken at the deadline while the Job runs", async () => {
+    await runningRun(h);
+    h.clock.now = new Date(start.getTime() + 10 * 60_000);
+    assert.deepEqual(await h.reconciler.reconcile(key), { requeueAfterMs: 20 * 60_000 });
+  });
+
+  it("denies a run without a stamped requester, creating nothing", async () => {
+    h.cluster.runs.put(testRun());
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Denied");
+    assert.equal(condition(h.run(), "Authorized")?.reason, "RequesterUnknown");
+    assert.equal(jobOf(h), undefined);
+    assert.deepEqual(h.revoked, [], "nothing was started, so nothing is revoked");
+  });
+
+  it("denies a requester no policy grants, with the decision's reason", async () => {
+    h.cluster.runs.put(testRun({ requester: { username: "mallory@example.com", groups: [] } }));
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Denied");
+    assert.equal(condition(h.run(), "Authorized")?.status, "False");
+    assert.match(condition(h.run(), "Authorized")?.message ?? "", /mallory@example.com/);
+    assert.equal(h.cluster.events.at(-1)?.reason, "Denied");
+    assert.equal(jobOf(h), undefined);
+  });
+
+  it("denies a pod template the requester could not run themselves", async () => {
+    h = harness({ requesterMay: false });
+    const run = testRun({ requester: alice });
+    run.spec.template.spec = {
+      containers: [{ name: "graph", image: "g" }],
+      volumes: [{ name: "payroll", secret: { secretName: "payroll" } }],
+    };
+    h.cluster.runs.put(run);
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Denied");
+    assert.equal(condition(h.run(), "Authorized")?.reason, "TemplateRefused");
+    assert.match(
+      condition(h.run(), "Authorized")?.message ?? "",
+      /spec\.template\.spec\.volumes\[0\]/,
+    );
+    assert.equal(jobOf(h), undefined);
+  });
+
+  it("holds a run whose policy needs approval without a Job, and denies it when the grant goes", async () => {
+    h.cluster.policies.put(
+      policy({ runApproval: { approvers: [{ kind: "User", name: "bob@example.com" }] } }),
+    );
+    h.cluster.runs.put(testRun({ requester: alice }));
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "AwaitingApproval");
+    assert.equal(condition(h.run(), "Approved")?.message, "waiting for User bob@example.com");
+    assert.equal(h.run()?.status?.startedAt, undefined, "the deadline does not run yet");
+    assert.equal(jobOf(h), undefined);
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "AwaitingApproval", "still waiting, nothing else written");
+
+    const withdrawn = h.cluster.policies.get("agents", "ml-platform");
+    assert.ok(withdrawn);
+    h.cluster.policies.remove(withdrawn);
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Denied");
+    assert.match(condition(h.run(), "Authorized")?.message ?? "", /no longer holds/);
+    assert.equal(jobOf(h), undefined);
+  });
+
+  it("fails a run whose grant is withdrawn between authorization and its Job", async () => {
+    h.cluster.runs.put(testRun({ requester: alice }));
+    await h.reconciler.reconcile(key); // finalizer
+    await h.reconciler.reconcile(key); // Running, deadline fixed
+    assert.equal(h.run()?.status?.phase, "Running");
+    const granted = h.cluster.policies.get("agents", "ml-platform");
+    assert.ok(granted);
+    h.cluster.policies.remove(granted);
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Failed");
+    assert.match(condition(h.run(), "Complete")?.message ?? "", /grant no longer holds/);
+    assert.equal(jobOf(h), undefined);
+    assert.deepEqual(h.revoked, ["r:kb-postgres"], "a started run is revoked even without a Job");
+  });
+
+  it("revokes before it records Succeeded when the Job completes", async () => {
+    await runningRun(h);
+    h.order.length = 0;
+    finishJob(h, "Complete");
+    h.clock.now = new Date(start.getTime() + 5 * 60_000);
+    await settle(h);
+    const run = h.run();
+    assert.equal(run?.status?.phase, "Succeeded");
+    assert.equal(run?.status?.completedAt, "2026-12-05T10:05:00Z");
+    assert.equal(run?.status?.credential?.revokedAt, "2026-12-05T10:05:00Z");
+    assert.deepEqual(h.order, ["revoke", "status Succeeded"]);
+    assert.deepEqual(h.revoked, ["r:kb-postgres"]);
+    assert.ok(jobOf(h), "a completed Job is kept for its logs");
+    await settle(h);
+    assert.deepEqual(h.revoked, ["r:kb-postgres"], "revoked once");
+  });
+
+  it("expires a run at its deadline: the Job goes, the credential is revoked", async () => {
+    await runningRun(h);
+    h.clock.now = new Date(start.getTime() + 30 * 60_000);
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Expired");
+    assert.equal(condition(h.run(), "Complete")?.reason, "DeadlineExceeded");
+    assert.equal(jobOf(h), undefined);
+    assert.deepEqual(h.revoked, ["r:kb-postgres"]);
+  });
+
+  it("takes the Job's own deadline as the run's expiry, and other failures as Failed", async () => {
+    await runningRun(h);
+    finishJob(h, "Failed", "DeadlineExceeded");
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Expired");
+
+    const other = harness();
+    await runningRun(other);
+    finishJob(other, "Failed", "BackoffLimitExceeded");
+    await settle(other);
+    assert.equal(other.run()?.status?.phase, "Failed");
+    assert.equal(condition(other.run(), "Complete")?.reason, "JobFailed");
+    assert.deepEqual(other.revoked, ["r:kb-postgres"]);
+  });
+
+  it("fails a run whose Job was replaced by one it did not make", async () => {
+    await runningRun(h);
+    const job = jobOf(h);
+    assert.ok(job);
+    h.cluster.jobs.remove(job);
+    h.cluster.jobs.put({
+      ...job,
+      metadata: { ...job.metadata, uid: "someone-else", annotations: {} },
+    });
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Failed");
+    assert.equal(condition(h.run(), "Complete")?.reason, "JobConflict");
+    assert.deepEqual(h.revoked, ["r:kb-postgres"]);
+  });
+
+  it("fails a run whose Job was deleted after it started", async () => {
+    await runningRun(h);
+    const job = jobOf(h);
+    assert.ok(job);
+    h.cluster.jobs.remove(job);
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Failed");
+    assert.equal(condition(h.run(), "Complete")?.reason, "JobDeleted");
+    assert.equal(jobOf(h), undefined, "no second Job is created");
+  });
+
+  it("does not trust a phase it did not seal", async () => {
+    const forged = testRun({ requester: alice });
+    forged.metadata = { ...forged.metadata, finalizers: [revokeFinalizer] };
+    forged.status = {
+      phase: "Running",
+      startedAt: "2026-12-05T10:00:00Z",
+      deadline: "2027-01-01T00:00:00Z",
+    };
+    h.cluster.runs.put(forged);
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Failed");
+    assert.equal(condition(h.run(), "Complete")?.reason, "StatusNotSealed");
+    assert.equal(jobOf(h), undefined);
+  });
+
+  it("cancels a run deleted while running: Job and NetworkPolicy gone, revoked, then released", async () => {
+    await runningRun(h);
+    const run = h.run();
+    assert.ok(run);
+    h.cluster.delete(h.cluster.runs, run);
+    await h.reconciler.reconcile(key);
+    assert.equal(h.run(), undefined, "the finalizer was removed, so the run is gone");
+    assert.equal(h.cluster.statusWrites.at(-1)?.phase, "Cancelled");
+    assert.equal(jobOf(h), undefined);
+    assert.equal(h.cluster.networkPolicies.get("agents", "r"), undefined);
+    assert.deepEqual(h.revoked, ["r:kb-postgres"]);
+  });
+
+  it("keeps the finalizer when revocation fails, so deletion waits for a retry", async () => {
+    const failing = harness();
+    await runningRun(failing);
+    const run = failing.run();
+    assert.ok(run);
+    failing.cluster.delete(failing.cluster.runs, run);
+    // A revoker that cannot reach the database: the reconcile throws and is retried.
+    const reconciler = new RunReconciler({
+      ...failing.deps,
+      revoker: { revoke: async () => Promise.reject(new Error("connection refused")) },
+    });
+    await assert.rejects(reconciler.reconcile(key), /connection refused/);
+    assert.deepEqual(failing.run()?.metadata?.finalizers, [revokeFinalizer]);
+    assert.equal(failing.run()?.status?.phase, "Running");
+  });
+
+  it("lets a status conflict surface as 409, for a quiet retry", async () => {
+    h.cluster.runs.put(testRun({ requester: alice }));
+    await h.reconciler.reconcile(key);
+    h.cluster.failNext.set("write", apiError(409, "the object has been modified"));
+    await assert.rejects(
+      h.reconciler.reconcile(key),
+      (error: { code?: number }) => error.code === 409,
+    );
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Running");
+  });
+
+  it("never starts a run in its own namespace, and says so once", async () => {
+    h = harness({ operatorNamespace: "agents" });
+    h.cluster.runs.put(testRun({ requester: alice }));
+    await h.reconciler.reconcile(key);
+    await h.reconciler.reconcile(key);
+    assert.equal(h.run()?.status, undefined);
+    assert.equal(jobOf(h), undefined);
+    assert.deepEqual(
+      h.cluster.events.map((e) => `${e.type} ${e.reason}`),
+      ["Warning NotReconciled"],
+    );
+  });
+});

@@ -112,5 +112,11 @@ export type RefusalReason =
 /** The body of every 4xx/5xx answer of the credential API. */
 export interface CredentialApiError {
   error: string;
-  reason: RefusalReason | "BadRequest" | "NotFound" | "MethodNotAllowed" | "Internal";
+  reason:
+    | RefusalReason
+    | "BadRequest"
+    | "NotFound"
+    | "MethodNotAllowed"
+    | "TooManyRequests"
+    | "Internal";
 }

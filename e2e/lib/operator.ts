@@ -62,7 +62,8 @@ export interface OperatorProcess {
   remove(): Promise<void>;
 }
 
-function operatorArgs(
+/** The flags of an operator whose own namespace is `namespace`, listening on loopback. */
+export function operatorArgs(
   namespace: string,
   listenPort: number,
   metricsPort: number,
@@ -126,20 +127,9 @@ async function removeStaleWebhooks(): Promise<void> {
   }
 }
 
-/**
- * Installs the CRDs (as admin) and starts an operator whose own namespace is `namespace`,
- * running with `runKubeconfig` when given (an identity with only the chart's RBAC), else admin.
- */
-export async function startOperator(
-  namespace: string,
-  extra: string[] = [],
-  runKubeconfig?: string,
-): Promise<OperatorProcess> {
+/** `operator install` with these flags (CRDs, as admin), after clearing stale webhooks. */
+export async function installOperator(args: string[]): Promise<void> {
   await removeStaleWebhooks();
-  const listenPort = await freePort();
-  const metricsPort = await freePort();
-  const args = operatorArgs(namespace, listenPort, metricsPort, extra);
-  const runArgs = runKubeconfig ? [...args, "--kubeconfig", runKubeconfig] : args;
   const installed = spawnSync(operatorCommand, ["install", ...args], { encoding: "utf8" });
   if (installed.status !== 0)
     throw new Error(`operator install failed:\n${installed.stderr}${installed.stdout}`);
@@ -154,6 +144,33 @@ export async function startOperator(
     }
     return true;
   });
+}
+
+/** Deletes the webhook configurations of the operator whose own namespace is `namespace`. */
+export async function removeWebhooks(namespace: string): Promise<void> {
+  const api = kubeConfigFor("admin").makeApiClient(AdmissionregistrationV1Api);
+  const name = `langgraph-jit-${namespace}`;
+  const ignoreMissing = (error: unknown) => {
+    if (statusOf(error) !== 404) throw error;
+  };
+  await api.deleteMutatingWebhookConfiguration({ name }).catch(ignoreMissing);
+  await api.deleteValidatingWebhookConfiguration({ name }).catch(ignoreMissing);
+}
+
+/**
+ * Installs the CRDs (as admin) and starts an operator whose own namespace is `namespace`,
+ * running with `runKubeconfig` when given (an identity with only the chart's RBAC), else admin.
+ */
+export async function startOperator(
+  namespace: string,
+  extra: string[] = [],
+  runKubeconfig?: string,
+): Promise<OperatorProcess> {
+  const listenPort = await freePort();
+  const metricsPort = await freePort();
+  const args = operatorArgs(namespace, listenPort, metricsPort, extra);
+  const runArgs = runKubeconfig ? [...args, "--kubeconfig", runKubeconfig] : args;
+  await installOperator(args);
 
   mkdirSync(join(clusterDir, "logs"), { recursive: true });
   const logFile = join(clusterDir, "logs", `operator-${namespace}.log`);
@@ -206,13 +223,7 @@ export async function startOperator(
     restart: launch,
     remove: async () => {
       await signal("SIGTERM");
-      const api = kubeConfigFor("admin").makeApiClient(AdmissionregistrationV1Api);
-      const name = `langgraph-jit-${namespace}`;
-      const ignoreMissing = (error: unknown) => {
-        if (statusOf(error) !== 404) throw error;
-      };
-      await api.deleteMutatingWebhookConfiguration({ name }).catch(ignoreMissing);
-      await api.deleteValidatingWebhookConfiguration({ name }).catch(ignoreMissing);
+      await removeWebhooks(namespace);
     },
   };
 }

@@ -168,7 +168,7 @@ export async function startOperator(
     events,
     signingKeys,
     reviewer: new PodTokenReviewer({
-      kc,
+      api: kc.makeApiClient(AuthenticationV1Api),
       onReview: (seconds, cached) =>
         metrics.tokenReviewDuration.observe({ cached: String(cached) }, seconds),
     }),

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
 import { postgresConnection } from "../testing/connections.ts";
+import { alice, testRun } from "../testing/runs.ts";
 import type { AdmissionRequest } from "./admission-review.ts";
 import {
   mutateRun,
@@ -10,22 +11,12 @@ import {
   validateRunStatus,
 } from "./run-admission.ts";
 
-const alice = {
-  username: "alice@example.com",
-  uid: "a-1",
-  groups: ["ml-platform", "system:authenticated"],
-};
 const stamp = JSON.stringify(alice);
 const sidecarUid = 17337;
 
 function run(annotations?: Record<string, string>, phase?: string): LangGraphRun {
   return {
-    metadata: { name: "r", namespace: "agents", ...(annotations ? { annotations } : {}) },
-    spec: {
-      template: { spec: { containers: [{ name: "graph", image: "g" }] } },
-      access: [{ connection: "kb-postgres", actions: ["read"] }],
-      maxDuration: "30m",
-    },
+    ...testRun(annotations ? { annotations } : {}),
     ...(phase ? { status: { phase: phase as "Running" } } : {}),
   };
 }

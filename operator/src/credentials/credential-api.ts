@@ -55,7 +55,7 @@ export function credentialRoutes(options: CredentialRoutesOptions): Record<strin
       const set = waiters.get(uid) ?? new Set();
       // A run has one sidecar; many waiters on one run are a misbehaving client.
       if (set.size >= maxWaitersPerRun) {
-        throw new HttpError(429, "BadRequest", `too many status long-polls for run ${uid}`);
+        throw new HttpError(429, "TooManyRequests", `too many status long-polls for run ${uid}`);
       }
       waiters.set(uid, set);
       const done = () => {

@@ -1,7 +1,7 @@
 // Authenticates a sidecar's projected service-account token with a TokenReview and names the
 // pod it is bound to. Successful reviews are cached briefly, never past the token's expiry.
 import { createHash } from "node:crypto";
-import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
+import type { AuthenticationV1Api } from "@kubernetes/client-node";
 import { decodeJwt } from "jose";
 import { BoundedCache } from "../../../api/bounded-cache.ts";
 import { podTokenAudience } from "../../../api/credentials.ts";
@@ -21,7 +21,7 @@ export interface PodIdentity {
 }
 
 export interface PodTokenReviewerOptions {
-  kc: KubeConfig;
+  api: Pick<AuthenticationV1Api, "createTokenReview">;
   /** How long a successful review is reused. Defaults to 5 s. */
   cacheTtlMs?: number;
   /** Reviews kept at most, bounding memory; the least recently used go first. Default 10,000. */
@@ -31,7 +31,7 @@ export interface PodTokenReviewerOptions {
 }
 
 export class PodTokenReviewer {
-  readonly #api: AuthenticationV1Api;
+  readonly #api: PodTokenReviewerOptions["api"];
   readonly #ttlMs: number;
   // Wall-clock time: a cached review ends no later than the token's exp.
   readonly #now: () => number;
@@ -40,7 +40,7 @@ export class PodTokenReviewer {
   readonly #cache: BoundedCache<string, PodIdentity>;
 
   constructor(options: PodTokenReviewerOptions) {
-    this.#api = options.kc.makeApiClient(AuthenticationV1Api);
+    this.#api = options.api;
     this.#ttlMs = options.cacheTtlMs ?? 5_000;
     this.#now = options.now ?? Date.now;
     this.#onReview = options.onReview ?? (() => {});

@@ -1,24 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
+import { alice, testRun } from "../testing/runs.ts";
 import { requesterOf } from "./requester.ts";
 
-const alice = {
-  username: "alice@example.com",
-  uid: "a-1",
-  groups: ["ml-platform", "system:authenticated"],
-};
 const stamp = JSON.stringify(alice);
 
 function run(annotations?: Record<string, string>): LangGraphRun {
-  return {
-    metadata: { name: "r", namespace: "agents", ...(annotations ? { annotations } : {}) },
-    spec: {
-      template: { spec: { containers: [{ name: "graph", image: "g" }] } },
-      access: [{ connection: "kb-postgres", actions: ["read"] }],
-      maxDuration: "30m",
-    },
-  };
+  return testRun(annotations ? { annotations } : {});
 }
 
 describe("requesterOf", () => {

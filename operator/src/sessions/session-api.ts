@@ -88,7 +88,8 @@ function pageOf(url: URL): { limit: number; afterSeq: number } {
   const integer = (name: string, fallback: number, min: number, max: number) => {
     const raw = url.searchParams.get(name);
     if (raw === null || raw === "") return fallback;
-    const value = Number(raw);
+    // Decimal digits only: Number() would also take "0x10", "1e3" and " 5 ".
+    const value = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
     if (!Number.isSafeInteger(value) || value < min || value > max) {
       throw new HttpError(400, "BadRequest", `${name} must be an integer from ${min} to ${max}`);
     }

@@ -24,8 +24,9 @@ export type AccessPolicySpec = {
   maxDuration: string;
   /** The ServiceAccount of this namespace that runs granted by this policy run as; default: langgraph-jit-run, which the operator makes and binds to nothing. The pod never holds a token of it either way. */
   runServiceAccountName?: string;
-  /** A human approval before the run starts. */
+  /** Human approval before the run starts: it waits in AwaitingApproval, with no Job and no credential, until enough approvers approve (one Deny ends it). */
   runApproval?: {
+    /** Who may decide; never the run's own requester. */
     approvers: Array<{
       /** User, Group or ServiceAccount. */
       kind: "User" | "Group" | "ServiceAccount";
@@ -33,6 +34,10 @@ export type AccessPolicySpec = {
       /** Namespace of a ServiceAccount subject; defaults to the policy's. */
       namespace?: string;
     }>;
+    /** Distinct approvers who must approve. */
+    approvals: number;
+    /** How long the run waits for a decision before it is Denied (ApprovalExpired). */
+    timeout: string;
   };
   /** One grant per Connection. */
   grants: Array<{
@@ -80,6 +85,22 @@ export type AccessPolicyStatus = {
   observedGeneration?: number;
   /** Current state, per the Kubernetes API conventions. */
   conditions?: Condition[];
+};
+
+/** One person's decision on a LangGraphRun waiting for approval. The admission webhook stamps the approver from the API server's authentication of the request (annotation langgraph-jit.dev/approver) and admits it only from an approver the run's policy names who is not the run's requester; it never changes afterwards. */
+export interface Approval {
+  apiVersion?: "langgraph-jit.dev/v1alpha1";
+  kind?: "Approval";
+  metadata?: V1ObjectMeta;
+  spec: ApprovalSpec;
+}
+
+export type ApprovalSpec = {
+  /** The LangGraphRun of this namespace that the decision is about. */
+  run: string;
+  decision: "Approve" | "Deny";
+  /** Why; shown on the run and recorded for audit. */
+  reason: string;
 };
 
 /** A downstream resource (a PostgreSQL database or an HTTP API) whose credential only the operator holds. Runs reach it through the sidecar, never with the credential. */
@@ -212,6 +233,31 @@ export type LangGraphRunStatus = {
     groups?: Array<string>;
     /** The authenticator's extra attributes, as SubjectAccessReviews need them. */
     extra?: Record<string, Array<string>>;
+  };
+  /** The human approval the run's policies require before it starts: who may decide, how many must approve, until when, and every decision counted. */
+  approval?: {
+    requestedAt?: string;
+    expiresAt?: string;
+    decidedAt?: string;
+    /** One per AccessPolicy that requires approval; each must be met. */
+    requirements?: Array<{
+      policy: string;
+      approvals: number;
+      approvers: Array<{
+        kind: "User" | "Group" | "ServiceAccount";
+        name: string;
+        namespace?: string;
+      }>;
+    }>;
+    /** The Approvals counted, in the order they were made. */
+    decisions?: Array<{
+      /** The Approval object's name. */
+      approval: string;
+      approver: string;
+      decision: "Approve" | "Deny";
+      reason: string;
+      at: string;
+    }>;
   };
   jobName?: string;
   /** The uid of the Job the operator created; no other Job gets the run's credential. */

@@ -18,6 +18,7 @@ export const resources = {
   runs: "langgraphruns",
   connections: "connections",
   policies: "accesspolicies",
+  approvals: "approvals",
 } as const;
 
 /** Labels, annotations and finalizer named by the contract (DESIGN.md section 3). */
@@ -27,6 +28,10 @@ export const labels = {
 } as const;
 export const annotations = {
   requester: "langgraph-jit.dev/requester",
+  /** On an Approval: who decided, stamped like a run's requester. */
+  approver: "langgraph-jit.dev/approver",
+  /** On an Approval: the uid of the run it decides, so a run recreated under the name is not. */
+  runUid: "langgraph-jit.dev/run-uid",
   access: "langgraph-jit.dev/access",
   /** On a run's Job: the operator's proof that it made it (no one else can). */
   seal: "langgraph-jit.dev/seal",
@@ -63,6 +68,9 @@ export type RunAccess = LangGraphRunSpec["access"][number];
 export type Action = RunAccess["actions"][number];
 export type Subject = AccessPolicySpec["subjects"][number];
 export type Grant = AccessPolicySpec["grants"][number];
+export type RunApprovalStatus = NonNullable<LangGraphRunStatus["approval"]>;
+export type ApprovalRequirement = NonNullable<RunApprovalStatus["requirements"]>[number];
+export type ApprovalDecision = NonNullable<RunApprovalStatus["decisions"]>[number];
 
 export function runKey(run: Pick<LangGraphRun, "metadata">): string {
   return `${run.metadata?.namespace}/${run.metadata?.name}`;

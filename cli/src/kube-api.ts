@@ -1,4 +1,4 @@
-// A GET against the API server as the kubeconfig's user: whatever kubectl would authenticate
+// Requests to the API server as the kubeconfig's user: whatever kubectl would authenticate
 // with (client certificates, tokens, exec plugins), through @kubernetes/client-node.
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest, type RequestOptions } from "node:https";
@@ -39,13 +39,30 @@ export function contextNamespace(kc: KubeConfig): string {
   return kc.getContextObject(kc.getCurrentContext())?.namespace || "default";
 }
 
-export async function getJson<T>(kc: KubeConfig, path: string): Promise<T> {
+export function getJson<T>(kc: KubeConfig, path: string): Promise<T> {
+  return requestJson<T>(kc, "GET", path);
+}
+
+/** A JSON request to the API server as the kubeconfig's user; a refusal throws ApiError. */
+export async function requestJson<T>(
+  kc: KubeConfig,
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+): Promise<T> {
   const server = kc.getCurrentCluster()?.server ?? "";
   const url = new URL(path, server);
-  const options: RequestOptions = { method: "GET", headers: { accept: "application/json" } };
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const options: RequestOptions = {
+    method,
+    headers: {
+      accept: "application/json",
+      ...(payload ? { "content-type": "application/json" } : {}),
+    },
+  };
   await kc.applyToHTTPSOptions(options);
   const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-  const { status, body } = await new Promise<{ status: number; body: string }>(
+  const { status, body: answer } = await new Promise<{ status: number; body: string }>(
     (resolve, reject) => {
       const req = send(url, options, (response) => {
         const chunks: Buffer[] = [];
@@ -59,17 +76,17 @@ export async function getJson<T>(kc: KubeConfig, path: string): Promise<T> {
         response.on("error", reject);
       });
       req.on("error", (error) => reject(new Error(`${url.origin}: ${error.message}`)));
-      req.end();
+      req.end(payload);
     },
   );
   let parsed: unknown;
   try {
-    parsed = JSON.parse(body);
+    parsed = JSON.parse(answer);
   } catch {
     throw new ApiError(
       status,
       "InvalidResponse",
-      `${path} answered ${status}: ${body.slice(0, 200)}`,
+      `${path} answered ${status}: ${answer.slice(0, 200)}`,
     );
   }
   if (status >= 200 && status < 300) return parsed as T;

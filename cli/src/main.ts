@@ -1,24 +1,47 @@
-// kubectl-jit: langgraph-jit's kubectl plugin. It reads through the API server as the
-// kubeconfig's user, so the cluster's own authentication and RBAC decide what it may see.
+// kubectl-jit: langgraph-jit's kubectl plugin. It talks to the API server as the kubeconfig's
+// user, so the cluster's own authentication and RBAC decide what it may see and do.
 import { parseArgs } from "node:util";
 import { errorMessage } from "../../api/errors.ts";
 import { type RunSession, sessionsApi, sessionsApiVersion } from "../../api/session-events.ts";
-import { ApiError, contextNamespace, getJson, loadKubeConfig } from "./kube-api.ts";
+import {
+  decide,
+  formatWaiting,
+  type ListFormat,
+  listRuns,
+  waitingFor,
+  whoAmI,
+} from "./approvals.ts";
+import {
+  ApiError,
+  contextNamespace,
+  getJson,
+  type KubeTarget,
+  loadKubeConfig,
+} from "./kube-api.ts";
 import { timeline } from "./session-timeline.ts";
 
 export const usage = `kubectl jit: langgraph-jit's kubectl plugin
 
 Usage:
   kubectl jit logs RUN [-n NAMESPACE] [-o text|json] [--chunk-size N]
+  kubectl jit approvals [-n NAMESPACE | -A] [-o text|wide|json|yaml]
+  kubectl jit approve RUN --reason TEXT [-n NAMESPACE]
+  kubectl jit deny RUN --reason TEXT [-n NAMESPACE]
 
 Commands:
-  logs   every request, denial and tunnel the run's sidecar recorded, oldest first
-         (the run's object may be deleted: its latest run of that name is shown)
+  logs       every request, denial and tunnel the run's sidecar recorded, oldest first
+             (the run's object may be deleted: its latest run of that name is shown)
+  approvals  runs waiting for an approval you may give: not your own, not yet decided by you
+  approve    approve a waiting run (an Approval object, stamped with who you are)
+  deny       deny a waiting run; one denial ends it
 
 Options:
-  -n, --namespace NAME   the run's namespace (default: the context's, else "default")
-  -o, --output FORMAT    text: a timeline (default); json: one JSON object per event
-      --chunk-size N     events asked for per request, 1-${sessionsApi.maxLimit} (default ${sessionsApi.defaultLimit})
+  -n, --namespace NAME   the namespace (default: the context's, else "default")
+  -A, --all-namespaces   approvals: every namespace you may list runs in
+  -o, --output FORMAT    logs: text (a timeline, default) or json (one object per event);
+                         approvals: text (default), wide, json or yaml
+      --reason TEXT      approve, deny: why (required; shown on the run, kept for audit)
+      --chunk-size N     logs: events asked for per request, 1-${sessionsApi.maxLimit} (default ${sessionsApi.defaultLimit})
       --kubeconfig FILE  the kubeconfig (default: $KUBECONFIG, then ~/.kube/config)
       --context NAME     the kubeconfig context (default: the current one)
   -h, --help             this help
@@ -26,14 +49,12 @@ Options:
 
 export class UsageError extends Error {}
 
-interface LogsCommand {
-  run: string;
-  namespace: string | undefined;
-  output: "text" | "json";
-  chunkSize: number;
-  kubeconfig: string | undefined;
-  context: string | undefined;
-}
+type Target = KubeTarget & { namespace: string | undefined };
+
+export type Command =
+  | (Target & { name: "logs"; run: string; output: "text" | "json"; chunkSize: number })
+  | (Target & { name: "approvals"; allNamespaces: boolean; output: ListFormat })
+  | (Target & { name: "approve" | "deny"; run: string; reason: string });
 
 function readArgs(argv: string[]) {
   try {
@@ -42,7 +63,9 @@ function readArgs(argv: string[]) {
       allowPositionals: true,
       options: {
         namespace: { type: "string", short: "n" },
-        output: { type: "string", short: "o", default: "text" },
+        "all-namespaces": { type: "boolean", short: "A" },
+        output: { type: "string", short: "o" },
+        reason: { type: "string" },
         "chunk-size": { type: "string", default: String(sessionsApi.defaultLimit) },
         kubeconfig: { type: "string" },
         context: { type: "string" },
@@ -54,33 +77,61 @@ function readArgs(argv: string[]) {
   }
 }
 
-export function parseCommand(argv: string[]): LogsCommand | "help" {
+export function parseCommand(argv: string[]): Command | "help" {
   const { values, positionals } = readArgs(argv);
   if (values.help || positionals.length === 0) return "help";
   const [command, run, ...rest] = positionals;
-  if (command !== "logs") throw new UsageError(`unknown command "${command}": try logs`);
-  if (!run) throw new UsageError("logs needs the run's name");
-  if (rest.length > 0) throw new UsageError(`unexpected arguments: ${rest.join(" ")}`);
-  if (values.output !== "text" && values.output !== "json") {
-    throw new UsageError(`--output must be text or json, not "${values.output}"`);
-  }
-  const chunkSize = Number(values["chunk-size"]);
-  if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > sessionsApi.maxLimit) {
-    throw new UsageError(
-      `--chunk-size must be a whole number from 1 to ${sessionsApi.maxLimit}, not "${values["chunk-size"]}"`,
-    );
-  }
-  return {
-    run,
+  const target: Target = {
     namespace: values.namespace,
-    output: values.output,
-    chunkSize,
-    kubeconfig: values.kubeconfig,
-    context: values.context,
+    ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}),
+    ...(values.context ? { context: values.context } : {}),
   };
+  const extra = command === "approvals" ? [run, ...rest].filter(Boolean) : rest;
+  if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(" ")}`);
+  switch (command) {
+    case "logs": {
+      if (!run) throw new UsageError("logs needs the run's name");
+      const output = values.output ?? "text";
+      if (output !== "text" && output !== "json") {
+        throw new UsageError(`--output must be text or json, not "${output}"`);
+      }
+      const chunkSize = Number(values["chunk-size"]);
+      if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > sessionsApi.maxLimit) {
+        throw new UsageError(
+          `--chunk-size must be a whole number from 1 to ${sessionsApi.maxLimit}, not "${values["chunk-size"]}"`,
+        );
+      }
+      return { ...target, name: "logs", run, output, chunkSize };
+    }
+    case "approvals": {
+      const output = values.output ?? "text";
+      if (!["text", "wide", "json", "yaml"].includes(output)) {
+        throw new UsageError(`--output must be text, wide, json or yaml, not "${output}"`);
+      }
+      if (values["all-namespaces"] && values.namespace) {
+        throw new UsageError("--namespace and --all-namespaces exclude each other");
+      }
+      return {
+        ...target,
+        name: "approvals",
+        allNamespaces: values["all-namespaces"] ?? false,
+        output: output as ListFormat,
+      };
+    }
+    case "approve":
+    case "deny": {
+      if (!run) throw new UsageError(`${command} needs the run's name`);
+      const reason = values.reason?.trim();
+      if (!reason) throw new UsageError(`${command} needs --reason: say why, for the audit trail`);
+      if (reason.length > 1024) throw new UsageError("--reason is at most 1024 characters");
+      return { ...target, name: command, run, reason };
+    }
+    default:
+      throw new UsageError(`unknown command "${command}": try logs, approvals, approve or deny`);
+  }
 }
 
-async function logs(command: LogsCommand): Promise<void> {
+async function logs(command: Extract<Command, { name: "logs" }>): Promise<void> {
   const kc = loadKubeConfig(command);
   const namespace = command.namespace ?? contextNamespace(kc);
   const base = `/apis/${sessionsApiVersion}/namespaces/${encodeURIComponent(namespace)}/${sessionsApi.resource}/${encodeURIComponent(command.run)}`;
@@ -101,8 +152,32 @@ async function logs(command: LogsCommand): Promise<void> {
   if (command.output === "text") process.stdout.write(timeline(session, events));
 }
 
+async function run(command: Command): Promise<void> {
+  if (command.name === "logs") return logs(command);
+  const kc = loadKubeConfig(command);
+  if (command.name === "approvals") {
+    const namespace = command.allNamespaces
+      ? undefined
+      : (command.namespace ?? contextNamespace(kc));
+    const [user, runs] = await Promise.all([whoAmI(kc), listRuns(kc, namespace)]);
+    const waiting = waitingFor(user, runs);
+    process.stdout.write(formatWaiting(waiting, command.output, command.allNamespaces, Date.now()));
+    if (waiting.length === 0 && (command.output === "text" || command.output === "wide")) {
+      const where = namespace ? `in namespace ${namespace}` : "in any namespace";
+      process.stderr.write(`No runs wait for your approval ${where}.\n`);
+    }
+    return;
+  }
+  const namespace = command.namespace ?? contextNamespace(kc);
+  const decision = command.name === "approve" ? "Approve" : "Deny";
+  const approval = await decide(kc, namespace, command.run, decision, command.reason);
+  process.stdout.write(
+    `approval.langgraph-jit.dev/${approval.metadata?.name} created: ${decision} LangGraphRun ${namespace}/${command.run}\n`,
+  );
+}
+
 async function main(): Promise<number> {
-  let command: LogsCommand | "help";
+  let command: Command | "help";
   try {
     command = parseCommand(process.argv.slice(2));
   } catch (error) {
@@ -114,7 +189,7 @@ async function main(): Promise<number> {
     return 0;
   }
   try {
-    await logs(command);
+    await run(command);
     return 0;
   } catch (error) {
     const message =

@@ -95,16 +95,27 @@ describe("the session timeline", () => {
 describe("kubectl jit's arguments", () => {
   it("reads logs RUN with its options", () => {
     assert.deepEqual(parseCommand(["logs", "kb-search", "-n", "agents", "-o", "json"]), {
+      name: "logs",
       run: "kb-search",
       namespace: "agents",
       output: "json",
       chunkSize: 1000,
-      kubeconfig: undefined,
-      context: undefined,
     });
     const chunked = parseCommand(["logs", "x", "--chunk-size", "2"]);
-    assert.equal(chunked !== "help" && chunked.chunkSize, 2);
+    assert.equal(chunked !== "help" && chunked.name === "logs" && chunked.chunkSize, 2);
     assert.equal(parseCommand([]), "help");
+    assert.deepEqual(parseCommand(["approve", "r", "--reason", " checked the diff "]), {
+      name: "approve",
+      run: "r",
+      reason: "checked the diff",
+      namespace: undefined,
+    });
+    assert.deepEqual(parseCommand(["approvals", "-A", "-o", "wide"]), {
+      name: "approvals",
+      allNamespaces: true,
+      output: "wide",
+      namespace: undefined,
+    });
     assert.equal(parseCommand(["logs", "x", "--help"]), "help");
   });
 
@@ -118,7 +129,13 @@ describe("kubectl jit's arguments", () => {
           return true;
         },
       );
-    refused(["replay", "x"], /unknown command "replay"/);
+    refused(["replay", "x"], /unknown command "replay": try logs, approvals, approve or deny/);
+    refused(["approve", "r"], /approve needs --reason/);
+    refused(["deny", "r", "--reason", "  "], /deny needs --reason/);
+    refused(["deny", "--reason", "no"], /deny needs the run's name/);
+    refused(["approvals", "-A", "-n", "x"], /exclude each other/);
+    refused(["approvals", "-o", "table"], /--output must be text, wide, json or yaml/);
+    refused(["approvals", "extra"], /unexpected arguments: extra/);
     refused(["logs"], /needs the run's name/);
     refused(["logs", "a", "b"], /unexpected arguments: b/);
     refused(["logs", "a", "-o", "yaml"], /--output must be text or json, not "yaml"/);

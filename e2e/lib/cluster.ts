@@ -1,4 +1,5 @@
 // Access to the real test cluster that e2e/cluster/up.sh starts, for end-to-end tests.
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -86,4 +87,17 @@ export async function eventually<T>(
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
+}
+
+/** `kubectl jit ...` as a test identity: the plugin found on PATH, as users install it. */
+export function kubectlJit(identity: Identity, ...args: string[]) {
+  const result = spawnSync(join(clusterDir, "bin", "kubectl"), ["jit", ...args], {
+    encoding: "utf8",
+    env: {
+      ...process.env,
+      PATH: `${join(repoRoot, "cli", "bin")}:${process.env.PATH}`,
+      KUBECONFIG: join(clusterDir, `${identity}.kubeconfig`),
+    },
+  });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }

@@ -5,6 +5,7 @@ import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before } from "node:test";
 import { AdmissionregistrationV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import type { AccessPolicy } from "../../api/v1alpha1.ts";
 import {
   clusterDir,
   createTestNamespace,
@@ -241,13 +242,16 @@ export interface OperatorSuite {
  * runs (with the Connections, policy and RBAC of setUpRunNamespace when `runs` is set),
  * removed afterwards: runs first, so the operator can finalize them.
  */
-export function useOperator(prefix: string, options: { runs?: boolean } = {}): OperatorSuite {
+export function useOperator(
+  prefix: string,
+  options: { runs?: boolean; policy?: Partial<AccessPolicy["spec"]> } = {},
+): OperatorSuite {
   const suite = {} as OperatorSuite;
   before(async () => {
     suite.system = await createTestNamespace("lgjit-system");
     suite.ns = await createTestNamespace(prefix);
     suite.operator = await startOperator(suite.system.name);
-    if (options.runs) await setUpRunNamespace(suite.ns.name);
+    if (options.runs) await setUpRunNamespace(suite.ns.name, options.policy);
   });
   after(async () => {
     await suite.ns?.remove();

@@ -57,6 +57,24 @@ export async function setUpRunNamespace(
       ],
     },
   });
+  // Who may decide is the webhook's to say; RBAC lets anyone authenticated ask.
+  await rbac.createNamespacedRole({
+    namespace,
+    body: {
+      metadata: { name: "approver" },
+      rules: [{ apiGroups: [group], resources: ["approvals"], verbs: ["create", "get", "list"] }],
+    },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace,
+    body: {
+      metadata: { name: "approvers" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "approver" },
+      subjects: [
+        { apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "system:authenticated" },
+      ],
+    },
+  });
   await rbac.createNamespacedRoleBinding({
     namespace,
     body: {

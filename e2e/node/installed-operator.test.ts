@@ -24,6 +24,7 @@ import {
   createTestNamespace,
   eventually,
   kubeConfigFor,
+  kubectlJit,
   repoRoot,
   statusOf,
   type TestNamespace,
@@ -101,19 +102,6 @@ async function revoked(namespace: string, name: string): Promise<LangGraphRun> {
     },
     30_000,
   );
-}
-
-/** `kubectl jit ...` as a test identity: the plugin found on PATH, as users install it. */
-function kubectlJit(identity: "alice" | "bob", ...args: string[]) {
-  const result = spawnSync(join(clusterDir, "bin", "kubectl"), ["jit", ...args], {
-    encoding: "utf8",
-    env: {
-      ...process.env,
-      PATH: `${join(repoRoot, "cli", "bin")}:${process.env.PATH}`,
-      KUBECONFIG: join(clusterDir, `${identity}.kubeconfig`),
-    },
-  });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
 /** A GET straight to an operator pod's HTTPS port, past the API server, with the given TLS client. */

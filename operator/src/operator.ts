@@ -199,6 +199,12 @@ export async function startOperator(
           connections: (namespace) => cache.connections.list(namespace),
           templateReview,
         },
+        approvals: {
+          run: (namespace, name) => cache.runs.get(namespace, name),
+          approvals: (namespace) => cache.approvals.list(namespace),
+          policies: (namespace) => cache.policies.list(namespace),
+          connections: (namespace) => cache.connections.list(namespace),
+        },
         operatorUsername,
         logger: logger.child({ component: "webhooks" }),
         metrics,

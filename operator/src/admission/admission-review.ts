@@ -75,3 +75,18 @@ export function deny(
 export function pointerSegment(key: string): string {
   return key.replaceAll("~", "~0").replaceAll("/", "~1");
 }
+
+/** The JSON Patch that adds these annotations to an object, whether or not it has any. */
+export function addAnnotations(
+  obj: { metadata?: { annotations?: Record<string, string> } },
+  values: Record<string, string>,
+): JsonPatchOperation[] {
+  if (!obj.metadata?.annotations) {
+    return [{ op: "add", path: "/metadata/annotations", value: values }];
+  }
+  return Object.entries(values).map(([key, value]) => ({
+    op: "add",
+    path: `/metadata/annotations/${pointerSegment(key)}`,
+    value,
+  }));
+}

@@ -18,9 +18,9 @@ import { reviewTemplate, type TemplateReviewDeps } from "../runs/template-review
 import {
   type AdmissionRequest,
   type AdmissionResponse,
+  addAnnotations,
   allow,
   deny,
-  pointerSegment,
   type UserInfo,
 } from "./admission-review.ts";
 
@@ -46,23 +46,12 @@ export function mutateRun(request: AdmissionRequest<LangGraphRun>): AdmissionRes
       `${requesterField} is set by langgraph-jit from your authenticated identity; a request may not set it`,
     );
   }
-  const value = JSON.stringify(requesterFrom(request.userInfo));
-  const patch = run.metadata?.annotations
-    ? [
-        {
-          op: "add" as const,
-          path: `/metadata/annotations/${pointerSegment(annotations.requester)}`,
-          value,
-        },
-      ]
-    : [
-        {
-          op: "add" as const,
-          path: "/metadata/annotations",
-          value: { [annotations.requester]: value },
-        },
-      ];
-  return allow(request, patch);
+  return allow(
+    request,
+    addAnnotations(run, {
+      [annotations.requester]: JSON.stringify(requesterFrom(request.userInfo)),
+    }),
+  );
 }
 
 /** What the validating webhook reads: the namespace's policies and Connections, from the caches. */

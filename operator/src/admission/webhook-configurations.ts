@@ -10,6 +10,8 @@ export const webhookPaths = {
   mutateRun: "/admission/mutate/langgraphruns",
   validateRun: "/admission/validate/langgraphruns",
   validateRunStatus: "/admission/validate/langgraphruns/status",
+  mutateApproval: "/admission/mutate/approvals",
+  validateApproval: "/admission/validate/approvals",
   validateEphemeralContainers: "/admission/validate/pods/ephemeralcontainers",
 } as const;
 
@@ -71,6 +73,13 @@ export function mutatingConfiguration(target: WebhookTarget): V1MutatingWebhookC
         ...common(target),
         rules: [runRule(["CREATE", "UPDATE"], resources.runs)],
       },
+      {
+        name: `approver.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.mutateApproval),
+        reinvocationPolicy: "Never",
+        ...common(target),
+        rules: [runRule(["CREATE"], resources.approvals)],
+      },
     ],
   };
 }
@@ -86,6 +95,12 @@ export function validatingConfiguration(target: WebhookTarget): V1ValidatingWebh
         clientConfig: clientConfig(target, webhookPaths.validateRun),
         ...common(target),
         rules: [runRule(["CREATE", "UPDATE"], resources.runs)],
+      },
+      {
+        name: `approvals.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.validateApproval),
+        ...common(target),
+        rules: [runRule(["CREATE", "UPDATE"], resources.approvals)],
       },
       {
         name: `status.runs.${group}`,

@@ -64,6 +64,12 @@ describe("admission webhook server", () => {
             requesterMay: async () => false,
           },
         },
+        approvals: {
+          run: () => undefined,
+          approvals: () => [],
+          policies: () => [],
+          connections: () => [],
+        },
         operatorUsername: "system:serviceaccount:lgjit:operator",
         logger,
         metrics,

@@ -2,7 +2,7 @@
 
 import type { V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
+import { type Approval, type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
 import { HttpError, type Route, readBody } from "../server/https-server.ts";
 import type { OperatorMetrics } from "../server/metrics.ts";
 import {
@@ -12,6 +12,11 @@ import {
   allow,
   deny,
 } from "./admission-review.ts";
+import {
+  type ApprovalAdmissionDeps,
+  mutateApproval,
+  validateApproval,
+} from "./approval-admission.ts";
 import {
   mutateRun,
   type RunAdmissionDeps,
@@ -24,6 +29,7 @@ const maxBodyBytes = 3 * 1024 * 1024;
 
 export interface AdmissionRoutesOptions {
   runs: RunAdmissionDeps;
+  approvals: ApprovalAdmissionDeps;
   /** The operator's own user name, the only one that may write a run's status. */
   operatorUsername: string;
   logger: Logger;
@@ -86,6 +92,12 @@ export function admissionRoutes(options: AdmissionRoutesOptions): Record<string,
     [webhookPaths.mutateRun]: route("mutate-run", mutateRun),
     [webhookPaths.validateRun]: route<LangGraphRun>("validate-run", (request) =>
       validateRun(request, options.runs),
+    ),
+    [webhookPaths.mutateApproval]: route<Approval>("mutate-approval", (request) =>
+      mutateApproval(request, options.approvals),
+    ),
+    [webhookPaths.validateApproval]: route<Approval>("validate-approval", (request) =>
+      validateApproval(request, options.approvals),
     ),
     [webhookPaths.validateRunStatus]: route<LangGraphRun>("validate-run-status", (request) =>
       validateRunStatus(request, options.operatorUsername),

@@ -15,6 +15,7 @@ import {
 import type { Logger } from "pino";
 import {
   type AccessPolicy,
+  type Approval,
   type Connection,
   group,
   type LangGraphRun,
@@ -30,6 +31,7 @@ export interface ClusterObjects {
   runs: WatchedCache<LangGraphRun>;
   policies: WatchedCache<AccessPolicy>;
   connections: WatchedCache<Connection>;
+  approvals: WatchedCache<Approval>;
   /** Only the Jobs, pods and NetworkPolicies of runs: they carry the run label. */
   jobs: WatchedCache<V1Job>;
   pods: WatchedCache<V1Pod>;
@@ -40,6 +42,7 @@ export class ClusterCache implements ClusterObjects {
   readonly runs: ResilientInformer<LangGraphRun>;
   readonly policies: ResilientInformer<AccessPolicy>;
   readonly connections: ResilientInformer<Connection>;
+  readonly approvals: ResilientInformer<Approval>;
   readonly jobs: ResilientInformer<V1Job>;
   readonly pods: ResilientInformer<V1Pod>;
   readonly networkPolicies: ResilientInformer<V1NetworkPolicy>;
@@ -75,6 +78,7 @@ export class ClusterCache implements ClusterObjects {
     this.runs = ours<LangGraphRun>(resources.runs);
     this.policies = ours<AccessPolicy>(resources.policies);
     this.connections = ours<Connection>(resources.connections);
+    this.approvals = ours<Approval>(resources.approvals);
     this.jobs = informer<V1Job>(
       "jobs",
       "/apis/batch/v1/jobs",
@@ -100,6 +104,7 @@ export class ClusterCache implements ClusterObjects {
       this.runs,
       this.policies,
       this.connections,
+      this.approvals,
       this.jobs,
       this.pods,
       this.networkPolicies,

@@ -153,14 +153,40 @@ describe("evaluateAccess", () => {
     assert.match(decision.message, /on connection "kb-api"/);
   });
 
-  it("collects the approvers of policies that require run approval", () => {
+  it("collects each granting policy's run approval, with its threshold and timeout", () => {
     const gated = policy("gated", {
-      runApproval: { approvers: [{ kind: "Group", name: "security" }] },
+      runApproval: {
+        approvers: [{ kind: "Group", name: "security" }],
+        approvals: 2,
+        timeout: "2h",
+      },
     });
     const decision = evaluateAccess(request({ policies: [gated] }));
     assert.ok(decision.allowed);
-    assert.deepEqual(decision.approvalPolicies, ["gated"]);
-    assert.deepEqual(decision.runApprovers, [{ kind: "Group", name: "security" }]);
+    assert.deepEqual(decision.runApprovals, [
+      {
+        policy: "gated",
+        approvers: [{ kind: "Group", name: "security" }],
+        approvals: 2,
+        timeoutMs: 2 * 3_600_000,
+      },
+    ]);
+    const byDefault = evaluateAccess(
+      request({
+        policies: [
+          policy("gated", {
+            runApproval: {
+              approvers: [{ kind: "User", name: "bob" }],
+              approvals: 1,
+              timeout: "1h",
+            },
+          }),
+        ],
+      }),
+    );
+    assert.ok(byDefault.allowed);
+    assert.equal(byDefault.runApprovals[0]?.approvals, 1);
+    assert.equal(byDefault.runApprovals[0]?.timeoutMs, 3_600_000);
   });
 
   it("runs the pod as the ServiceAccount the granting policies name, by default langgraph-jit-run", () => {

@@ -1,15 +1,16 @@
 // Decides whether a requester may have the access a run asks for, from the AccessPolicies
 // and Connections of the run's namespace. Pure: the reconciler feeds it from its caches.
 import { formatDuration, parseDuration } from "../../../api/duration.ts";
+import { subjectMatches } from "../../../api/subjects.ts";
 import {
   type AccessPolicy,
   type Action,
+  type ApprovalRequirement,
   type Connection,
   defaultRunServiceAccount,
   type Grant,
   type Requester,
   type RunAccess,
-  type Subject,
 } from "../../../api/v1alpha1.ts";
 
 export interface AccessRequest {
@@ -31,6 +32,9 @@ export interface ResolvedGrant {
   serviceAccount: string;
 }
 
+/** A policy's runApproval: who may approve, how many must, and how long the run waits. */
+export type RunApprovalRule = ApprovalRequirement & { timeoutMs: number };
+
 export type DenialReason =
   | "ConnectionNotFound"
   | "InvalidAction"
@@ -42,29 +46,14 @@ export type AccessDecision =
   | {
       allowed: true;
       grants: ResolvedGrant[];
-      runApprovers: Subject[];
-      approvalPolicies: string[];
+      /** One per granting policy that requires a human approval before the run starts. */
+      runApprovals: RunApprovalRule[];
       /** The ServiceAccount the run's pod runs as, as its granting policies name it. */
       serviceAccount: string;
     }
   | { allowed: false; reason: DenialReason; message: string };
 
 const httpActions: ReadonlySet<Action> = new Set(["read", "write"]);
-
-export function subjectMatches(subject: Subject, requester: Requester, namespace: string): boolean {
-  switch (subject.kind) {
-    case "User":
-      return subject.name === requester.username;
-    case "Group":
-      return requester.groups?.includes(subject.name) ?? false;
-    case "ServiceAccount":
-      // Only a requester authenticated as this account: naming it in a pod template is not enough.
-      return (
-        requester.username ===
-        `system:serviceaccount:${subject.namespace ?? namespace}:${subject.name}`
-      );
-  }
-}
 
 /**
  * A run is authorized when, for every connection it asks for, one grant of one AccessPolicy
@@ -80,8 +69,7 @@ export function evaluateAccess(request: AccessRequest): AccessDecision {
     )
     .sort((a, b) => (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""));
   const grants: ResolvedGrant[] = [];
-  const runApprovers: Subject[] = [];
-  const approvalPolicies: string[] = [];
+  const runApprovals: RunApprovalRule[] = [];
 
   for (const { connection: name, actions } of request.access) {
     const connection = request.connections.find((c) => c.metadata?.name === name);
@@ -136,9 +124,13 @@ export function evaluateAccess(request: AccessRequest): AccessDecision {
       serviceAccount: fitting.policy.spec.runServiceAccountName ?? defaultRunServiceAccount,
     });
     const approval = fitting.policy.spec.runApproval;
-    if (approval && !approvalPolicies.includes(policyName)) {
-      approvalPolicies.push(policyName);
-      runApprovers.push(...approval.approvers);
+    if (approval && !runApprovals.some((r) => r.policy === policyName)) {
+      runApprovals.push({
+        policy: policyName,
+        approvers: approval.approvers,
+        approvals: approval.approvals ?? 1,
+        timeoutMs: parseDuration(approval.timeout ?? "1h"),
+      });
     }
   }
   const accounts = new Map(grants.map((g) => [g.serviceAccount, g.policy]));
@@ -150,7 +142,7 @@ export function evaluateAccess(request: AccessRequest): AccessDecision {
     );
   }
   const [serviceAccount = defaultRunServiceAccount] = accounts.keys();
-  return { allowed: true, grants, runApprovers, approvalPolicies, serviceAccount };
+  return { allowed: true, grants, runApprovals, serviceAccount };
 }
 
 function deny(reason: DenialReason, message: string): AccessDecision {

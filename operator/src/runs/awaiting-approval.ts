@@ -1,9 +1,14 @@
-// AwaitingApproval: the run holds no Job and no credential while it waits for a person. What
-// the namespace's policies grant is checked again on every change: a waiting run whose grant
-// was withdrawn is Denied rather than left to be approved into access nobody grants.
+// AwaitingApproval: the run holds no Job and no credential while people decide. Each change
+// of its Approvals, policies or Connections counts the decisions again against what the
+// policies require now: enough approvers start it (its deadline counted from then), one Deny
+// or the timeout denies it, and a grant withdrawn meanwhile denies it too.
+
+import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
-import type { LangGraphRun } from "../../../api/v1alpha1.ts";
+import { type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
+import { metaTime } from "../kube/meta.ts";
+import { decideApproval } from "../policy/approval-rules.ts";
 import { requesterOf } from "./requester.ts";
 import type { RunLifecycle } from "./run-lifecycle.ts";
 
@@ -25,6 +30,63 @@ export async function awaitApproval(
       `the run's grant no longer holds: ${decision.message}`,
     );
   }
-  // Still granted: it waits for its approvers.
-  return undefined;
+  const namespace = run.metadata?.namespace ?? "";
+  const approval = run.status?.approval ?? {};
+  const now = lifecycle.now();
+  const outcome = decideApproval({
+    runUid: run.metadata?.uid ?? "",
+    namespace,
+    requester,
+    // A policy that no longer asks for approval asks nothing: the others still must be met.
+    rules: decision.runApprovals,
+    approvals: lifecycle.deps.cache.approvals
+      .list(namespace)
+      .filter((a) => a.spec.run === run.metadata?.name),
+    expiresAtMs: Date.parse(approval.expiresAt ?? "") || now.getTime(),
+    nowMs: now.getTime(),
+  });
+  const decided = { ...approval, decisions: outcome.decisions, decidedAt: metaTime(now) };
+  switch (outcome.state) {
+    case "Approved": {
+      const by = outcome.decisions
+        .filter((d) => d.decision === "Approve")
+        .map((d) => `${d.approver} (${d.reason})`)
+        .join(", ");
+      const message = `approved by ${by}`;
+      const started = await lifecycle.start(run, requester, { approval: decided }, [
+        { type: "Approved", status: "True", reason: "Approved", message },
+      ]);
+      log.info({ approvers: outcome.decisions.map((d) => d.approver) }, "run approved");
+      await lifecycle.event(run, "Normal", "Approved", "Approve", message);
+      return started;
+    }
+    case "Denied": {
+      const message = `denied by ${outcome.by.approver}: ${outcome.by.reason}`;
+      return lifecycle.deny(run, log, "ApprovalDenied", message, { approval: decided }, [
+        { type: "Approved", status: "False", reason: "ApprovalDenied", message },
+      ]);
+    }
+    case "Expired": {
+      const message = `nobody approved the run before ${approval.expiresAt}`;
+      return lifecycle.deny(run, log, "ApprovalExpired", message, { approval: decided }, [
+        { type: "Approved", status: "False", reason: "ApprovalExpired", message },
+      ]);
+    }
+    case "Waiting": {
+      // Decisions so far are shown on the run (kubectl jit approvals reads them).
+      if (!isDeepStrictEqual(outcome.decisions, approval.decisions ?? [])) {
+        const message = `waiting for ${outcome.waitingFor}`;
+        await lifecycle.writeStatus(
+          run,
+          RunPhase.AwaitingApproval,
+          { approval: { ...approval, decisions: outcome.decisions } },
+          [
+            { type: "Approved", status: "Unknown", reason: "AwaitingApproval", message },
+            { type: "Ready", status: "False", reason: "AwaitingApproval", message },
+          ],
+        );
+      }
+      return { requeueAfterMs: Date.parse(approval.expiresAt ?? "") - now.getTime() };
+    }
+  }
 }

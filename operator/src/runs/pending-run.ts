@@ -1,7 +1,6 @@
 // Pending: decide from policy and review the pod as the requester, then deny, wait for
-// approval, or start with a deadline fixed in status.
+// approval, or start.
 import type { Logger } from "pino";
-import { parseDuration } from "../../../api/duration.ts";
 import { type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
 import { metaTime } from "../kube/meta.ts";
@@ -35,44 +34,45 @@ export async function authorize(
     reason: "Granted",
     message: `granted by AccessPolicy ${policies}`,
   };
-  if (decision.runApprovers.length > 0) {
-    const approvers = decision.runApprovers.map((s) => `${s.kind} ${s.name}`).join(", ");
-    await lifecycle.writeStatus(run, RunPhase.AwaitingApproval, { requester }, [
-      authorized,
+  const rules = decision.runApprovals;
+  if (rules.length > 0) {
+    const now = lifecycle.now();
+    // The shortest timeout of the policies asking: none of them waits longer than it allows.
+    const expiresAt = now.getTime() + Math.min(...rules.map((rule) => rule.timeoutMs));
+    const waiting = `waiting for ${rules.map((rule) => `${rule.approvals} of ${rule.approvers.map((s) => `${s.kind} ${s.name}`).join(", ")}`).join("; ")}`;
+    await lifecycle.writeStatus(
+      run,
+      RunPhase.AwaitingApproval,
       {
-        type: "Approved",
-        status: "Unknown",
-        reason: "AwaitingApproval",
-        message: `waiting for ${approvers}`,
+        requester,
+        approval: {
+          requestedAt: metaTime(now),
+          expiresAt: metaTime(expiresAt),
+          requirements: rules.map(({ policy, approvers, approvals }) => ({
+            policy,
+            approvers,
+            approvals,
+          })),
+          decisions: [],
+        },
       },
-      {
-        type: "Ready",
-        status: "False",
-        reason: "AwaitingApproval",
-        message: `waiting for ${approvers}`,
-      },
-    ]);
+      [
+        authorized,
+        { type: "Approved", status: "Unknown", reason: "AwaitingApproval", message: waiting },
+        { type: "Ready", status: "False", reason: "AwaitingApproval", message: waiting },
+      ],
+    );
+    log.info({ requester: requester.username, policies }, "run awaits approval");
     await lifecycle.event(
       run,
       "Normal",
       "AwaitingApproval",
       "Authorize",
-      `access needs approval by ${approvers}`,
+      `access needs approval: ${waiting}`,
     );
-    return;
+    return { requeueAfterMs: expiresAt - now.getTime() };
   }
-  const now = lifecycle.now();
-  const deadline = new Date(now.getTime() + parseDuration(run.spec.maxDuration));
-  // The deadline is fixed in status before anything runs, so a restart cannot extend it.
-  await lifecycle.writeStatus(
-    run,
-    RunPhase.Running,
-    { requester, startedAt: metaTime(now), deadline: metaTime(deadline) },
-    [
-      authorized,
-      { type: "Ready", status: "False", reason: "Starting", message: "creating the run's Job" },
-    ],
-  );
+  const started = await lifecycle.start(run, requester, {}, [authorized]);
   log.info({ requester: requester.username, policies }, "run authorized");
   await lifecycle.event(
     run,
@@ -81,5 +81,5 @@ export async function authorize(
     "Authorize",
     `${requester.username}: ${authorized.message}`,
   );
-  return { requeueAfterMs: 0 };
+  return started;
 }

@@ -20,7 +20,7 @@ export interface RunControllerOptions {
 }
 
 export function runController({ deps, workers, metrics }: RunControllerOptions): Controller {
-  const { runs, jobs, networkPolicies, policies, connections } = deps.cache;
+  const { runs, jobs, networkPolicies, policies, connections, approvals } = deps.cache;
   const controller = new Controller({
     name: "runs",
     reconciler: new RunReconciler(deps),
@@ -48,6 +48,9 @@ export function runController({ deps, workers, metrics }: RunControllerOptions):
   jobs.onChange(enqueueOwner);
   networkPolicies.onChange(enqueueOwner);
   policies.onChange(enqueueNamespace);
+  approvals.onChange((approval) =>
+    controller.enqueue(`${approval.metadata?.namespace}/${approval.spec.run}`),
+  );
   connections.onChange(enqueueNamespace);
   return controller;
 }

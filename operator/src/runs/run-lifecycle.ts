@@ -15,6 +15,7 @@ import {
   typedRun,
 } from "../../../api/v1alpha1.ts";
 import type { ClusterObjects } from "../kube/cluster-cache.ts";
+import type { ReconcileResult } from "../kube/controller.ts";
 import type { EventSink, EventType } from "../kube/events.ts";
 import type { Finalizers } from "../kube/finalizers.ts";
 import { metaTime } from "../kube/meta.ts";
@@ -46,7 +47,10 @@ export interface ServiceAccountEnsurer {
 /** Everything the lifecycle reads and writes: the caches, and narrow writers tests replace. */
 export interface RunLifecycleDeps {
   logger: Logger;
-  cache: Pick<ClusterObjects, "runs" | "jobs" | "networkPolicies" | "policies" | "connections">;
+  cache: Pick<
+    ClusterObjects,
+    "runs" | "jobs" | "networkPolicies" | "policies" | "connections" | "approvals"
+  >;
   status: RunStatusWriter;
   finalizers: Finalizers;
   workloads: RunWorkloads;
@@ -112,12 +116,49 @@ export class RunLifecycle {
     }
   }
 
-  async deny(run: LangGraphRun, log: Logger, reason: string, message: string): Promise<undefined> {
+  /**
+   * Starts the run: Running, with its deadline fixed in status (counted from now, after any
+   * approval) before anything runs, so a restart cannot extend it.
+   */
+  async start(
+    run: LangGraphRun,
+    requester: Requester,
+    fields: Partial<LangGraphRunStatus>,
+    conditions: ConditionUpdate[],
+  ): Promise<ReconcileResult> {
+    const now = this.now();
+    const deadline = new Date(now.getTime() + parseDuration(run.spec.maxDuration));
+    await this.writeStatus(
+      run,
+      RunPhase.Running,
+      { ...fields, requester, startedAt: metaTime(now), deadline: metaTime(deadline) },
+      [
+        ...conditions,
+        { type: "Ready", status: "False", reason: "Starting", message: "creating the run's Job" },
+      ],
+    );
+    return { requeueAfterMs: 0 };
+  }
+
+  async deny(
+    run: LangGraphRun,
+    log: Logger,
+    reason: string,
+    message: string,
+    fields: Partial<LangGraphRunStatus> = {},
+    conditions: ConditionUpdate[] = [],
+  ): Promise<undefined> {
     const requester = requesterOf(run);
-    await this.writeStatus(run, RunPhase.Denied, requester ? { requester } : {}, [
-      { type: "Authorized", status: "False", reason, message },
-      { type: "Ready", status: "False", reason: "Denied", message },
-    ]);
+    await this.writeStatus(
+      run,
+      RunPhase.Denied,
+      { ...fields, ...(requester ? { requester } : {}) },
+      [
+        { type: "Authorized", status: "False", reason, message },
+        ...conditions,
+        { type: "Ready", status: "False", reason: "Denied", message },
+      ],
+    );
     log.info({ reason, message }, "run denied");
     await this.event(run, "Warning", "Denied", "Authorize", message);
   }

@@ -9,6 +9,7 @@ import {
   annotations,
   type Connection,
   type LangGraphRun,
+  type Requester,
   revokeFinalizer,
 } from "../../../api/v1alpha1.ts";
 import { postgresConnection } from "../testing/connections.ts";
@@ -243,12 +244,18 @@ describe("RunReconciler", () => {
 
   it("holds a run whose policy needs approval without a Job, and denies it when the grant goes", async () => {
     h.cluster.policies.put(
-      policy({ runApproval: { approvers: [{ kind: "User", name: "bob@example.com" }] } }),
+      policy({
+        runApproval: {
+          approvers: [{ kind: "User", name: "bob@example.com" }],
+          approvals: 1,
+          timeout: "1h",
+        },
+      }),
     );
     h.cluster.runs.put(testRun({ requester: alice }));
     await settle(h);
     assert.equal(h.run()?.status?.phase, "AwaitingApproval");
-    assert.equal(condition(h.run(), "Approved")?.message, "waiting for User bob@example.com");
+    assert.equal(condition(h.run(), "Approved")?.message, "waiting for 1 of User bob@example.com");
     assert.equal(h.run()?.status?.startedAt, undefined, "the deadline does not run yet");
     assert.equal(jobOf(h), undefined);
     await settle(h);
@@ -413,5 +420,123 @@ describe("RunReconciler", () => {
       h.cluster.events.map((e) => `${e.type} ${e.reason}`),
       ["Warning NotReconciled"],
     );
+  });
+
+  describe("awaiting approval", () => {
+    const bob = { username: "bob@example.com", uid: "b-1", groups: ["security"] };
+    const carol = { username: "carol@example.com", uid: "c-1", groups: ["security"] };
+    let seq = 0;
+
+    function approve(
+      approver: Requester,
+      decision: "Approve" | "Deny" = "Approve",
+      runUid = "uid-r",
+    ): void {
+      seq++;
+      h.cluster.approvals.put({
+        apiVersion: "langgraph-jit.dev/v1alpha1",
+        kind: "Approval",
+        metadata: {
+          name: `r-${seq}`,
+          namespace: "agents",
+          creationTimestamp: new Date(h.clock.now.getTime() + seq),
+          annotations: {
+            [annotations.approver]: JSON.stringify(approver),
+            [annotations.runUid]: runUid,
+          },
+        },
+        spec: { run: "r", decision, reason: `reason ${seq}` },
+      });
+    }
+
+    async function waiting(approvals = 1): Promise<void> {
+      h.cluster.policies.put(
+        policy({
+          runApproval: {
+            approvers: [{ kind: "Group", name: "security" }],
+            approvals,
+            timeout: "1h",
+          },
+        }),
+      );
+      h.cluster.runs.put(testRun({ requester: alice }));
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "AwaitingApproval");
+      assert.equal(h.run()?.status?.approval?.expiresAt, "2026-12-05T11:00:00Z");
+    }
+
+    it("starts the run once an approver approves, its deadline counted from the approval", async () => {
+      await waiting();
+      h.clock.now = new Date(start.getTime() + 20 * 60_000);
+      approve(bob);
+      await settle(h);
+      const run = h.run();
+      assert.equal(run?.status?.phase, "Running");
+      assert.equal(run?.status?.startedAt, "2026-12-05T10:20:00Z");
+      assert.equal(run?.status?.deadline, "2026-12-05T10:50:00Z");
+      assert.equal(condition(run, "Approved")?.status, "True");
+      assert.match(
+        condition(run, "Approved")?.message ?? "",
+        /approved by bob@example.com \(reason \d+\)/,
+      );
+      assert.deepEqual(
+        run?.status?.approval?.decisions?.map((d) => `${d.approver} ${d.decision}`),
+        ["bob@example.com Approve"],
+      );
+      assert.ok(jobOf(h), "the Job is made after the approval");
+      assert.ok(h.cluster.events.some((e) => e.reason === "Approved"));
+    });
+
+    it("counts neither the requester, nor anyone the policy does not name, nor another run's approvals", async () => {
+      await waiting();
+      approve(alice);
+      approve({ username: "mallory@example.com", groups: [] });
+      approve(bob, "Approve", "uid-of-an-earlier-run-named-r");
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "AwaitingApproval");
+      assert.deepEqual(h.run()?.status?.approval?.decisions, []);
+      assert.equal(jobOf(h), undefined);
+    });
+
+    it("needs as many distinct approvers as the policy asks, showing those so far", async () => {
+      await waiting(2);
+      approve(bob);
+      approve(bob);
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "AwaitingApproval");
+      assert.equal(h.run()?.status?.approval?.decisions?.length, 1, "bob counts once");
+      assert.match(condition(h.run(), "Approved")?.message ?? "", /1 more of Group security/);
+      approve(carol);
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "Running");
+    });
+
+    it("is Denied by one Deny, whatever else was approved", async () => {
+      await waiting(2);
+      approve(bob);
+      approve(carol, "Deny");
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "Denied");
+      assert.equal(condition(h.run(), "Authorized")?.reason, "ApprovalDenied");
+      assert.match(
+        condition(h.run(), "Approved")?.message ?? "",
+        /^denied by carol@example.com: reason \d+$/,
+      );
+      assert.equal(jobOf(h), undefined);
+    });
+
+    it("is Denied with ApprovalExpired when nobody decides in time", async () => {
+      await waiting();
+      h.clock.now = new Date(start.getTime() + 59 * 60_000);
+      assert.deepEqual(await h.reconciler.reconcile(key), { requeueAfterMs: 60_000 });
+      h.clock.now = new Date(start.getTime() + 60 * 60_000);
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "Denied");
+      assert.equal(condition(h.run(), "Approved")?.reason, "ApprovalExpired");
+      approve(bob);
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "Denied", "a late approval starts nothing");
+      assert.equal(jobOf(h), undefined);
+    });
   });
 });

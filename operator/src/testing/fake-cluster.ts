@@ -11,6 +11,7 @@ import {
 } from "@kubernetes/client-node";
 import type {
   AccessPolicy,
+  Approval,
   Connection,
   LangGraphRun,
   LangGraphRunStatus,
@@ -71,6 +72,7 @@ export class FakeCluster implements ClusterObjects {
   readonly runs = new MemoryCache<LangGraphRun>();
   readonly policies = new MemoryCache<AccessPolicy>();
   readonly connections = new MemoryCache<Connection>();
+  readonly approvals = new MemoryCache<Approval>();
   readonly jobs = new MemoryCache<V1Job>();
   readonly pods = new MemoryCache<V1Pod>();
   readonly networkPolicies = new MemoryCache<V1NetworkPolicy>();

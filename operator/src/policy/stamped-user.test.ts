@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { LangGraphRun } from "../../../api/v1alpha1.ts";
 import { alice, testRun } from "../testing/runs.ts";
-import { requesterOf } from "./requester.ts";
+import { stampedUser } from "./stamped-user.ts";
 
 const stamp = JSON.stringify(alice);
 
@@ -10,7 +10,9 @@ function run(annotations?: Record<string, string>): LangGraphRun {
   return testRun(annotations ? { annotations } : {});
 }
 
-describe("requesterOf", () => {
+const requesterOf = (obj: LangGraphRun) => stampedUser(obj, "langgraph-jit.dev/requester");
+
+describe("stampedUser", () => {
   it("reads a stamped requester and rejects malformed ones", () => {
     assert.deepEqual(requesterOf(run({ "langgraph-jit.dev/requester": stamp })), alice);
     assert.equal(requesterOf(run({ "langgraph-jit.dev/requester": "{not json" })), undefined);

@@ -1,0 +1,147 @@
+// Run-level approvals on the real control plane, decided with kubectl jit as the real identities:
+// alice's run waits for group security; bob approves or denies it; alice cannot approve her own,
+// mallory cannot approve at all, nobody can forge an approver, and an undecided run expires.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { type Approval, annotations, group, version } from "../../api/v1alpha1.ts";
+import { expectApiError, kubectlJit } from "../lib/cluster.ts";
+import { useOperator } from "../lib/operator.ts";
+import { createObject, createRun, jobsOfRun, runManifest, waitForPhase } from "../lib/runs.ts";
+
+const security = [{ kind: "Group" as const, name: "security" }];
+
+describe("run approvals", () => {
+  const suite = useOperator("approvals", {
+    runs: true,
+    policy: { runApproval: { approvers: security, approvals: 1, timeout: "1h" } },
+  });
+
+  it("holds alice's run without a Job until bob approves it with kubectl jit approve", async () => {
+    const ns = suite.ns.name;
+    await createRun("alice", ns, runManifest("needs-bob", { reason: "refresh the index" }));
+    const waiting = await waitForPhase(ns, "needs-bob", "AwaitingApproval");
+    assert.equal(waiting.status?.startedAt, undefined);
+    assert.deepEqual(await jobsOfRun(ns, "needs-bob"), []);
+
+    const listed = kubectlJit("bob", "approvals", "-n", ns);
+    assert.equal(listed.status, 0, listed.stderr);
+    assert.match(listed.stdout, /^RUN\s+REQUESTER\s+APPROVALS\s+WAITING\s+REASON\n/);
+    assert.match(listed.stdout, /needs-bob\s+alice@example.com\s+0\/1\s+\d+s\s+refresh the index/);
+    const asJson = JSON.parse(kubectlJit("bob", "approvals", "-n", ns, "-o", "json").stdout);
+    assert.equal(asJson[0]?.name, "needs-bob");
+    assert.doesNotMatch(
+      kubectlJit("alice", "approvals", "-n", ns).stdout,
+      /needs-bob/,
+      "not her own",
+    );
+
+    const own = kubectlJit("alice", "approve", "needs-bob", "-n", ns, "--reason", "mine");
+    assert.equal(own.status, 1);
+    assert.match(own.stderr, /alice@example.com requested the run and may not decide its approval/);
+    const stranger = kubectlJit("mallory", "approve", "needs-bob", "-n", ns, "--reason", "sure");
+    assert.equal(stranger.status, 1);
+    assert.match(
+      stranger.stderr,
+      /mallory@example.com is not among the run's approvers: Group security/,
+    );
+    const noReason = kubectlJit("bob", "approve", "needs-bob", "-n", ns);
+    assert.equal(noReason.status, 2);
+    assert.match(noReason.stderr, /approve needs --reason/);
+
+    const approved = kubectlJit(
+      "bob",
+      "approve",
+      "needs-bob",
+      "-n",
+      ns,
+      "--reason",
+      "checked the diff",
+    );
+    assert.equal(approved.status, 0, approved.stderr);
+    assert.match(
+      approved.stdout,
+      /^approval.langgraph-jit.dev\/needs-bob-\w+ created: Approve LangGraphRun/,
+    );
+    const run = await waitForPhase(ns, "needs-bob", "Running");
+    const approvedAt = Date.parse(run.status?.approval?.decisions?.[0]?.at ?? "");
+    assert.equal(run.status?.approval?.decisions?.[0]?.approver, "bob@example.com");
+    assert.equal(run.status?.approval?.decisions?.[0]?.reason, "checked the diff");
+    assert.ok(
+      Date.parse(run.status?.startedAt ?? "") >= approvedAt - 1_000,
+      "the deadline counts from approval",
+    );
+    const approvedCondition = run.status?.conditions?.find((c) => c.type === "Approved");
+    assert.equal(approvedCondition?.status, "True");
+    assert.match(
+      approvedCondition?.message ?? "",
+      /approved by bob@example.com \(checked the diff\)/,
+    );
+
+    const again = kubectlJit("bob", "approve", "needs-bob", "-n", ns, "--reason", "twice");
+    assert.equal(again.status, 1);
+    assert.match(again.stderr, /is not waiting for approval \(phase Running\)/);
+  });
+
+  it("refuses an approver the request writes itself", async () => {
+    const ns = suite.ns.name;
+    await createRun("alice", ns, runManifest("forged"));
+    await waitForPhase(ns, "forged", "AwaitingApproval");
+    const forged: Approval = {
+      apiVersion: `${group}/${version}`,
+      kind: "Approval",
+      metadata: {
+        name: "forged-bob",
+        annotations: {
+          [annotations.approver]: JSON.stringify({
+            username: "bob@example.com",
+            groups: ["security"],
+          }),
+        },
+      },
+      spec: { run: "forged", decision: "Approve", reason: "trust me" },
+    };
+    assert.equal(await expectApiError(createObject("mallory", ns, "approvals", forged)), 403);
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    assert.deepEqual(await jobsOfRun(ns, "forged"), []);
+  });
+
+  it("denies a run bob denies with kubectl jit deny", async () => {
+    const ns = suite.ns.name;
+    await createRun("alice", ns, runManifest("risky"));
+    await waitForPhase(ns, "risky", "AwaitingApproval");
+    const denied = kubectlJit(
+      "bob",
+      "deny",
+      "risky",
+      "-n",
+      ns,
+      "--reason",
+      "not during the freeze",
+    );
+    assert.equal(denied.status, 0, denied.stderr);
+    const run = await waitForPhase(ns, "risky", "Denied");
+    const authorized = run.status?.conditions?.find((c) => c.type === "Authorized");
+    assert.equal(authorized?.reason, "ApprovalDenied");
+    assert.equal(authorized?.message, "denied by bob@example.com: not during the freeze");
+    assert.deepEqual(await jobsOfRun(ns, "risky"), []);
+  });
+});
+
+describe("run approvals nobody decides", () => {
+  const suite = useOperator("approval-timeout", {
+    runs: true,
+    policy: { runApproval: { approvers: security, approvals: 1, timeout: "4s" } },
+  });
+
+  it("denies the run with ApprovalExpired at its timeout", async () => {
+    const ns = suite.ns.name;
+    await createRun("alice", ns, runManifest("forgotten"));
+    await waitForPhase(ns, "forgotten", "AwaitingApproval");
+    const run = await waitForPhase(ns, "forgotten", "Denied", 20_000);
+    assert.equal(
+      run.status?.conditions?.find((c) => c.type === "Authorized")?.reason,
+      "ApprovalExpired",
+    );
+    assert.deepEqual(await jobsOfRun(ns, "forgotten"), []);
+  });
+});

@@ -5,10 +5,15 @@
 
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
-import { type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
+import {
+  type LangGraphRun,
+  type Requester,
+  type RunApprovalStatus,
+  RunPhase,
+} from "../../../api/v1alpha1.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
 import { metaTime } from "../kube/meta.ts";
-import { decideApproval } from "../policy/approval-rules.ts";
+import { type ApprovalOutcome, decideApproval } from "../policy/approval-rules.ts";
 import { requesterOf } from "./requester.ts";
 import type { RunLifecycle } from "./run-lifecycle.ts";
 
@@ -46,6 +51,33 @@ export async function awaitApproval(
     nowMs: now.getTime(),
   });
   const decided = { ...approval, decisions: outcome.decisions, decidedAt: metaTime(now) };
+  const result = await settle(lifecycle, run, requester, log, outcome, approval, decided);
+  // Each decision counted is an Event on the run, once: after the status that counts it.
+  const known = new Set((approval.decisions ?? []).map((d) => d.approval));
+  for (const d of outcome.decisions.filter((d) => !known.has(d.approval))) {
+    const verb = d.decision === "Approve" ? "approved" : "denied";
+    await lifecycle.event(
+      run,
+      d.decision === "Approve" ? "Normal" : "Warning",
+      "ApprovalDecided",
+      "Approve",
+      `${d.approver} ${verb} (Approval ${d.approval}): ${d.reason}`,
+    );
+  }
+  return result;
+}
+
+/** Starts, denies or keeps waiting, as the outcome says. */
+async function settle(
+  lifecycle: RunLifecycle,
+  run: LangGraphRun,
+  requester: Requester,
+  log: Logger,
+  outcome: ApprovalOutcome,
+  approval: RunApprovalStatus,
+  decided: RunApprovalStatus,
+): Promise<ReconcileResult> {
+  const now = lifecycle.now();
   switch (outcome.state) {
     case "Approved": {
       const by = outcome.decisions

@@ -485,6 +485,11 @@ describe("RunReconciler", () => {
       );
       assert.ok(jobOf(h), "the Job is made after the approval");
       assert.ok(h.cluster.events.some((e) => e.reason === "Approved"));
+      assert.deepEqual(
+        h.cluster.events.filter((e) => e.reason === "ApprovalDecided").map((e) => e.note),
+        [`bob@example.com approved (Approval r-${seq}): reason ${seq}`],
+        "one Event per decision",
+      );
     });
 
     it("counts neither the requester, nor anyone the policy does not name, nor another run's approvals", async () => {

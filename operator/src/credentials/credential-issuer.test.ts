@@ -700,6 +700,11 @@ describe("CredentialIssuer: status and Events", () => {
       answer: [401, "Revoked"],
     },
     {
+      name: "vanished (its status write finds no run)",
+      end: (h) => h.cluster.runs.remove(h.run()),
+      answer: [403, "RunNotFound"],
+    },
+    {
       name: "was replaced by a run of the same name",
       end: (h) => {
         const old = h.run();

@@ -19,7 +19,7 @@ import {
   type LangGraphRun,
   typedRun,
 } from "../../../api/v1alpha1.ts";
-import { isConflict } from "../kube/api-errors.ts";
+import { isConflict, isNotFound } from "../kube/api-errors.ts";
 import type { Cache } from "../kube/cache.ts";
 import type { EventSink } from "../kube/events.ts";
 import { metaTime } from "../kube/meta.ts";
@@ -304,6 +304,10 @@ export class CredentialIssuer {
         await this.#o.status.write(run, status);
         return;
       } catch (error) {
+        // Gone: a run's end, so what was minted for it is undone like any other.
+        if (isNotFound(error)) {
+          throw new HttpError(403, "RunNotFound", `LangGraphRun ${namespace}/${name} is gone`);
+        }
         if (!isConflict(error) || attempt === statusAttempts) throw error;
       }
       const fresh = await this.#o.status.read(namespace, name);

@@ -17,11 +17,45 @@ export const credentialApi = {
    * Accepted after the run ends too (a sidecar's last events), while the JWT's signature holds.
    */
   events: "/v1/sessions/events",
+  /**
+   * POST with `authorization: Bearer <run JWT>` and a HoldRequest: 201 HoldState. The operator
+   * records the command as a HeldCommand for approvers to decide.
+   */
+  holds: "/v1/holds",
+  /**
+   * GET `?name=NAME&waitSeconds=N` with the run JWT: the HoldState of one of the run's held
+   * commands, held until it is decided or N seconds (at most maxStatusWaitSeconds) pass.
+   */
+  holdState: "/v1/holds/state",
   /** GET: the JSON Web Key Set run JWTs verify against. */
   jwks: "/.well-known/jwks.json",
 } as const;
 
 export const maxStatusWaitSeconds = 30;
+
+/** The largest request body a sidecar holds for a decision; a larger held request is refused. */
+export const maxHeldBodyBytes = 1024 * 1024;
+/** The longest SQL statement a sidecar holds; approvers read all of it. */
+export const maxHeldStatementLength = 64 * 1024;
+
+/** A command the sidecar holds: what approvers see, and the digest of what it will send. */
+export interface HoldRequest {
+  connection: string;
+  action: Action;
+  http?: { method: string; path: string };
+  sql?: { statement: string };
+  body?: { sha256: string; bytes: number };
+}
+
+/** A held command's decision as the operator counts it now. */
+export interface HoldState {
+  /** The HeldCommand's name: what approvers approve (kubectl jit approve NAME). */
+  name: string;
+  phase: "Pending" | "Approved" | "Denied" | "Expired";
+  /** Who decided and why, or what it waits for. */
+  message: string;
+  expiresAt: string;
+}
 
 /** Audience of the projected service-account token the sidecar presents. */
 export const podTokenAudience = "langgraph-jit";

@@ -56,6 +56,8 @@ export type AccessPolicySpec = {
         /** Namespace of a ServiceAccount subject; defaults to the policy's. */
         namespace?: string;
       }>;
+      /** Distinct approvers who must approve each held command. */
+      approvals: number;
       /** How long a held command waits before it is denied. */
       timeout: string;
     };
@@ -87,7 +89,7 @@ export type AccessPolicyStatus = {
   conditions?: Condition[];
 };
 
-/** One person's decision on a LangGraphRun waiting for approval. The admission webhook stamps the approver from the API server's authentication of the request (annotation langgraph-jit.dev/approver) and admits it only from an approver the run's policy names who is not the run's requester; it never changes afterwards. */
+/** One person's decision on a LangGraphRun waiting for approval, or on one command its sidecar holds. The admission webhook stamps the approver from the API server's authentication of the request (annotation langgraph-jit.dev/approver) and admits it only from an approver the run's policy names who is not the run's requester; it never changes afterwards. */
 export interface Approval {
   apiVersion?: "langgraph-jit.dev/v1alpha1";
   kind?: "Approval";
@@ -98,6 +100,8 @@ export interface Approval {
 export type ApprovalSpec = {
   /** The LangGraphRun of this namespace that the decision is about. */
   run: string;
+  /** A HeldCommand of that run: the decision is about this one command only. Absent, it is about the run itself (waiting in AwaitingApproval). */
+  command?: string;
   decision: "Approve" | "Deny";
   /** Why; shown on the run and recorded for audit. */
   reason: string;
@@ -198,6 +202,57 @@ export type ConnectionStatus = {
   observedGeneration?: number;
   /** Current state, per the Kubernetes API conventions. */
   conditions?: Condition[];
+};
+
+/** One command a run's sidecar holds for a human decision (an HTTP request or a SQL statement whose action the grant puts under approval), made by the operator when the sidecar asks, and by nobody else. The sidecar forwards it, exactly as held, only once enough approvers approved it; an Approval naming it decides this command only. */
+export interface HeldCommand {
+  apiVersion?: "langgraph-jit.dev/v1alpha1";
+  kind?: "HeldCommand";
+  metadata?: V1ObjectMeta;
+  spec: HeldCommandSpec;
+  status?: HeldCommandStatus;
+}
+
+export type HeldCommandSpec = {
+  /** The LangGraphRun whose sidecar holds the command. */
+  run: string;
+  connection: string;
+  action: "read" | "write" | "ddl" | "admin";
+  /** The method and path, or the statement's start, for listings. */
+  summary: string;
+  http?: {
+    method?: string;
+    /** The normalized path and its query's names. */
+    path?: string;
+  };
+  sql?: {
+    /** The full statement text */
+    statement?: string;
+  };
+  /** What the held request carries; the approval is for this digest. */
+  body?: {
+    sha256?: string;
+    bytes?: number;
+  };
+};
+
+export type HeldCommandStatus = {
+  phase?: "Pending" | "Approved" | "Denied" | "Expired";
+  expiresAt?: string;
+  message?: string;
+  approvers?: Array<{
+    kind: "User" | "Group" | "ServiceAccount";
+    name: string;
+    namespace?: string;
+  }>;
+  approvals?: number;
+  decisions?: Array<{
+    approval: string;
+    approver: string;
+    decision: "Approve" | "Deny";
+    reason: string;
+    at: string;
+  }>;
 };
 
 /** One execution of a LangGraph workflow with just-in-time access: the operator checks the requester against AccessPolicies and runs the graph in a Job whose sidecar holds a credential for exactly the granted access, revoked when the run ends. */

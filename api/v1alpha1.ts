@@ -19,6 +19,7 @@ export const resources = {
   connections: "connections",
   policies: "accesspolicies",
   approvals: "approvals",
+  heldCommands: "heldcommands",
 } as const;
 
 /** Labels, annotations and finalizer named by the contract (DESIGN.md section 3). */

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parse } from "yaml";
-import type { LangGraphRun } from "../../api/v1alpha1.ts";
+import type { HeldCommand, LangGraphRun } from "../../api/v1alpha1.ts";
 import { age, formatWaiting, waitingFor } from "./approvals.ts";
 
 const bob = { username: "bob@example.com", groups: ["security"] };
@@ -47,34 +47,38 @@ function run(
 
 describe("kubectl jit approvals", () => {
   it("lists waiting runs whose approvers include the caller, with progress", () => {
-    const waiting = waitingFor(bob, [
-      run("mine-to-decide"),
-      run("running", { phase: "Running" }),
-      run("bobs-own", { requester: { username: "bob@example.com" } }),
-      run("not-my-group", {
-        approval: {
-          requirements: [
-            { policy: "p", approvers: [{ kind: "User", name: "dave" }], approvals: 1 },
-          ],
-        },
-      }),
-      run("already-decided", {
-        approval: {
-          requirements: [
-            { policy: "p", approvers: [{ kind: "Group", name: "security" }], approvals: 1 },
-          ],
-          decisions: [
-            {
-              approval: "x",
-              approver: "bob@example.com",
-              decision: "Approve",
-              reason: "y",
-              at: "2026-12-05T10:00:00Z",
-            },
-          ],
-        },
-      }),
-    ]);
+    const waiting = waitingFor(
+      bob,
+      [
+        run("mine-to-decide"),
+        run("running", { phase: "Running" }),
+        run("bobs-own", { requester: { username: "bob@example.com" } }),
+        run("not-my-group", {
+          approval: {
+            requirements: [
+              { policy: "p", approvers: [{ kind: "User", name: "dave" }], approvals: 1 },
+            ],
+          },
+        }),
+        run("already-decided", {
+          approval: {
+            requirements: [
+              { policy: "p", approvers: [{ kind: "Group", name: "security" }], approvals: 1 },
+            ],
+            decisions: [
+              {
+                approval: "x",
+                approver: "bob@example.com",
+                decision: "Approve",
+                reason: "y",
+                at: "2026-12-05T10:00:00Z",
+              },
+            ],
+          },
+        }),
+      ],
+      [],
+    );
     assert.deepEqual(
       waiting.map((w) => w.name),
       ["mine-to-decide"],
@@ -83,16 +87,55 @@ describe("kubectl jit approvals", () => {
     assert.equal(waiting[0]?.access, "kb-api=read,write");
     assert.equal(
       formatWaiting(waiting, "text", false, now),
-      "RUN              REQUESTER           APPROVALS   WAITING   REASON\n" +
-        "mine-to-decide   alice@example.com   1/2         30m       nightly refresh\n",
+      "NAME             REQUESTER           APPROVALS   WAITING   REQUEST\n" +
+        "mine-to-decide   alice@example.com   1/2         30m       run: nightly refresh\n",
     );
     assert.match(
       formatWaiting(waiting, "wide", true, now),
-      /^NAMESPACE .* ACCESS .* APPROVERS .* EXPIRES\n/,
+      /^NAMESPACE .* RUN .* ACCESS .* APPROVERS .* EXPIRES\n/,
     );
     assert.deepEqual(JSON.parse(formatWaiting(waiting, "json", false, now)), waiting);
     assert.deepEqual(parse(formatWaiting(waiting, "yaml", false, now)), waiting);
     assert.equal(formatWaiting([], "text", false, now), "");
+  });
+
+  it("lists a held command pending for the caller by its name, with what it would send", () => {
+    const held: HeldCommand = {
+      metadata: {
+        name: "mine-to-decide-x7k2q",
+        namespace: "agents",
+        creationTimestamp: new Date(now - 5_000),
+      },
+      spec: {
+        run: "mine-to-decide",
+        connection: "kb-api",
+        action: "write",
+        summary: "POST /v1/docs",
+        http: { method: "POST", path: "/v1/docs" },
+        body: { sha256: "ab".repeat(32), bytes: 17 },
+      },
+      status: {
+        phase: "Pending",
+        approvers: [{ kind: "Group", name: "security" }],
+        approvals: 1,
+        decisions: [],
+      },
+    };
+    const running = run("mine-to-decide", { phase: "Running" });
+    const [command] = waitingFor(bob, [running], [held]);
+    assert.equal(command?.kind, "command");
+    assert.equal(command?.name, "mine-to-decide-x7k2q");
+    assert.equal(command?.request, "kb-api: POST /v1/docs (body sha256 abababababab…, 17 bytes)");
+    assert.equal(command?.approvals, "0/1");
+    assert.deepEqual(
+      waitingFor(bob, [running], [{ ...held, status: { ...held.status, phase: "Approved" } }]),
+      [],
+    );
+    const own = run("mine-to-decide", {
+      phase: "Running",
+      requester: { username: "bob@example.com" },
+    });
+    assert.deepEqual(waitingFor(bob, [own], [held]), [], "never a command of the caller's own run");
   });
 
   it("writes ages as kubectl does", () => {

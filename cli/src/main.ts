@@ -7,7 +7,7 @@ import {
   decide,
   formatWaiting,
   type ListFormat,
-  listRuns,
+  listWaiting,
   waitingFor,
   whoAmI,
 } from "./approvals.ts";
@@ -25,15 +25,17 @@ export const usage = `kubectl jit: langgraph-jit's kubectl plugin
 Usage:
   kubectl jit logs RUN [-n NAMESPACE] [-o text|json] [--chunk-size N]
   kubectl jit approvals [-n NAMESPACE | -A] [-o text|wide|json|yaml]
-  kubectl jit approve RUN --reason TEXT [-n NAMESPACE]
-  kubectl jit deny RUN --reason TEXT [-n NAMESPACE]
+  kubectl jit approve NAME --reason TEXT [-n NAMESPACE]
+  kubectl jit deny NAME --reason TEXT [-n NAMESPACE]
 
 Commands:
   logs       every request, denial and tunnel the run's sidecar recorded, oldest first
              (the run's object may be deleted: its latest run of that name is shown)
-  approvals  runs waiting for an approval you may give: not your own, not yet decided by you
-  approve    approve a waiting run (an Approval object, stamped with who you are)
-  deny       deny a waiting run; one denial ends it
+  approvals  runs and held commands waiting for an approval you may give: not your own runs',
+             not yet decided by you
+  approve    approve a waiting run or held command by the NAME approvals shows (an Approval
+             object, stamped with who you are); approving a command approves it alone
+  deny       deny a waiting run or held command; one denial ends it
 
 Options:
   -n, --namespace NAME   the namespace (default: the context's, else "default")
@@ -120,7 +122,7 @@ export function parseCommand(argv: string[]): Command | "help" {
     }
     case "approve":
     case "deny": {
-      if (!run) throw new UsageError(`${command} needs the run's name`);
+      if (!run) throw new UsageError(`${command} needs the name of a run or held command`);
       const reason = values.reason?.trim();
       if (!reason) throw new UsageError(`${command} needs --reason: say why, for the audit trail`);
       if (reason.length > 1024) throw new UsageError("--reason is at most 1024 characters");
@@ -159,8 +161,8 @@ async function run(command: Command): Promise<void> {
     const namespace = command.allNamespaces
       ? undefined
       : (command.namespace ?? contextNamespace(kc));
-    const [user, runs] = await Promise.all([whoAmI(kc), listRuns(kc, namespace)]);
-    const waiting = waitingFor(user, runs);
+    const [user, { runs, held }] = await Promise.all([whoAmI(kc), listWaiting(kc, namespace)]);
+    const waiting = waitingFor(user, runs, held);
     process.stdout.write(formatWaiting(waiting, command.output, command.allNamespaces, Date.now()));
     if (waiting.length === 0 && (command.output === "text" || command.output === "wide")) {
       const where = namespace ? `in namespace ${namespace}` : "in any namespace";
@@ -170,9 +172,9 @@ async function run(command: Command): Promise<void> {
   }
   const namespace = command.namespace ?? contextNamespace(kc);
   const decision = command.name === "approve" ? "Approve" : "Deny";
-  const approval = await decide(kc, namespace, command.run, decision, command.reason);
+  const { approval, what } = await decide(kc, namespace, command.run, decision, command.reason);
   process.stdout.write(
-    `approval.langgraph-jit.dev/${approval.metadata?.name} created: ${decision} LangGraphRun ${namespace}/${command.run}\n`,
+    `approval.langgraph-jit.dev/${approval.metadata?.name} created: ${decision} ${what}\n`,
   );
 }
 

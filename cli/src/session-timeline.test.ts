@@ -132,7 +132,7 @@ describe("kubectl jit's arguments", () => {
     refused(["replay", "x"], /unknown command "replay": try logs, approvals, approve or deny/);
     refused(["approve", "r"], /approve needs --reason/);
     refused(["deny", "r", "--reason", "  "], /deny needs --reason/);
-    refused(["deny", "--reason", "no"], /deny needs the run's name/);
+    refused(["deny", "--reason", "no"], /deny needs the name of a run or held command/);
     refused(["approvals", "-A", "-n", "x"], /exclude each other/);
     refused(["approvals", "-o", "table"], /--output must be text, wide, json or yaml/);
     refused(["approvals", "extra"], /unexpected arguments: extra/);

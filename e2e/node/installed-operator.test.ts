@@ -3,7 +3,6 @@
 // from the in-cluster operator over its Service, the example LangGraph graph runs and exits, and
 // the run ends Succeeded (or Expired) with its credential revoked, even across a leader change.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
@@ -25,7 +24,6 @@ import {
   eventually,
   kubeConfigFor,
   kubectlJit,
-  repoRoot,
   statusOf,
   type TestNamespace,
 } from "../lib/cluster.ts";
@@ -37,6 +35,7 @@ import { type PostgresServer, startPostgres, testNode } from "../lib/postgres.ts
 import {
   createObject,
   createRun,
+  customObjects,
   deleteRun,
   graphSummary,
   readRun,
@@ -363,6 +362,124 @@ describe("the operator installed with helm, on the real node", () => {
       30_000,
     );
     assert.deepEqual(session, { events: 2, denied: 1, masked: 1 });
+  });
+
+  it("holds alice's write to the KB API until bob approves that one write; the next is held again and, denied, reaches nothing", async () => {
+    const ns = await createTestNamespace("held");
+    const security = [{ kind: "Group" as const, name: "security" }];
+    await setUpRunNamespace(
+      ns.name,
+      {
+        grants: [
+          {
+            connection: "kb-api",
+            actions: ["read", "write"],
+            approval: { actions: ["write"], approvers: security, approvals: 1, timeout: "5m" },
+          },
+        ],
+      },
+      [],
+    );
+    const api = await startKbApi(ns.name);
+    try {
+      await createObject("admin", ns.name, "connections", api.connection);
+      const run = graphRun("kb-writer", 0);
+      run.spec.access = [{ connection: "kb-api", actions: ["read", "write"] }];
+      run.spec.template.spec?.containers[0]?.env?.push({
+        name: "GRAPH_CALLS",
+        value: "POST /v1/docs, POST /v1/docs",
+      });
+      await createRun("alice", ns.name, run);
+      const posts = () => api.requests.filter((r) => r.method === "POST").length;
+      /** The held command waiting for bob now, as `kubectl jit approvals -o json` shows it. */
+      const nextHeld = (seen: string[]) =>
+        eventually(
+          "a write held for bob",
+          async () => {
+            const listed = kubectlJit("bob", "approvals", "-n", ns.name, "-o", "json");
+            const waiting = JSON.parse(listed.stdout || "[]") as {
+              kind: string;
+              name: string;
+              request: string;
+            }[];
+            return waiting.find((w) => w.kind === "command" && !seen.includes(w.name));
+          },
+          90_000,
+        );
+
+      const first = await nextHeld([]);
+      assert.match(
+        first.request,
+        /^kb-api: POST \/v1\/docs \(body sha256 [0-9a-f]{12}…, \d+ bytes\)$/,
+      );
+      assert.equal(posts(), 0, "nothing reaches the API while it is held");
+      const own = kubectlJit("alice", "approve", first.name, "-n", ns.name, "--reason", "mine");
+      assert.equal(own.status, 1);
+      assert.match(own.stderr, /alice@example.com requested the run and may not decide/);
+      const approved = kubectlJit(
+        "bob",
+        "approve",
+        first.name,
+        "-n",
+        ns.name,
+        "--reason",
+        "ok to add",
+      );
+      assert.equal(approved.status, 0, approved.stderr);
+      assert.match(
+        approved.stdout,
+        new RegExp(
+          `created: Approve HeldCommand ${ns.name}/${first.name} \\(kb-api: POST /v1/docs\\)`,
+        ),
+      );
+      await eventually("the approved write to reach the API", async () => posts() === 1, 30_000);
+
+      const second = await nextHeld([first.name]);
+      assert.notEqual(second.name, first.name, "approving one write approved no later one");
+      const denied = kubectlJit(
+        "bob",
+        "deny",
+        second.name,
+        "-n",
+        ns.name,
+        "--reason",
+        "one is enough",
+      );
+      assert.equal(denied.status, 0, denied.stderr);
+      await waitForPhase(ns.name, "kb-writer", "Succeeded", 90_000);
+      assert.equal(posts(), 1, "the denied write reached nothing");
+      assert.ok(api.requests.every((r) => r.authorization === `Bearer ${api.token}`));
+
+      const pod = await podOf(ns.name, "kb-writer");
+      const output = await core.readNamespacedPodLog({
+        namespace: ns.name,
+        name: pod.metadata?.name ?? "",
+        container: "graph",
+      });
+      assert.match(output, /call POST kb-api\/v1\/docs: 201/);
+      assert.match(output, /call POST kb-api\/v1\/docs: 403 \(ApprovalDenied\)/);
+      const held = (await customObjects().listNamespacedCustomObject({
+        group: "langgraph-jit.dev",
+        version: "v1alpha1",
+        namespace: ns.name,
+        plural: "heldcommands",
+      })) as { items: { metadata: { name: string }; status?: { phase?: string } }[] };
+      const phases = Object.fromEntries(held.items.map((c) => [c.metadata.name, c.status?.phase]));
+      await eventually("both held commands' status to be written", async () => {
+        const again = (await customObjects().listNamespacedCustomObject({
+          group: "langgraph-jit.dev",
+          version: "v1alpha1",
+          namespace: ns.name,
+          plural: "heldcommands",
+        })) as typeof held;
+        const now = Object.fromEntries(again.items.map((c) => [c.metadata.name, c.status?.phase]));
+        return now[first.name] === "Approved" && now[second.name] === "Denied" ? now : undefined;
+      });
+      assert.equal(Object.keys(phases).length, 2);
+    } finally {
+      await api.stop();
+      await ns.remove(120_000);
+    }
   });
 
   it("shows the run's session to alice with `kubectl jit logs`, and to nobody the cluster does not allow", async () => {

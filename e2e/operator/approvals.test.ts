@@ -25,8 +25,11 @@ describe("run approvals", () => {
 
     const listed = kubectlJit("bob", "approvals", "-n", ns);
     assert.equal(listed.status, 0, listed.stderr);
-    assert.match(listed.stdout, /^RUN\s+REQUESTER\s+APPROVALS\s+WAITING\s+REASON\n/);
-    assert.match(listed.stdout, /needs-bob\s+alice@example.com\s+0\/1\s+\d+s\s+refresh the index/);
+    assert.match(listed.stdout, /^NAME\s+REQUESTER\s+APPROVALS\s+WAITING\s+REQUEST\n/);
+    assert.match(
+      listed.stdout,
+      /needs-bob\s+alice@example.com\s+0\/1\s+\d+s\s+run: refresh the index/,
+    );
     const asJson = JSON.parse(kubectlJit("bob", "approvals", "-n", ns, "-o", "json").stdout);
     assert.equal(asJson[0]?.name, "needs-bob");
     assert.doesNotMatch(

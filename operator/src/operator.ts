@@ -15,6 +15,9 @@ import {
 import type { Logger } from "pino";
 import { RunPhase } from "../../api/v1alpha1.ts";
 import { admissionRoutes } from "./admission/webhook-server.ts";
+import { heldCommandRoutes } from "./approvals/held-command-api.ts";
+import { heldCommandController } from "./approvals/held-command-controller.ts";
+import { KubeHeldCommands } from "./approvals/held-commands.ts";
 import type { OperatorConfig } from "./config.ts";
 import { credentialRoutes } from "./credentials/credential-api.ts";
 import { CredentialIssuer } from "./credentials/credential-issuer.ts";
@@ -112,6 +115,7 @@ export async function startOperator(
   const events = new EventRecorder(kc, config.identity, logger);
   const status = new KubeRunStatusWriter(custom);
   const finalizers = new CustomObjectFinalizers(custom);
+  const heldCommands = new KubeHeldCommands(custom);
 
   const cache = new ClusterCache(kc, logger);
   await cache.sync();
@@ -148,6 +152,7 @@ export async function startOperator(
       metrics,
     }),
     connectionProtectionController({ ...cache, finalizers }, logger),
+    heldCommandController({ cache, store: heldCommands, events, seal }, logger),
     // Roles and tokens a crash left behind: their runs ended while no replica could revoke.
     new CredentialSweeper({
       connections: cache.connections,
@@ -201,6 +206,8 @@ export async function startOperator(
         },
         approvals: {
           run: (namespace, name) => cache.runs.get(namespace, name),
+          heldCommand: (namespace, name) => cache.heldCommands.get(namespace, name),
+          seal,
           approvals: (namespace) => cache.approvals.list(namespace),
           policies: (namespace) => cache.policies.list(namespace),
           connections: (namespace) => cache.connections.list(namespace),
@@ -218,6 +225,7 @@ export async function startOperator(
         logger: credentialsLogger,
         metrics,
       }),
+      ...heldCommandRoutes({ verify: verifyRunToken, cache, store: heldCommands, seal }),
       ...ingestRoutes({
         verify: verifyRunToken,
         store: sessionStore,

@@ -7,6 +7,7 @@ import { pino } from "pino";
 import type { SessionRecord } from "../../api/session-events.ts";
 import { closeAdminServer, startAdminServer } from "./admin-server.ts";
 import { ConfigError, loadConfig, type SidecarConfig } from "./config.ts";
+import { CommandHolds } from "./credentials/command-holds.ts";
 import { CredentialClient, type Readiness } from "./credentials/credential-client.ts";
 import { OperatorClient } from "./credentials/operator-client.ts";
 import { EventBuffer } from "./events/event-buffer.ts";
@@ -100,7 +101,14 @@ if (config.trustDir) {
     process.exit(2);
   }
 }
+// Commands the grant holds for approval wait on the operator, asked with the run JWT held now.
+const holds = new CommandHolds({
+  operator: new OperatorClient({ baseUrl: config.operatorUrl, ca: config.operatorCa }),
+  token: () => credentials.current()?.token,
+  logger,
+});
 const httpListeners = new HttpListeners({
+  holds,
   ports: config.listeners,
   ca,
   proxyPort: config.proxyPort,

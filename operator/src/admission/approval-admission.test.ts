@@ -9,6 +9,7 @@ import {
   annotations,
   type LangGraphRun,
 } from "../../../api/v1alpha1.ts";
+import { StatusSeal } from "../runs/status-seal.ts";
 import { postgresConnection } from "../testing/connections.ts";
 import { alice, testRun } from "../testing/runs.ts";
 import type { AdmissionRequest, UserInfo } from "./admission-review.ts";
@@ -38,6 +39,8 @@ function waitingRun(phase: "AwaitingApproval" | "Running" = "AwaitingApproval"):
 function deps(run = waitingRun(), approvals: Approval[] = []): ApprovalAdmissionDeps {
   return {
     run: (_namespace, name) => (name === run.metadata?.name ? run : undefined),
+    heldCommand: () => undefined,
+    seal: new StatusSeal(Buffer.alloc(32, 9)),
     approvals: () => approvals,
     policies: () => [policy],
     connections: () => [

@@ -10,13 +10,16 @@ import {
   type Approval,
   annotations,
   type Connection,
+  type HeldCommand,
   type LangGraphRun,
   RunPhase,
 } from "../../../api/v1alpha1.ts";
+import { heldCommandView } from "../approvals/held-command-state.ts";
 import { whyNotApprover } from "../policy/approval-rules.ts";
-import { evaluateAccess } from "../policy/evaluate-access.ts";
+import { evaluateAccess, type RunApprovalRule } from "../policy/evaluate-access.ts";
 import { stampedUser } from "../policy/stamped-user.ts";
 import { requesterOf } from "../runs/requester.ts";
+import type { StatusSeal } from "../runs/status-seal.ts";
 import {
   type AdmissionRequest,
   type AdmissionResponse,
@@ -31,6 +34,8 @@ const stampedFields = [annotations.approver, annotations.runUid];
 /** What the approval webhooks read, from the caches. */
 export interface ApprovalAdmissionDeps {
   run(namespace: string, name: string): LangGraphRun | undefined;
+  heldCommand(namespace: string, name: string): HeldCommand | undefined;
+  seal: StatusSeal;
   approvals(namespace: string): Approval[];
   policies(namespace: string): AccessPolicy[];
   connections(namespace: string): Connection[];
@@ -99,26 +104,59 @@ export function validateApproval(
   if (!run || run.metadata?.uid !== approval.metadata?.annotations?.[annotations.runUid]) {
     return deny(request, `spec.run: LangGraphRun ${namespace}/${name} does not exist`, 422);
   }
-  const phase = run.status?.phase ?? RunPhase.Pending;
-  if (phase !== RunPhase.AwaitingApproval) {
-    return deny(
-      request,
-      `LangGraphRun ${namespace}/${name} is not waiting for approval (phase ${phase})`,
-      422,
-    );
-  }
   const requester = requesterOf(run);
-  if (!requester)
+  if (!requester) {
     return deny(request, `LangGraphRun ${namespace}/${name} has no valid requester`, 422);
-  const decision = evaluateAccess({
-    namespace,
-    requester,
-    access: run.spec.access,
-    maxDurationMs: parseDuration(run.spec.maxDuration),
-    policies: deps.policies(namespace),
-    connections: deps.connections(namespace),
-  });
-  const rules = decision.allowed ? decision.runApprovals : [];
+  }
+  const command = approval.spec.command;
+  const what = command
+    ? `HeldCommand ${namespace}/${command}`
+    : `LangGraphRun ${namespace}/${name}`;
+  let rules: RunApprovalRule[];
+  if (command) {
+    const held = deps.heldCommand(namespace, command);
+    if (
+      held?.spec.run !== name ||
+      held.metadata?.annotations?.[annotations.runUid] !== run.metadata?.uid
+    ) {
+      return deny(
+        request,
+        `spec.command: LangGraphRun ${namespace}/${name} holds no command ${command}`,
+        422,
+      );
+    }
+    const view = heldCommandView({
+      command: held,
+      run,
+      policies: deps.policies(namespace),
+      connections: deps.connections(namespace),
+      approvals: deps.approvals(namespace),
+      seal: deps.seal,
+      nowMs: Date.now(),
+    });
+    if (view.state.phase !== "Pending") {
+      return deny(
+        request,
+        `${what} is not waiting for approval (${view.state.phase}: ${view.state.message})`,
+        422,
+      );
+    }
+    rules = view.rule ? [view.rule] : [];
+  } else {
+    const phase = run.status?.phase ?? RunPhase.Pending;
+    if (phase !== RunPhase.AwaitingApproval) {
+      return deny(request, `${what} is not waiting for approval (phase ${phase})`, 422);
+    }
+    const decision = evaluateAccess({
+      namespace,
+      requester,
+      access: run.spec.access,
+      maxDurationMs: parseDuration(run.spec.maxDuration),
+      policies: deps.policies(namespace),
+      connections: deps.connections(namespace),
+    });
+    rules = decision.allowed ? decision.runApprovals : [];
+  }
   const why = whyNotApprover(approver, requester, rules, namespace);
   if (why) return deny(request, why);
   const earlier = deps
@@ -126,14 +164,32 @@ export function validateApproval(
     .find(
       (other) =>
         other.metadata?.annotations?.[annotations.runUid] === run.metadata?.uid &&
+        other.spec.command === command &&
         stampedUser(other, annotations.approver)?.username === approver.username,
     );
   if (earlier) {
     return deny(
       request,
-      `${approver.username} already decided LangGraphRun ${namespace}/${name} (Approval ${earlier.metadata?.name}: ${earlier.spec.decision})`,
+      `${approver.username} already decided ${what} (Approval ${earlier.metadata?.name}: ${earlier.spec.decision})`,
       422,
     );
   }
   return allow(request);
+}
+
+/**
+ * Validating webhook on heldcommands and their status: a held command is what a run's sidecar
+ * asked the operator to hold, so only the operator's own identity makes or changes one.
+ */
+export function validateHeldCommand(
+  request: AdmissionRequest<HeldCommand>,
+  operatorUsername: string,
+): AdmissionResponse {
+  if (request.operation === "DELETE" || request.userInfo.username === operatorUsername) {
+    return allow(request);
+  }
+  return deny(
+    request,
+    `HeldCommands are made and decided by langgraph-jit (${operatorUsername}) alone, not by ${request.userInfo.username}: decide one with an Approval`,
+  );
 }

@@ -12,6 +12,7 @@ export const webhookPaths = {
   validateRunStatus: "/admission/validate/langgraphruns/status",
   mutateApproval: "/admission/mutate/approvals",
   validateApproval: "/admission/validate/approvals",
+  validateHeldCommand: "/admission/validate/heldcommands",
   validateEphemeralContainers: "/admission/validate/pods/ephemeralcontainers",
 } as const;
 
@@ -101,6 +102,15 @@ export function validatingConfiguration(target: WebhookTarget): V1ValidatingWebh
         clientConfig: clientConfig(target, webhookPaths.validateApproval),
         ...common(target),
         rules: [runRule(["CREATE", "UPDATE"], resources.approvals)],
+      },
+      {
+        name: `heldcommands.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.validateHeldCommand),
+        ...common(target),
+        rules: [
+          runRule(["CREATE", "UPDATE"], resources.heldCommands),
+          runRule(["UPDATE"], `${resources.heldCommands}/status`),
+        ],
       },
       {
         name: `status.runs.${group}`,

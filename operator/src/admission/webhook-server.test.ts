@@ -5,6 +5,7 @@ import { request } from "node:https";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
+import { StatusSeal } from "../runs/status-seal.ts";
 import { createApiServer } from "../server/https-server.ts";
 import { createMetrics } from "../server/metrics.ts";
 import { generateCertificateAuthority, issueServingCertificate } from "./webhook-certs.ts";
@@ -66,6 +67,8 @@ describe("admission webhook server", () => {
         },
         approvals: {
           run: () => undefined,
+          heldCommand: () => undefined,
+          seal: new StatusSeal(Buffer.alloc(32, 9)),
           approvals: () => [],
           policies: () => [],
           connections: () => [],

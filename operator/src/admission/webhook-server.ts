@@ -2,7 +2,12 @@
 
 import type { V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { type Approval, type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
+import {
+  type Approval,
+  type HeldCommand,
+  type LangGraphRun,
+  labels,
+} from "../../../api/v1alpha1.ts";
 import { HttpError, type Route, readBody } from "../server/https-server.ts";
 import type { OperatorMetrics } from "../server/metrics.ts";
 import {
@@ -16,6 +21,7 @@ import {
   type ApprovalAdmissionDeps,
   mutateApproval,
   validateApproval,
+  validateHeldCommand,
 } from "./approval-admission.ts";
 import {
   mutateRun,
@@ -98,6 +104,9 @@ export function admissionRoutes(options: AdmissionRoutesOptions): Record<string,
     ),
     [webhookPaths.validateApproval]: route<Approval>("validate-approval", (request) =>
       validateApproval(request, options.approvals),
+    ),
+    [webhookPaths.validateHeldCommand]: route<HeldCommand>("validate-held-command", (request) =>
+      validateHeldCommand(request, options.operatorUsername),
     ),
     [webhookPaths.validateRunStatus]: route<LangGraphRun>("validate-run-status", (request) =>
       validateRunStatus(request, options.operatorUsername),

@@ -18,6 +18,7 @@ import {
   type Approval,
   type Connection,
   group,
+  type HeldCommand,
   type LangGraphRun,
   labels,
   resources,
@@ -32,6 +33,7 @@ export interface ClusterObjects {
   policies: WatchedCache<AccessPolicy>;
   connections: WatchedCache<Connection>;
   approvals: WatchedCache<Approval>;
+  heldCommands: WatchedCache<HeldCommand>;
   /** Only the Jobs, pods and NetworkPolicies of runs: they carry the run label. */
   jobs: WatchedCache<V1Job>;
   pods: WatchedCache<V1Pod>;
@@ -43,6 +45,7 @@ export class ClusterCache implements ClusterObjects {
   readonly policies: ResilientInformer<AccessPolicy>;
   readonly connections: ResilientInformer<Connection>;
   readonly approvals: ResilientInformer<Approval>;
+  readonly heldCommands: ResilientInformer<HeldCommand>;
   readonly jobs: ResilientInformer<V1Job>;
   readonly pods: ResilientInformer<V1Pod>;
   readonly networkPolicies: ResilientInformer<V1NetworkPolicy>;
@@ -79,6 +82,7 @@ export class ClusterCache implements ClusterObjects {
     this.policies = ours<AccessPolicy>(resources.policies);
     this.connections = ours<Connection>(resources.connections);
     this.approvals = ours<Approval>(resources.approvals);
+    this.heldCommands = ours<HeldCommand>(resources.heldCommands);
     this.jobs = informer<V1Job>(
       "jobs",
       "/apis/batch/v1/jobs",
@@ -105,6 +109,7 @@ export class ClusterCache implements ClusterObjects {
       this.policies,
       this.connections,
       this.approvals,
+      this.heldCommands,
       this.jobs,
       this.pods,
       this.networkPolicies,

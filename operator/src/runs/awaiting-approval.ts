@@ -46,7 +46,7 @@ export async function awaitApproval(
     rules: decision.runApprovals,
     approvals: lifecycle.deps.cache.approvals
       .list(namespace)
-      .filter((a) => a.spec.run === run.metadata?.name),
+      .filter((a) => a.spec.run === run.metadata?.name && !a.spec.command),
     expiresAtMs: Date.parse(approval.expiresAt ?? "") || now.getTime(),
     nowMs: now.getTime(),
   });

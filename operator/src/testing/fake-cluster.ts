@@ -13,6 +13,7 @@ import type {
   AccessPolicy,
   Approval,
   Connection,
+  HeldCommand,
   LangGraphRun,
   LangGraphRunStatus,
 } from "../../../api/v1alpha1.ts";
@@ -73,6 +74,7 @@ export class FakeCluster implements ClusterObjects {
   readonly policies = new MemoryCache<AccessPolicy>();
   readonly connections = new MemoryCache<Connection>();
   readonly approvals = new MemoryCache<Approval>();
+  readonly heldCommands = new MemoryCache<HeldCommand>();
   readonly jobs = new MemoryCache<V1Job>();
   readonly pods = new MemoryCache<V1Pod>();
   readonly networkPolicies = new MemoryCache<V1NetworkPolicy>();

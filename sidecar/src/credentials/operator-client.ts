@@ -2,7 +2,11 @@
 // that trusts only the operator's CA, bounded timeouts and bodies, and errors typed by what
 // the caller should do next (retry soon, retry slowly, give up).
 import { Agent, type Dispatcher } from "undici";
-import { type CredentialApiError, credentialApi } from "../../../api/credentials.ts";
+import {
+  type CredentialApiError,
+  credentialApi,
+  type HoldRequest,
+} from "../../../api/credentials.ts";
 import { errorMessage } from "../../../api/errors.ts";
 import type { SessionEvent, SessionEventsBatch } from "../../../api/session-events.ts";
 
@@ -81,6 +85,23 @@ export class OperatorClient {
   /** GET credentialApi.status, held by the operator up to waitSeconds: the raw RunTokenStatus. */
   status(runToken: string, waitSeconds: number, signal?: AbortSignal): Promise<unknown> {
     const path = `${credentialApi.status}?waitSeconds=${waitSeconds}`;
+    return this.#call("GET", path, runToken, waitSeconds * 1000 + this.#requestTimeoutMs, signal);
+  }
+
+  /** POST credentialApi.holds with the run JWT: the raw HoldState of the new held command. */
+  hold(runToken: string, request: HoldRequest, signal?: AbortSignal): Promise<unknown> {
+    const body = JSON.stringify(request);
+    return this.#call("POST", credentialApi.holds, runToken, this.#requestTimeoutMs, signal, body);
+  }
+
+  /** GET credentialApi.holdState, held by the operator up to waitSeconds: the raw HoldState. */
+  holdState(
+    runToken: string,
+    name: string,
+    waitSeconds: number,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    const path = `${credentialApi.holdState}?name=${encodeURIComponent(name)}&waitSeconds=${waitSeconds}`;
     return this.#call("GET", path, runToken, waitSeconds * 1000 + this.#requestTimeoutMs, signal);
   }
 

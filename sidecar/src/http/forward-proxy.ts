@@ -152,7 +152,8 @@ export function createForwardProxy(options: ForwardProxyOptions): LoopbackServer
       );
     }
     const pathAndQuery = `${url.pathname.slice(base.length) || "/"}${url.search}`;
-    forwarder.forward(req, res, { connection, target, pathAndQuery });
+    const retarget = () => options.targets().get(connection);
+    forwarder.forward(req, res, { connection, target, retarget, pathAndQuery });
   }
 
   function intercept(req: IncomingMessage, socket: Socket, head: Buffer) {

@@ -3,17 +3,24 @@
 // the connection's credential is added, and the bodies stream through a keep-alive pool to
 // the upstream over verified TLS. Denied requests never reach the upstream; all are recorded.
 
+import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { Readable, Transform } from "node:stream";
 import { createSecureContext } from "node:tls";
 import type { Logger } from "pino";
 import { type Dispatcher, Pool } from "undici";
-import type { GrantClaim, HttpCredential } from "../../../api/credentials.ts";
+import {
+  type GrantClaim,
+  type HoldState,
+  type HttpCredential,
+  maxHeldBodyBytes,
+} from "../../../api/credentials.ts";
 import {
   queryNames,
   type SessionEventKind,
   type SessionRecord,
 } from "../../../api/session-events.ts";
+import { type CommandHolds, HoldFailed } from "../credentials/command-holds.ts";
 import { CredentialScrubber, credentialForms, scrubHeaders } from "./credential-scrubber.ts";
 import { answerJson } from "./loopback-server.ts";
 import { normalizePath } from "./request-path.ts";
@@ -27,7 +34,7 @@ import {
   type SentBody,
   sendChanged,
 } from "./response-body.ts";
-import { compileHttpPolicy, type HttpPolicy } from "./rules.ts";
+import { compileHttpPolicy, type HttpAction, type HttpPolicy } from "./rules.ts";
 
 /** A connection's upstream, parsed once per credential (never per request). */
 export interface Upstream {
@@ -79,12 +86,16 @@ export interface HttpTarget {
 export interface ForwardRequest {
   connection: string;
   target: HttpTarget | undefined;
+  /** The target as it is now: a held request goes with the credential held when approved. */
+  retarget?: () => HttpTarget | undefined;
   /** The request target's path and query, origin-form ("/v1/docs?q=1"). */
   pathAndQuery: string;
 }
 
 export interface ForwarderOptions {
   run: string;
+  /** Where commands the grant holds for approval wait for their decision. */
+  holds?: Pick<CommandHolds, "decide">;
   record: (record: SessionRecord) => void;
   /** False while events cannot be recorded (the buffer is full): nothing is forwarded then. */
   canRecord?: () => boolean;
@@ -238,25 +249,138 @@ export class Forwarder {
       exchange.deny(403, decision.reason, decision.message, path);
       return;
     }
-
-    const upstream = upstreamOf(target.credential);
-    const masking = this.#masking(target.grant);
-    // Only a request with a body pays for a counting stream.
-    const bytesIn = hasBody(req)
-      ? new RequestBody(this.#options.requestBodyIdleMs ?? defaultRequestBodyIdleMs)
-      : undefined;
-    exchange.start(path, decision.rule, upstream, bytesIn, masking);
     // The body was held back until the request was allowed (RFC 9110 10.1.1).
     if (/^100-continue$/i.test(String(req.headers.expect ?? ""))) res.writeContinue();
+    const sent = { path, encoded: `${normalized.encoded}${query}`, rule: decision.rule };
+    if (decision.held) {
+      void this.#holdThenForward(exchange, req, request, sent, decision.held);
+      return;
+    }
+    // Only a request with a body pays for a counting stream.
+    const bytesIn = hasBody(req) ? this.#requestBody() : undefined;
+    this.#dispatch(exchange, req, target, sent, bytesIn ? req.pipe(bytesIn) : undefined, bytesIn);
+  }
+
+  #requestBody(): RequestBody {
+    return new RequestBody(this.#options.requestBodyIdleMs ?? defaultRequestBodyIdleMs);
+  }
+
+  #dispatch(
+    exchange: Exchange,
+    req: IncomingMessage,
+    target: HttpTarget,
+    sent: { path: string; encoded: string; rule: string },
+    body: Readable | undefined,
+    bytesIn: RequestBody | undefined,
+  ): void {
+    const upstream = upstreamOf(target.credential);
+    const masking = this.#masking(target.grant);
+    exchange.start(sent.path, sent.rule, upstream, bytesIn, masking);
     this.#pool(target.credential, upstream).dispatch(
       {
         method: exchange.method,
-        path: `${upstream.basePath}${normalized.encoded}${query}`,
+        path: `${upstream.basePath}${sent.encoded}`,
         headers: upstreamHeaders(req, upstream, readsBody(upstream, masking)),
-        body: bytesIn ? req.pipe(bytesIn) : null,
+        body: body ?? null,
       },
       exchange,
     );
+  }
+
+  /**
+   * A request whose action the grant holds for approval: its body is read whole (bounded), the
+   * operator records it for approvers with the body's digest, and it goes upstream exactly as
+   * held once approved; denied, expired or undecidable, it is refused. The graph's client sees
+   * a slow request meanwhile; if it gives up, the wait ends.
+   */
+  async #holdThenForward(
+    exchange: Exchange,
+    req: IncomingMessage,
+    request: ForwardRequest,
+    sent: { path: string; encoded: string; rule: string },
+    action: HttpAction,
+  ): Promise<void> {
+    const holds = this.#options.holds;
+    if (!holds) {
+      exchange.deny(
+        503,
+        "ApprovalUnavailable",
+        "this sidecar cannot hold commands for approval",
+        sent.path,
+      );
+      return;
+    }
+    let body: Buffer | undefined;
+    try {
+      body = hasBody(req) ? await readHeldBody(req, this.#requestBody()) : undefined;
+    } catch (error) {
+      if (error instanceof HeldBodyTooLarge) {
+        exchange.deny(413, "HeldBodyTooLarge", error.message, sent.path);
+      } else {
+        exchange.deny(408, "RequestBodyStalled", message(error), sent.path);
+      }
+      return;
+    }
+    const graphLeft = new AbortController();
+    exchange.onGraphLeft(() => graphLeft.abort());
+    let state: HoldState;
+    try {
+      state = await holds.decide(
+        {
+          connection: request.connection,
+          action,
+          http: { method: exchange.method, path: sent.path },
+          ...(body
+            ? {
+                body: {
+                  sha256: createHash("sha256").update(body).digest("hex"),
+                  bytes: body.length,
+                },
+              }
+            : {}),
+        },
+        graphLeft.signal,
+      );
+    } catch (error) {
+      if (graphLeft.signal.aborted) {
+        exchange.deny(
+          499,
+          "GraphDisconnected",
+          "the graph gave up while the request was held",
+          sent.path,
+        );
+      } else if (error instanceof HoldFailed) {
+        exchange.deny(
+          error.reason === "CredentialUnavailable" ? 503 : 403,
+          error.reason,
+          `the request could not be held for approval: ${error.message}`,
+          sent.path,
+        );
+      } else {
+        exchange.deny(502, "ApprovalUnavailable", message(error), sent.path);
+      }
+      return;
+    }
+    if (state.phase !== "Approved") {
+      const reason = state.phase === "Expired" ? "ApprovalExpired" : "ApprovalDenied";
+      exchange.deny(403, reason, `held as ${state.name}: ${state.message}`, sent.path);
+      return;
+    }
+    // The credential held now: it may have been refreshed, or revoked, during the wait.
+    const target = request.retarget?.() ?? request.target;
+    if (!target) {
+      exchange.deny(
+        503,
+        "CredentialUnavailable",
+        "the run's credential is gone: the approved request is not sent",
+        sent.path,
+      );
+      return;
+    }
+    const rule = `${sent.rule}; held as ${state.name}, ${state.message}`;
+    const bytesIn = body ? this.#requestBody() : undefined;
+    const held = bytesIn && body ? Readable.from([body]).pipe(bytesIn) : undefined;
+    this.#dispatch(exchange, req, target, { ...sent, rule }, held, bytesIn);
   }
 
   async close(): Promise<void> {
@@ -479,6 +603,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#record(all ? "masked" : "request", status, reason, all);
   }
 
+  /** Calls back if the graph goes away before its answer is complete (a held request waits). */
+  onGraphLeft(callback: () => void): void {
+    this.#res.once("close", () => {
+      if (!this.#res.writableFinished) callback();
+    });
+  }
+
   readonly #onGraphClose = () => {
     if (this.#res.writableFinished) return;
     this.#graphLeft = true;
@@ -611,6 +742,27 @@ function hasBody(req: IncomingMessage): boolean {
 
 function hasBodyHeaders(headers: IncomingHttpHeaders): boolean {
   return headers["transfer-encoding"] !== undefined || Number(headers["content-length"] ?? 0) > 0;
+}
+
+class HeldBodyTooLarge extends Error {
+  override name = "HeldBodyTooLarge";
+}
+
+/** A held request's body, whole: approvers approve its digest, and exactly it is sent. */
+async function readHeldBody(req: IncomingMessage, counter: RequestBody): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req.pipe(counter) as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxHeldBodyBytes) {
+      counter.destroy();
+      throw new HeldBodyTooLarge(
+        `a request held for approval carries at most ${maxHeldBodyBytes} bytes of body`,
+      );
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 /** The request body stopped arriving for longer than requestBodyIdleMs. */

@@ -3,6 +3,7 @@
 // opens; when the credential is revoked every listener closes (nothing answers there any more).
 import type { Logger } from "pino";
 import type { SessionRecord } from "../../../api/session-events.ts";
+import type { CommandHolds } from "../credentials/command-holds.ts";
 import type { CredentialChange, CredentialClient } from "../credentials/credential-client.ts";
 import type { VerifiedCredential } from "../credentials/run-token-verifier.ts";
 import type { PodCa } from "../tls/pod-ca.ts";
@@ -18,6 +19,8 @@ export interface HttpListenersOptions {
   proxyPort: number;
   run: string;
   credentials: Pick<CredentialClient, "current" | "subscribe">;
+  /** Where requests the grant holds for approval wait for a decision. */
+  holds?: Pick<CommandHolds, "decide">;
   record: (record: SessionRecord) => void;
   canRecord?: () => boolean;
   /** The pod's CA, for the forward proxy's intercepted https connections. */

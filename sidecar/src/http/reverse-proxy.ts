@@ -36,7 +36,12 @@ export function createReverseProxy(options: ReverseProxyOptions): LoopbackServer
             "absolute URLs go to the forward proxy",
         });
       }
-      forwarder.forward(req, res, { connection, target: options.target(), pathAndQuery });
+      forwarder.forward(req, res, {
+        connection,
+        target: options.target(),
+        retarget: options.target,
+        pathAndQuery,
+      });
     },
   });
   return server;

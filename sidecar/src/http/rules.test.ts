@@ -104,21 +104,26 @@ describe("an HTTP grant's decisions", () => {
     assert.equal(policy.decide("POST", "/v1/docs/7").allowed, false);
   });
 
-  it("refuses, never forwards, an action the grant holds for approval", () => {
+  it("marks an action the grant holds for approval as held, once the rules allow it", () => {
     const policy = compileHttpPolicy(
       grant({
         actions: ["read", "write"],
+        http: { rules: [{ methods: ["GET", "DELETE"], paths: ["/v1/docs/*"] }] },
         approval: {
           actions: ["write"],
           approvers: [{ kind: "Group", name: "security" }],
+          approvals: 1,
           timeout: "10m",
         },
       }),
     );
-    assert.equal(policy.decide("GET", "/v1/docs").allowed, true);
+    const read = policy.decide("GET", "/v1/docs/7");
+    assert.ok(read.allowed && read.held === undefined);
     const write = policy.decide("DELETE", "/v1/docs/7");
-    assert.ok(!write.allowed);
-    assert.equal(write.reason, "ApprovalRequired");
-    assert.match(write.message, /holds for a human approval; held commands are not supported yet/);
+    assert.ok(write.allowed);
+    assert.equal(write.held, "write");
+    const outside = policy.decide("DELETE", "/v1/admin");
+    assert.ok(!outside.allowed, "approval is never a way around the rules");
+    assert.equal(outside.reason, "NoRuleMatched");
   });
 });

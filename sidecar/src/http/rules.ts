@@ -16,11 +16,12 @@ const actionOfMethod: Record<string, HttpAction> = {
 };
 
 export type Decision =
-  | { allowed: true; rule: string }
+  /** held: the grant holds the action for a human decision; forwarded only once approved. */
+  | { allowed: true; rule: string; held?: HttpAction }
   | {
       allowed: false;
       rule?: string;
-      reason: "MethodNotAllowed" | "ActionNotGranted" | "ApprovalRequired" | "NoRuleMatched";
+      reason: "MethodNotAllowed" | "ActionNotGranted" | "NoRuleMatched";
       message: string;
     };
 
@@ -31,8 +32,7 @@ export interface HttpPolicy {
 /** Compiles an HTTP grant once per credential; decide() then runs per request. */
 export function compileHttpPolicy(grant: GrantClaim): HttpPolicy {
   const actions = new Set(grant.actions);
-  // Until commands can be held for a decision, what needs one is refused, never forwarded.
-  const held = new Set(grant.approval?.actions ?? []);
+  const heldActions = new Set(grant.approval?.actions ?? []);
   const rules = (grant.http?.rules ?? []).map((rule) => ({
     methods: new Set<string>(rule.methods),
     globs: rule.paths.map(compileGlob),
@@ -55,19 +55,16 @@ export function compileHttpPolicy(grant: GrantClaim): HttpPolicy {
           message: `${method} needs "${action}" on connection "${grant.connection}", which the run was not granted`,
         };
       }
-      if (held.has(action)) {
-        return {
-          allowed: false,
-          reason: "ApprovalRequired",
-          message: `${method} needs "${action}" on connection "${grant.connection}", which the grant holds for a human approval; held commands are not supported yet, so it is refused`,
-        };
+      // A held action still has to match the rules: approval is never a way around them.
+      const held = heldActions.has(action) ? { held: action } : {};
+      if (rules.length === 0) {
+        return { allowed: true, rule: `actions ${[...actions].join(",")}`, ...held };
       }
-      if (rules.length === 0) return { allowed: true, rule: `actions ${[...actions].join(",")}` };
       const segments = segmentsOf(path);
       const matched = rules.find(
         (rule) => rule.methods.has(method) && rule.globs.some((glob) => glob(segments)),
       );
-      if (matched) return { allowed: true, rule: matched.label };
+      if (matched) return { allowed: true, rule: matched.label, ...held };
       return {
         allowed: false,
         reason: "NoRuleMatched",

@@ -250,6 +250,7 @@ describe("sessions as clients expect them", () => {
       approval: {
         actions: ["write"],
         approvers: [{ kind: "Group", name: "security" }],
+        approvals: 1,
         timeout: "10m",
       },
     });

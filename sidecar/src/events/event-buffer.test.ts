@@ -42,10 +42,18 @@ describe("the session event buffer", () => {
 
   it("cuts a path longer than the operator takes, so a graph's long URL cannot stall shipping", () => {
     const buffer = new EventBuffer({ directory, run });
-    buffer.append(record(`/v1/${"a".repeat(5_000)}`));
+    buffer.append({
+      ...record(`/v1/${"a".repeat(5_000)}`),
+      rule: `held as r-1, ${"b".repeat(3_000)}`,
+    });
     const [event] = buffer.read(1, 1024 * 1024);
     assert.equal(event?.path?.length, maxEventTextLength);
     assert.ok(event?.path?.endsWith("…"));
+    assert.equal(
+      event?.rule?.length,
+      maxEventTextLength,
+      "an approver's long reason in the rule too",
+    );
     const shipped = parseEventsBatch(JSON.stringify({ events: [event] }), run);
     assert.equal(shipped[0]?.path, event?.path, "the operator takes the event as written");
     buffer.close();

@@ -136,13 +136,8 @@ export class EventBuffer {
   enqueue(record: SessionRecord): number {
     this.#refuseIfBroken();
     const seq = this.#next;
-    // The event is {schema, run, seq, ...record}, serialized without building it. The graph
-    // chooses the path's length: cut to what the operator takes, or the batch would never ship.
-    const fields = JSON.stringify(
-      record.path && record.path.length > maxEventTextLength
-        ? { ...record, path: `${record.path.slice(0, maxEventTextLength - 1)}…` }
-        : record,
-    );
+    // The event is {schema, run, seq, ...record}, serialized without building it.
+    const fields = JSON.stringify(withinLimits(record));
     const line = `${this.#linePrefix}${seq}${fields.length > 2 ? `,${fields.slice(1)}` : "}"}\n`;
     const length = Buffer.byteLength(line);
     if (this.#bytes + length > this.#maxBytes) {
@@ -358,4 +353,19 @@ export class EventBuffer {
   #path(first: number): string {
     return join(this.#directory, `${String(first).padStart(12, "0")}.jsonl`);
   }
+}
+
+const textFields = ["connection", "method", "path", "rule", "reason"] as const;
+
+/**
+ * The record with every text cut to what the operator takes: a graph chooses its path, an
+ * approver the reason a held request's rule quotes, and a batch the operator refuses would
+ * never ship.
+ */
+function withinLimits(record: SessionRecord): SessionRecord {
+  const long = textFields.filter((field) => (record[field]?.length ?? 0) > maxEventTextLength);
+  if (long.length === 0) return record;
+  const cut: SessionRecord = { ...record };
+  for (const field of long) cut[field] = `${record[field]?.slice(0, maxEventTextLength - 1)}…`;
+  return cut;
 }

@@ -226,7 +226,7 @@ export type HeldCommandSpec = {
     path?: string;
   };
   sql?: {
-    /** The full statement text */
+    /** The full statement text, as sent. */
     statement?: string;
   };
   /** What the held request carries; the approval is for this digest. */

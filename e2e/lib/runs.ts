@@ -57,12 +57,16 @@ export async function setUpRunNamespace(
       ],
     },
   });
-  // Who may decide is the webhook's to say; RBAC lets anyone authenticated ask.
+  // Who may decide is the webhook's to say; RBAC lets anyone authenticated ask (the chart's
+  // langgraph-jit-approver ClusterRole, less the runs run-author already reads).
   await rbac.createNamespacedRole({
     namespace,
     body: {
       metadata: { name: "approver" },
-      rules: [{ apiGroups: [group], resources: ["approvals"], verbs: ["create", "get", "list"] }],
+      rules: [
+        { apiGroups: [group], resources: ["approvals"], verbs: ["create", "get", "list"] },
+        { apiGroups: [group], resources: ["heldcommands"], verbs: ["get", "list", "watch"] },
+      ],
     },
   });
   await rbac.createNamespacedRoleBinding({

@@ -380,6 +380,25 @@ describe("the operator installed with helm, on the real node", () => {
       },
       [],
     );
+    // Approvers decide with the chart's approver role alone; the webhook still refuses alice's own.
+    const rbacApi = admin.makeApiClient(RbacAuthorizationV1Api);
+    await rbacApi.deleteNamespacedRoleBinding({ namespace: ns.name, name: "approvers" });
+    await rbacApi.createNamespacedRoleBinding({
+      namespace: ns.name,
+      body: {
+        metadata: { name: "chart-approvers" },
+        roleRef: {
+          apiGroup: "rbac.authorization.k8s.io",
+          kind: "ClusterRole",
+          name: `${fullName}-approver`,
+        },
+        subjects: ["alice@example.com", "bob@example.com"].map((name) => ({
+          apiGroup: "rbac.authorization.k8s.io",
+          kind: "User",
+          name,
+        })),
+      },
+    });
     const api = await startKbApi(ns.name);
     try {
       await createObject("admin", ns.name, "connections", api.connection);

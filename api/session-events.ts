@@ -40,7 +40,20 @@ export interface SessionRecord {
   masked?: Record<string, number>;
   /** A SQL statement (Postgres connections). */
   sql?: SqlStatementRecord;
+  /** The human decision on a command the grant held for approval. */
+  approval?: ApprovalRecord;
 }
+
+/** How a held command was decided: forwarded only when Approved. */
+export interface ApprovalRecord {
+  /** The HeldCommand approvers decided (what `kubectl jit approve` named). */
+  command: string;
+  decision: "Approved" | "Denied" | "Expired";
+  /** Who decided and why, as the operator counted it. */
+  message: string;
+}
+
+export const approvalDecisions = ["Approved", "Denied", "Expired"] as const;
 
 /** What an event says of a SQL statement: never a constant, never a bind parameter. */
 export interface SqlStatementRecord {

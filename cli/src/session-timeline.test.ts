@@ -67,6 +67,22 @@ describe("the session timeline", () => {
     assert.equal(lines[3]?.indexOf("POST"), at);
   });
 
+  it("says how a held command was decided", () => {
+    const held: SessionEvent = {
+      ...(events[1] as SessionEvent),
+      reason: "ApprovalDenied",
+      approval: {
+        command: "kb-writer-x7k2q",
+        decision: "Denied",
+        message: "denied by bob@example.com: one is enough",
+      },
+    };
+    assert.match(
+      timeline(session, [held]),
+      /403\s+-\s+-\s+-\s+ApprovalDenied; held as kb-writer-x7k2q, Denied: denied by bob@example.com: one is enough\n$/,
+    );
+  });
+
   it("escapes control characters a stored event carries, so it cannot rewrite the terminal", () => {
     const hostile: SessionEvent = {
       ...(events[1] as SessionEvent),

@@ -21,13 +21,20 @@ function bytes(value: number | undefined): string {
   return `${(value / 1024 / 1024).toFixed(1)}MiB`;
 }
 
-/** Why it was allowed or refused, and what was masked, e.g. "rule read; masked email×2". */
+/**
+ * Why it was allowed or refused, how a held command was decided, and what was masked, e.g.
+ * "rule read; masked email×2".
+ */
 function detail(event: SessionEvent): string {
   const parts: string[] = [];
   if (event.sql?.action) parts.push(event.sql.action);
   if (event.sql?.tables) parts.push(`tables ${event.sql.tables.join(",")}`);
   if (event.rule) parts.push(`rule ${event.rule}`);
   if (event.reason) parts.push(event.reason);
+  if (event.approval)
+    parts.push(
+      `held as ${event.approval.command}, ${event.approval.decision}: ${event.approval.message}`,
+    );
   const masked = Object.entries(event.masked ?? {});
   if (masked.length > 0) {
     parts.push(`masked ${masked.map(([what, count]) => `${what}×${count}`).join(" ")}`);

@@ -252,6 +252,11 @@ const sqlEvent = (seq: number): SessionEvent => ({
     tables: ["docs"],
     rows: 1,
   },
+  approval: {
+    command: "kb-writer-x7k2q",
+    decision: "Approved",
+    message: "approved by bob@example.com: checked",
+  },
 });
 
 for (const [backend, setUpStore] of legacyBackends) {
@@ -270,7 +275,7 @@ for (const [backend, setUpStore] of legacyBackends) {
           await store.close();
         }
       }
-      assert.deepEqual(await legacy.recorded(), [1, 2, 3]);
+      assert.deepEqual(await legacy.recorded(), [1, 2, 3, 4]);
     });
 
     it("migrates a new store from nothing and records each version once", async () => {
@@ -282,7 +287,7 @@ for (const [backend, setUpStore] of legacyBackends) {
       } finally {
         await store.close();
       }
-      assert.deepEqual(await legacy.recorded(), [1, 2, 3]);
+      assert.deepEqual(await legacy.recorded(), [1, 2, 3, 4]);
     });
 
     it("refuses a store a newer operator migrated and changes nothing in it", async () => {

@@ -65,7 +65,12 @@ const examples: Record<SessionEventKind, SessionEvent> = {
     path: "/v1/docs/42",
     status: 403,
     rule: "read-docs",
-    reason: "NoRuleAllows",
+    reason: "ApprovalDenied",
+    approval: {
+      command: "kb-writer-x7k2q",
+      decision: "Denied",
+      message: "denied by bob@example.com: not during the freeze",
+    },
   },
   masked: {
     schema: 1,
@@ -346,6 +351,23 @@ describe("parseEventsBatch", () => {
       assert.deepEqual(
         accepts(event({}, 2), event({}, 5)).map((e) => e.seq),
         [2, 5],
+      );
+    });
+
+    it("whose approval is not a HeldCommand's name, a decision and a message", () => {
+      const approval = { ...examples.denied.approval };
+      for (const [change, why] of [
+        [{ command: "" }, /approval\.command must be a HeldCommand's name/],
+        [{ command: 7 }, /approval\.command must be a HeldCommand's name/],
+        [{ decision: "Pending" }, /approval\.decision must be one of Approved, Denied, Expired/],
+        [{ message: "x".repeat(2049) }, /approval\.message must be a string of at most 2048/],
+        [{ approver: "bob" }, /approval\.approver is not a field of an approval record/],
+      ] as const) {
+        assertRefused(batch(event({ approval: { ...approval, ...change } })), why);
+      }
+      assertRefused(
+        batch(event({ approval: "Approved" })),
+        /events\[0\]\.approval must be an object/,
       );
     });
 

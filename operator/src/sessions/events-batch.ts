@@ -3,6 +3,7 @@
 // the index and field that were wrong.
 import { errorMessage } from "../../../api/errors.ts";
 import {
+  approvalDecisions,
   maxEventsPerBatch,
   maxEventTextLength,
   maxQueryNameLength,
@@ -136,8 +137,10 @@ function checkEvent(
     }
   }
   if (event.sql !== undefined) checkSql(event.sql, at("sql"));
+  if (event.approval !== undefined) checkApproval(event.approval, at("approval"));
   const known = new Set([
     "sql",
+    "approval",
     "schema",
     "run",
     "seq",
@@ -188,6 +191,24 @@ function checkSql(value: unknown, at: string): void {
       !["command", "action", "statement", "fingerprint", "tables", "rows", "error"].includes(field),
   );
   if (unknown) throw bad(`${at}.${unknown} is not a field of a SQL statement record`);
+}
+
+const decisions = new Set<string>(approvalDecisions);
+
+function checkApproval(value: unknown, at: string): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw bad(`${at} must be an object`);
+  const approval = value as Record<string, unknown>;
+  if (!isText(approval.command, 253) || approval.command === "")
+    throw bad(`${at}.command must be a HeldCommand's name`);
+  if (!decisions.has(approval.decision as string))
+    throw bad(`${at}.decision must be one of ${approvalDecisions.join(", ")}`);
+  if (!isText(approval.message, maxEventTextLength))
+    throw bad(`${at}.message must be a string of at most ${maxEventTextLength} characters`);
+  const unknown = Object.keys(approval).find(
+    (field) => !["command", "decision", "message"].includes(field),
+  );
+  if (unknown) throw bad(`${at}.${unknown} is not a field of an approval record`);
 }
 
 function bad(message: string): HttpError {

@@ -17,15 +17,15 @@ describe("migrationPlan", () => {
   it("adopts a store made before versions were recorded at the version its columns show", () => {
     const v1 = ["run_uid", "seq", "namespace", "name", "time", "kind", "masked"];
     assert.deepEqual(versions(migrationPlan(undefined, v1).adopt), [1]);
-    assert.deepEqual(versions(migrationPlan(undefined, v1).apply), [2, 3]);
-    assert.deepEqual(versions(migrationPlan(undefined, [...v1, "query"]).apply), [3]);
-    const today = migrationPlan(undefined, [...v1, "query", "sql"]);
-    assert.deepEqual(versions(today.adopt), [1, 2, 3]);
-    assert.deepEqual(versions(today.apply), []);
+    assert.deepEqual(versions(migrationPlan(undefined, v1).apply), [2, 3, 4]);
+    assert.deepEqual(versions(migrationPlan(undefined, [...v1, "query"]).apply), [3, 4]);
+    const unversioned = migrationPlan(undefined, [...v1, "query", "sql"]);
+    assert.deepEqual(versions(unversioned.adopt), [1, 2, 3]);
+    assert.deepEqual(versions(unversioned.apply), [4]);
   });
 
   it("runs only what a recorded store lacks, whatever its columns", () => {
-    assert.deepEqual(versions(migrationPlan(2, ["sql"]).apply), [3]);
+    assert.deepEqual(versions(migrationPlan(2, ["sql"]).apply), [3, 4]);
     assert.deepEqual(versions(migrationPlan(2, ["sql"]).adopt), []);
     assert.deepEqual(versions(migrationPlan(latestVersion, []).apply), []);
   });

@@ -45,6 +45,12 @@ export const migrations: readonly Migration[] = [
     sqlite: "ALTER TABLE session_events ADD COLUMN sql TEXT",
     postgres: "ALTER TABLE lgjit_session_events ADD COLUMN sql jsonb",
   },
+  {
+    version: 4,
+    description: "decisions on held commands",
+    sqlite: "ALTER TABLE session_events ADD COLUMN approval TEXT",
+    postgres: "ALTER TABLE lgjit_session_events ADD COLUMN approval jsonb",
+  },
 ];
 
 export const latestVersion = migrations.length;

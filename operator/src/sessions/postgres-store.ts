@@ -51,7 +51,7 @@ export class PostgresSessionStore implements SessionStore {
       .map((column) =>
         column === "time"
           ? `to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time`
-          : column === "masked" || column === "query" || column === "sql"
+          : ["masked", "query", "sql", "approval"].includes(column)
             ? `${column}::text AS ${column}`
             : column,
       )

@@ -1,7 +1,11 @@
 // Where the operator keeps every run's session events, behind one interface with two backends:
 // SQLite in a file (one replica) and PostgreSQL (any number of replicas). Both key events by
 // (run uid, seq), so a batch sent twice is stored once.
-import type { SessionEvent, SqlStatementRecord } from "../../../api/session-events.ts";
+import type {
+  ApprovalRecord,
+  SessionEvent,
+  SqlStatementRecord,
+} from "../../../api/session-events.ts";
 
 export interface SessionSummary {
   /** Events stored for the run. */
@@ -48,6 +52,7 @@ export const eventColumns = [
   "reason",
   "masked",
   "sql",
+  "approval",
 ] as const;
 
 export type EventRow = Record<(typeof eventColumns)[number], string | number | null>;
@@ -72,6 +77,7 @@ export function rowOf(event: SessionEvent): EventRow {
     reason: event.reason ?? null,
     masked: event.masked ? JSON.stringify(event.masked) : null,
     sql: event.sql ? JSON.stringify(event.sql) : null,
+    approval: event.approval ? JSON.stringify(event.approval) : null,
   };
 }
 
@@ -96,6 +102,8 @@ export function eventOf(row: EventRow): SessionEvent {
     masked:
       row.masked === null ? undefined : (JSON.parse(String(row.masked)) as Record<string, number>),
     sql: row.sql === null ? undefined : (JSON.parse(String(row.sql)) as SqlStatementRecord),
+    approval:
+      row.approval === null ? undefined : (JSON.parse(String(row.approval)) as ApprovalRecord),
   };
   // Absent fields stay absent, as the sidecar sent them.
   return Object.fromEntries(

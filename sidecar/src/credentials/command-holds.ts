@@ -10,6 +10,7 @@ import {
   maxStatusWaitSeconds,
 } from "../../../api/credentials.ts";
 import { errorMessage } from "../../../api/errors.ts";
+import type { ApprovalRecord } from "../../../api/session-events.ts";
 import { type OperatorClient, OperatorRequestError } from "./operator-client.ts";
 
 const phases: ReadonlySet<string> = new Set(["Pending", "Approved", "Denied", "Expired"]);
@@ -32,6 +33,14 @@ export class HoldFailed extends Error {
   }
 }
 
+/** A held command's final state: it went, or it never will. */
+export type HoldDecision = HoldState & { phase: ApprovalRecord["decision"] };
+
+/** What a session event says of the decision. */
+export function approvalRecord(state: HoldDecision): ApprovalRecord {
+  return { command: state.name, decision: state.phase, message: state.message };
+}
+
 export class CommandHolds {
   readonly #o: CommandHoldsOptions;
 
@@ -47,7 +56,7 @@ export class CommandHolds {
     request: HoldRequest,
     signal: AbortSignal,
     onHeld?: (state: HoldState) => void,
-  ): Promise<HoldState> {
+  ): Promise<HoldDecision> {
     let state = await this.#retrying(signal, (token) =>
       this.#o.operator.hold(token, request, signal),
     );
@@ -63,7 +72,7 @@ export class CommandHolds {
         this.#o.operator.holdState(token, name, wait, signal),
       );
     }
-    return state;
+    return state as HoldDecision;
   }
 
   /** Calls the operator until it answers a HoldState; a refusal ends it, an outage is retried. */

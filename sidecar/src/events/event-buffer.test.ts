@@ -44,18 +44,20 @@ describe("the session event buffer", () => {
     const buffer = new EventBuffer({ directory, run });
     buffer.append({
       ...record(`/v1/${"a".repeat(5_000)}`),
-      rule: `held as r-1, ${"b".repeat(3_000)}`,
+      rule: "r".repeat(3_000),
+      approval: { command: "r-1", decision: "Approved", message: "b".repeat(3_000) },
     });
     const [event] = buffer.read(1, 1024 * 1024);
     assert.equal(event?.path?.length, maxEventTextLength);
     assert.ok(event?.path?.endsWith("…"));
+    assert.equal(event?.rule?.length, maxEventTextLength);
     assert.equal(
-      event?.rule?.length,
+      event?.approval?.message.length,
       maxEventTextLength,
-      "an approver's long reason in the rule too",
+      "an approver's long reason too",
     );
     const shipped = parseEventsBatch(JSON.stringify({ events: [event] }), run);
-    assert.equal(shipped[0]?.path, event?.path, "the operator takes the event as written");
+    assert.deepEqual(shipped[0], event, "the operator takes the event as written");
     buffer.close();
   });
 

@@ -359,13 +359,20 @@ const textFields = ["connection", "method", "path", "rule", "reason"] as const;
 
 /**
  * The record with every text cut to what the operator takes: a graph chooses its path, an
- * approver the reason a held request's rule quotes, and a batch the operator refuses would
+ * approver the reason a held command's decision quotes, and a batch the operator refuses would
  * never ship.
  */
 function withinLimits(record: SessionRecord): SessionRecord {
   const long = textFields.filter((field) => (record[field]?.length ?? 0) > maxEventTextLength);
-  if (long.length === 0) return record;
+  const longApproval = (record.approval?.message.length ?? 0) > maxEventTextLength;
+  if (long.length === 0 && !longApproval) return record;
   const cut: SessionRecord = { ...record };
-  for (const field of long) cut[field] = `${record[field]?.slice(0, maxEventTextLength - 1)}…`;
+  for (const field of long) cut[field] = shortened(record[field] as string);
+  if (record.approval && longApproval)
+    cut.approval = { ...record.approval, message: shortened(record.approval.message) };
   return cut;
+}
+
+function shortened(text: string): string {
+  return `${text.slice(0, maxEventTextLength - 1)}…`;
 }

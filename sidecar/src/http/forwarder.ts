@@ -11,16 +11,21 @@ import type { Logger } from "pino";
 import { type Dispatcher, Pool } from "undici";
 import {
   type GrantClaim,
-  type HoldState,
   type HttpCredential,
   maxHeldBodyBytes,
 } from "../../../api/credentials.ts";
 import {
+  type ApprovalRecord,
   queryNames,
   type SessionEventKind,
   type SessionRecord,
 } from "../../../api/session-events.ts";
-import { type CommandHolds, HoldFailed } from "../credentials/command-holds.ts";
+import {
+  approvalRecord,
+  type CommandHolds,
+  type HoldDecision,
+  HoldFailed,
+} from "../credentials/command-holds.ts";
 import { CredentialScrubber, credentialForms, scrubHeaders } from "./credential-scrubber.ts";
 import { answerJson } from "./loopback-server.ts";
 import { normalizePath } from "./request-path.ts";
@@ -323,7 +328,7 @@ export class Forwarder {
     }
     const graphLeft = new AbortController();
     exchange.onGraphLeft(() => graphLeft.abort());
-    let state: HoldState;
+    let state: HoldDecision;
     try {
       state = await holds.decide(
         {
@@ -361,6 +366,7 @@ export class Forwarder {
       }
       return;
     }
+    exchange.approval = approvalRecord(state);
     if (state.phase !== "Approved") {
       const reason = state.phase === "Expired" ? "ApprovalExpired" : "ApprovalDenied";
       exchange.deny(403, reason, `held as ${state.name}: ${state.message}`, sent.path);
@@ -377,10 +383,9 @@ export class Forwarder {
       );
       return;
     }
-    const rule = `${sent.rule}; held as ${state.name}, ${state.message}`;
     const bytesIn = body ? this.#requestBody() : undefined;
     const held = bytesIn && body ? Readable.from([body]).pipe(bytesIn) : undefined;
-    this.#dispatch(exchange, req, target, { ...sent, rule }, held, bytesIn);
+    this.#dispatch(exchange, req, target, sent, held, bytesIn);
   }
 
   async close(): Promise<void> {
@@ -441,6 +446,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   #path: string | undefined;
   /** The query's parameter names: what an audit needs of it, never the values. */
   query: string[] | undefined;
+  /** How a held request was decided. */
+  approval: ApprovalRecord | undefined;
   #rule: string | undefined;
   /** Set once the request is allowed: it goes there. */
   #upstream: Upstream | undefined;
@@ -677,6 +684,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       rule: this.#rule,
       reason,
       masked: masked as Record<string, number> | undefined,
+      approval: this.approval,
     });
   }
 }

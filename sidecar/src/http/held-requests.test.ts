@@ -7,14 +7,10 @@ import { request as httpRequest } from "node:http";
 import { createServer as createHttpsServer, type Server } from "node:https";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
-import {
-  type GrantClaim,
-  type HoldRequest,
-  type HoldState,
-  maxHeldBodyBytes,
-} from "../../../api/credentials.ts";
+import { type GrantClaim, type HoldRequest, maxHeldBodyBytes } from "../../../api/credentials.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import { issueServingCertificate } from "../../../operator/src/admission/webhook-certs.ts";
+import type { HoldDecision } from "../credentials/command-holds.ts";
 import { createTestAuthority } from "../testing/credential-api-server.ts";
 import { freePort, waitFor } from "../testing/test-helpers.ts";
 import { Forwarder, type HttpTarget } from "./forwarder.ts";
@@ -24,7 +20,7 @@ import { createReverseProxy } from "./reverse-proxy.ts";
 interface Held {
   request: HoldRequest;
   signal: AbortSignal;
-  decide(phase: HoldState["phase"], message: string): void;
+  decide(phase: HoldDecision["phase"], message: string): void;
 }
 
 /** Sends one request and resolves with the answer (status and JSON body). */
@@ -117,7 +113,7 @@ describe("requests held for approval", () => {
       logger: pino({ level: "silent" }),
       holds: {
         decide: (request, signal) =>
-          new Promise<HoldState>((resolve, reject) => {
+          new Promise<HoldDecision>((resolve, reject) => {
             const name = `kb-writer-${held.length + 1}`;
             signal.addEventListener("abort", () => reject(signal.reason));
             held.push({
@@ -171,7 +167,12 @@ describe("requests held for approval", () => {
     assert.equal(received.length, 1);
     assert.equal(received[0]?.url, "/v1/docs?draft");
     assert.deepEqual(received[0]?.body, body);
-    assert.match(records.at(-1)?.rule ?? "", /held as kb-writer-1, approved by bob@example.com/);
+    assert.deepEqual(records.at(-1)?.approval, {
+      command: "kb-writer-1",
+      decision: "Approved",
+      message: "approved by bob@example.com (ok)",
+    });
+    assert.equal(records.at(-1)?.kind, "request");
   });
 
   it("refuses a denied or expired write, and it reaches nothing", async () => {
@@ -188,6 +189,7 @@ describe("requests held for approval", () => {
       assert.match(String(refused.body.error), /^held as kb-writer-1: denied by bob/);
       assert.deepEqual(received, []);
       assert.equal(records.at(-1)?.reason, reason);
+      assert.equal(records.at(-1)?.approval?.decision, phase);
       held.length = 0;
     }
   });

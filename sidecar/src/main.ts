@@ -119,6 +119,7 @@ const httpListeners = new HttpListeners({
   logger,
 });
 const postgresListeners = new PostgresListeners({
+  holds,
   ports: config.listeners,
   run: `${config.namespace ?? ""}/${config.run}`,
   credentials,

@@ -244,7 +244,7 @@ describe("sessions as clients expect them", () => {
     await fixture.grant(grant);
   });
 
-  it("refuses an action the grant holds for approval, until held commands exist", async () => {
+  it("refuses an action the grant holds for approval when the sidecar cannot hold it", async () => {
     await fixture.grant({
       ...grant,
       approval: {
@@ -260,7 +260,7 @@ describe("sessions as clients expect them", () => {
       await assert.rejects(
         graph.query("INSERT INTO events (body) VALUES ('held')"),
         (error: pg.DatabaseError) =>
-          error.code === "42501" && /holds for a human approval/.test(error.message),
+          error.code === "42501" && /cannot hold statements for approval/.test(error.message),
       );
       assert.equal((await graph.query("SELECT 1 AS one")).rows[0].one, 1);
     } finally {
@@ -268,7 +268,7 @@ describe("sessions as clients expect them", () => {
     }
     assert.equal(
       fixture.records.findLast((record) => record.kind === "denied")?.reason,
-      "ApprovalRequired",
+      "ApprovalUnavailable",
     );
     await fixture.grant(grant);
   });

@@ -8,7 +8,12 @@ import type { PostgresCredential } from "../../../api/credentials.ts";
 import { errorMessage } from "../../../api/errors.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import type { CredentialChange, CredentialClient } from "../credentials/credential-client.ts";
-import { CancelKeys, PostgresSession, type PostgresTarget } from "./postgres-session.ts";
+import {
+  CancelKeys,
+  PostgresSession,
+  type PostgresSessionOptions,
+  type PostgresTarget,
+} from "./postgres-session.ts";
 import { cancelRequest, errorResponse, sslRequest } from "./protocol.ts";
 import { loadParser } from "./statement-classifier.ts";
 import { tlsOptions } from "./upstream.ts";
@@ -20,6 +25,8 @@ export interface PostgresListenersOptions {
   credentials: Pick<CredentialClient, "current" | "subscribe">;
   record: (record: SessionRecord) => void;
   canRecord?: () => boolean;
+  /** Where statements the grant holds for approval wait for their decision. */
+  holds?: PostgresSessionOptions["holds"];
   logger: Logger;
   /** Sessions per listener; one more gets FATAL 53300. Default 512. */
   maxSessions?: number;
@@ -99,6 +106,7 @@ export class PostgresListeners {
         canRecord: this.#options.canRecord ?? (() => true),
         cancelKeys: this.#cancelKeys,
         cancelUpstream: (credential, key) => this.#cancelUpstream(name, credential, key),
+        ...(this.#options.holds ? { holds: this.#options.holds } : {}),
         logger: this.#options.logger,
       });
       sessions.add(session);

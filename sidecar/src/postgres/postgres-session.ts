@@ -3,17 +3,25 @@
 // Statements are classified before they are forwarded; a refused one is replaced by a DO block
 // that raises 42501, so PostgreSQL itself answers and keeps its protocol state exactly (an open
 // transaction is aborted, the extended protocol skips to Sync). Results are masked row by row
-// and each statement becomes one session event.
-import { randomBytes, timingSafeEqual } from "node:crypto";
+// and each statement becomes one session event. A statement whose action the grant holds for
+// approval waits, with nothing more of the graph's read, until approvers decide it.
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
-import type { GrantClaim, PostgresCredential } from "../../../api/credentials.ts";
+import {
+  type GrantClaim,
+  type HoldRequest,
+  maxHeldStatementLength,
+  type PostgresCredential,
+} from "../../../api/credentials.ts";
 import { errorMessage } from "../../../api/errors.ts";
 import {
+  type ApprovalRecord,
   maxSqlStatementLength,
   type SessionRecord,
   type SqlStatementRecord,
 } from "../../../api/session-events.ts";
+import { approvalRecord, type CommandHolds, HoldFailed } from "../credentials/command-holds.ts";
 import { hidesMaskedColumns } from "./column-references.ts";
 import {
   CopyRowMasker,
@@ -100,6 +108,8 @@ export interface PostgresSessionOptions {
   cancelKeys: CancelKeys;
   /** Sends a CancelRequest for an upstream session to the server. */
   cancelUpstream: (credential: PostgresCredential, key: UpstreamSession["backendKey"]) => void;
+  /** Where statements the grant holds for approval wait for their decision. */
+  holds?: Pick<CommandHolds, "decide">;
   logger: Logger;
 }
 
@@ -128,6 +138,19 @@ interface Prepared {
   hides: boolean;
   /** A portal's result masker, from its description. */
   masker?: RowMasker;
+  /** Each execution waits for approval: what it needs, and the text approvers see. */
+  held?: { requirement: HeldRequirement; text: string };
+  /** A held portal's Bind: its parameters are part of what approvers approve. */
+  bind?: Buffer;
+}
+
+type HeldRequirement = Extract<Requirement, { kind: "action" }>;
+
+/** What a statement is, for its session event. */
+interface Described {
+  classified: ClassifiedQuery;
+  statement: ClassifiedStatement | undefined;
+  requirement?: Requirement;
 }
 
 /** The server answers the messages forwarded to it in order; each waits here for its answer. */
@@ -150,11 +173,24 @@ interface RunningStatement {
   masker?: RowMasker | CopyRowMasker;
   /** An Execute's portal, whose description (answered before its rows) holds the masker. */
   portal?: Prepared;
+  /** How the command was decided, when the grant held it. */
+  approval?: ApprovalRecord;
 }
 
 const unknownQuery: ClassifiedQuery = { statements: [], normalized: "", fingerprint: "" };
 
 const refusalTag = `$lgjit_${randomBytes(6).toString("hex")}$`;
+
+/** A refusal of its own, not the grant's: why, for the graph, and the event's reason. */
+interface Refusal {
+  reason: string;
+  why: string;
+}
+
+const heldThroughPrepare: Refusal = {
+  reason: "ApprovalRequired",
+  why: "runs a prepared statement whose action the grant holds for approval: send such statements as they run (Query, or Parse and Execute), so approvers see each one",
+};
 
 export class PostgresSession {
   readonly #options: PostgresSessionOptions;
@@ -170,6 +206,11 @@ export class PostgresSession {
   readonly #sqlPrepared = new Map<string, Requirement>();
   readonly #cursors = new Map<string, boolean>();
   #skipUntilSync = false;
+  /** What the graph sent that waits behind a held command, in order. */
+  readonly #backlog: Message[] = [];
+  /** The held command's wait; while set, nothing more of the graph's is handled. */
+  #holding: AbortController | undefined;
+  #serverFull = false;
   #closed = false;
   /** The graph sent Terminate: the server's close that follows is the expected end. */
   #terminating = false;
@@ -222,9 +263,11 @@ export class PostgresSession {
       return;
     }
     const upstream = this.#upstream;
-    const key = this.#options.cancelKeys.issue(() =>
-      this.#options.cancelUpstream(target.credential, upstream.backendKey),
-    );
+    // The graph's cancel ends a held statement's wait, or else the server's statement.
+    const key = this.#options.cancelKeys.issue(() => {
+      if (this.#holding) this.#holding.abort(new Error("canceled by the graph"));
+      else this.#options.cancelUpstream(target.credential, upstream.backendKey);
+    });
     this.#cancelKey = key.processId;
     this.#client.write(
       Buffer.concat([
@@ -243,6 +286,7 @@ export class PostgresSession {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#cancelKey !== undefined) this.#options.cancelKeys.release(this.#cancelKey);
+    this.#holding?.abort(new Error("the session ended"));
     if (reason)
       this.#options.logger.info(
         { connection: this.#options.connection, sqlState: reason.sqlState, reason: reason.message },
@@ -332,12 +376,8 @@ export class PostgresSession {
     client.on("data", (chunk: Buffer) => {
       if (this.#closed) return;
       try {
-        const out: Buffer[] = [];
-        for (const frontend of clientReader.push(chunk)) this.#fromClient(frontend, out);
-        if (out.length > 0 && !writeAll(server, out)) {
-          client.pause();
-          server.once("drain", () => client.resume());
-        }
+        this.#backlog.push(...clientReader.push(chunk));
+        this.#drain([]);
       } catch (error) {
         this.#fatal(error);
       }
@@ -378,6 +418,32 @@ export class PostgresSession {
 
   // --- graph to server -------------------------------------------------------------------------
 
+  /** Handles what the graph sent, in order, until a command is held; then writes `out` upstream. */
+  #drain(out: Buffer[]): void {
+    while (!this.#holding && !this.#closed) {
+      const frontend = this.#backlog.shift();
+      if (!frontend) break;
+      this.#fromClient(frontend, out);
+    }
+    const server = this.#upstream?.socket;
+    if (this.#closed || !server) return;
+    if (out.length > 0 && !writeAll(server, out) && !this.#serverFull) {
+      this.#serverFull = true;
+      server.once("drain", () => {
+        this.#serverFull = false;
+        this.#flowClient();
+      });
+    }
+    this.#flowClient();
+  }
+
+  /** Reads from the graph only while nothing is held and the server takes what it is sent. */
+  #flowClient(): void {
+    if (this.#closed) return;
+    if (this.#holding || this.#serverFull) this.#client.pause();
+    else this.#client.resume();
+  }
+
   /** Only a message that parsed exactly is forwarded, and then as the bytes that were parsed. */
   #fromClient(frontend: Message, out: Buffer[]): void {
     const parsed = parseFrontend(frontend);
@@ -398,7 +464,18 @@ export class PostgresSession {
           statement: undefined,
           hides: true,
         };
-        this.#portals.set(parsed.portal, { ...prepared, masker: undefined });
+        if (!this.#statements.has(parsed.statement)) {
+          const requirement = this.#sqlPrepared.get(parsed.statement);
+          if (requirement && this.#isHeld(requirement)) {
+            this.#refuseExtended(requirement, undefined, undefined, out, heldThroughPrepare);
+            return;
+          }
+        }
+        this.#portals.set(parsed.portal, {
+          ...prepared,
+          masker: undefined,
+          ...(prepared.held ? { bind: frontend.frame } : {}),
+        });
         out.push(frontend.frame);
         this.#expectations.push({ kind: "bind", swallow: false });
         // The portal's row description, so its rows can be masked even if the graph never asks.
@@ -419,12 +496,20 @@ export class PostgresSession {
       case "E": {
         if (!this.#mayProceed(out, "extended")) return;
         const portal = this.#portals.get(parsed.portal);
-        out.push(frontend.frame);
-        this.#expectations.push({
-          kind: "execute",
-          portal: parsed.portal,
-          statement: { ...this.#running(portal?.classified, portal?.statement, true), portal },
-        });
+        const execute = (out: Buffer[], approval?: ApprovalRecord) => {
+          out.push(frontend.frame);
+          const running = this.#running(portal?.classified, portal?.statement, true);
+          this.#expectations.push({
+            kind: "execute",
+            portal: parsed.portal,
+            statement: { ...running, portal, ...(approval ? { approval } : {}) },
+          });
+        };
+        // Each execution is held on its own, with the parameters it was bound with.
+        if (portal?.held) {
+          const described = { ...portal, requirement: portal.held.requirement };
+          this.#hold(portal.held, portal.bind, described, "extended", execute, out);
+        } else execute(out);
         return;
       }
       case "C":
@@ -465,6 +550,7 @@ export class PostgresSession {
     }
     // Checked statement by statement, in order, before any of it is forwarded.
     const prepared = new Map<string, Requirement>();
+    let held: { requirement: HeldRequirement; statement: ClassifiedStatement } | undefined;
     for (const statement of classified.statements) {
       const requirement = raise(
         this.#requirementOf(statement, prepared),
@@ -476,16 +562,46 @@ export class PostgresSession {
         return;
       }
       if (statement.prepares !== undefined) prepared.set(statement.prepares, requirement);
+      else if (this.#isHeld(requirement)) {
+        // Approvers see the statements that run, so an EXECUTE cannot stand in for one.
+        if (statement.executes !== undefined) {
+          this.#refuseSimple(
+            requirement,
+            { classified, statement },
+            undefined,
+            out,
+            heldThroughPrepare,
+          );
+          return;
+        }
+        if (!held || raise(held.requirement, requirement) !== held.requirement)
+          held = { requirement, statement };
+      }
     }
-    for (const [name, requirement] of prepared) this.#rememberPrepared(name, requirement);
-    this.#rememberCursors(classified);
-    out.push(frame);
-    this.#expectations.push({
-      kind: "query",
-      statements: classified.statements.map((statement) =>
-        this.#running(classified, statement, this.#hides(statement)),
-      ),
-    });
+    const forward = (out: Buffer[], approval?: ApprovalRecord) => {
+      for (const [name, requirement] of prepared) this.#rememberPrepared(name, requirement);
+      this.#rememberCursors(classified);
+      out.push(frame);
+      this.#expectations.push({
+        kind: "query",
+        statements: classified.statements.map((statement) => ({
+          ...this.#running(classified, statement, this.#hides(statement)),
+          ...(approval ? { approval } : {}),
+        })),
+      });
+    };
+    // The whole string is held as one command: approvers see all of it.
+    if (held) {
+      const described = { classified, statement: held.statement, requirement: held.requirement };
+      this.#hold(
+        { requirement: held.requirement, text: sql },
+        undefined,
+        described,
+        "query",
+        forward,
+        out,
+      );
+    } else forward(out);
   }
 
   #parse(parse: { name: string; query: string }, frame: Buffer, out: Buffer[]): void {
@@ -498,15 +614,21 @@ export class PostgresSession {
       return;
     }
     let requirement: Requirement = { kind: "plumbing" };
-    for (const statement of classified.statements)
-      requirement = raise(
-        requirement,
-        raise(this.#requirementOf(statement, new Map()), this.#maskable(statement)),
-      );
+    let held: HeldRequirement | undefined;
+    for (const statement of classified.statements) {
+      const needs = raise(this.#requirementOf(statement, new Map()), this.#maskable(statement));
+      requirement = raise(requirement, needs);
+      if (statement.prepares === undefined && this.#isHeld(needs))
+        held = held ? (raise(held, needs) as HeldRequirement) : needs;
+    }
     const [statement] = classified.statements;
-    if (this.#refusal(requirement)) {
+    const refusal =
+      this.#refusal(requirement) ??
+      (held && statement?.executes !== undefined ? heldThroughPrepare : undefined);
+    if (refusal) {
       this.#statements.delete(parse.name);
-      this.#refuseExtended(requirement, { classified, statement }, undefined, out);
+      const override = refusal === heldThroughPrepare ? heldThroughPrepare : undefined;
+      this.#refuseExtended(requirement, { classified, statement }, undefined, out, override);
       return;
     }
     if (parse.name !== "") this.#rememberPrepared(parse.name, requirement);
@@ -515,6 +637,7 @@ export class PostgresSession {
       classified,
       statement,
       hides: statement ? this.#hides(statement) : false,
+      ...(held ? { held: { requirement: held, text: parse.query } } : {}),
     });
     out.push(frame);
     this.#expectations.push({ kind: "parse", swallow: false });
@@ -574,13 +697,129 @@ export class PostgresSession {
     if (requirement.kind === "plumbing") return undefined;
     if (requirement.kind === "forbidden") return requirement.why;
     const grant = this.#target?.grant;
-    if (!grant?.actions.includes(requirement.action)) return requirement.why;
-    return this.#held(requirement.action) ? requirement.why : undefined;
+    return grant?.actions.includes(requirement.action) ? undefined : requirement.why;
   }
 
-  /** Actions the grant holds for a human decision: refused until held commands exist. */
-  #held(action: string): boolean {
-    return this.#target?.grant.approval?.actions.includes(action as never) ?? false;
+  /** A granted action the grant holds for a human decision, statement by statement. */
+  #isHeld(requirement: Requirement): requirement is HeldRequirement {
+    return (
+      requirement.kind === "action" &&
+      (this.#target?.grant.approval?.actions.includes(requirement.action) ?? false)
+    );
+  }
+
+  /**
+   * Holds a command for approval: nothing more of the graph's is handled until it is decided
+   * (its client sees a slow statement). Approved, `forward` sends it exactly as held, with the
+   * credential held then; denied, expired, undecidable or canceled, it gets 42501 (57014 when
+   * canceled) and nothing of it reaches the server.
+   */
+  #hold(
+    held: { requirement: HeldRequirement; text: string },
+    parameters: Buffer | undefined,
+    described: Described,
+    protocol: "query" | "extended",
+    forward: (out: Buffer[], approval: ApprovalRecord) => void,
+    out: Buffer[],
+  ): void {
+    const holds = this.#options.holds;
+    const refuse = (out: Buffer[], reason: string, why: string, approval?: ApprovalRecord) =>
+      this.#refuseDecided(described, protocol, out, reason, why, approval);
+    if (!holds) {
+      refuse(out, "ApprovalUnavailable", "this sidecar cannot hold statements for approval");
+      return;
+    }
+    if (held.text.length > maxHeldStatementLength) {
+      refuse(
+        out,
+        "HeldStatementTooLong",
+        `a statement held for approval may have at most ${maxHeldStatementLength} characters, so approvers can read it`,
+      );
+      return;
+    }
+    const request: HoldRequest = {
+      connection: this.#options.connection,
+      action: held.requirement.action,
+      sql: { statement: held.text },
+      ...(parameters
+        ? {
+            body: {
+              sha256: createHash("sha256").update(parameters).digest("hex"),
+              bytes: parameters.length,
+            },
+          }
+        : {}),
+    };
+    const holding = new AbortController();
+    this.#holding = holding;
+    const decided = (handle: (out: Buffer[]) => void) => {
+      if (this.#closed || this.#holding !== holding) return;
+      this.#holding = undefined;
+      try {
+        const out: Buffer[] = [];
+        handle(out);
+        this.#drain(out);
+      } catch (error) {
+        this.#fatal(error);
+      }
+    };
+    holds.decide(request, holding.signal).then(
+      (state) =>
+        decided((out) => {
+          const approval = approvalRecord(state);
+          if (state.phase !== "Approved") {
+            const reason = state.phase === "Expired" ? "ApprovalExpired" : "ApprovalDenied";
+            refuse(
+              out,
+              reason,
+              `was held for approval as ${state.name}: ${state.message}`,
+              approval,
+            );
+          } else if (this.#mayProceed(out, protocol)) forward(out, approval);
+        }),
+      (error: unknown) =>
+        decided((out) => {
+          if (holding.signal.aborted)
+            this.#refuseDecided(
+              described,
+              protocol,
+              out,
+              "Canceled",
+              "was canceled by the graph while it waited for approval",
+              undefined,
+              "57014",
+            );
+          else
+            refuse(
+              out,
+              error instanceof HoldFailed ? error.reason : "ApprovalUnavailable",
+              `could not be held for approval: ${errorMessage(error)}`,
+            );
+        }),
+    );
+  }
+
+  /** Records how a held statement ended unsent, then has the server raise it to the graph. */
+  #refuseDecided(
+    described: Described,
+    protocol: "query" | "extended",
+    out: Buffer[],
+    reason: string,
+    why: string,
+    approval?: ApprovalRecord,
+    sqlState = "42501",
+  ): void {
+    const connection = this.#options.connection;
+    this.#options.record({
+      time: new Date().toISOString(),
+      kind: "denied",
+      connection,
+      reason,
+      sql: this.#sqlRecord(described.classified, described.statement, described.requirement),
+      ...(approval ? { approval } : {}),
+    });
+    const command = described.statement?.command ?? "the statement";
+    this.#refuseWith(sqlState, `connection "${connection}": ${command} ${why}`, out, protocol);
   }
 
   /** Every statement needs the credential still held and its event recordable. */
@@ -609,8 +848,9 @@ export class PostgresSession {
     what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
     syntax: SqlSyntaxError | undefined,
     out: Buffer[],
+    refusal?: Refusal,
   ): void {
-    const { sqlState, text } = this.#deny(requirement, what, syntax);
+    const { sqlState, text } = this.#deny(requirement, what, syntax, refusal);
     this.#refuseWith(sqlState, text, out, "query");
   }
 
@@ -619,8 +859,9 @@ export class PostgresSession {
     what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
     syntax: SqlSyntaxError | undefined,
     out: Buffer[],
+    refusal?: Refusal,
   ): void {
-    const { sqlState, text } = this.#deny(requirement, what, syntax);
+    const { sqlState, text } = this.#deny(requirement, what, syntax, refusal);
     this.#refuseWith(sqlState, text, out, "extended");
   }
 
@@ -648,6 +889,7 @@ export class PostgresSession {
     requirement: Requirement | undefined,
     what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
     syntax: SqlSyntaxError | undefined,
+    refusal?: Refusal,
   ): { sqlState: string; text: string } {
     const connection = this.#options.connection;
     const actions = this.#target?.grant.actions ?? [];
@@ -655,16 +897,16 @@ export class PostgresSession {
     let text: string;
     let reason: string;
     let sqlState = "42501";
-    if (syntax) {
+    if (refusal) {
+      reason = refusal.reason;
+      text = `connection "${connection}": ${command} ${refusal.why}`;
+    } else if (syntax) {
       sqlState = "42601";
       reason = "SyntaxError";
       text = `connection "${connection}": the statement does not parse, so it is not forwarded: ${syntax.message}`;
     } else if (requirement?.kind === "forbidden") {
       reason = requirement.reason ?? "Forbidden";
       text = `connection "${connection}": ${command} is never allowed through the sidecar: ${requirement.why}`;
-    } else if (requirement?.kind === "action" && actions.includes(requirement.action)) {
-      reason = "ApprovalRequired";
-      text = `connection "${connection}": ${command} needs the ${requirement.action} action, which the grant holds for a human approval; held commands are not supported yet, so it is refused`;
     } else if (requirement?.kind === "action") {
       reason = "ActionNotGranted";
       text = `connection "${connection}": ${command} needs the ${requirement.action} action (${requirement.why}); the run's grant allows ${actions.join(", ") || "nothing"}`;
@@ -891,6 +1133,7 @@ export class PostgresSession {
       durationMs: Math.round((performance.now() - running.started) * 1000) / 1000,
       ...(masked ? { masked: { ...counts } } : {}),
       sql: { ...sql, ...(sqlState ? { error: sqlState } : { rows }) },
+      ...(running.approval ? { approval: running.approval } : {}),
     });
     // A portal run again counts afresh.
     for (const name in counts) delete counts[name];

@@ -13,7 +13,10 @@ import {
 } from "../../../operator/src/admission/webhook-certs.ts";
 import type { CredentialChange } from "../credentials/credential-client.ts";
 import type { VerifiedCredential } from "../credentials/run-token-verifier.ts";
-import { PostgresListeners } from "../postgres/postgres-listeners.ts";
+import {
+  PostgresListeners,
+  type PostgresListenersOptions,
+} from "../postgres/postgres-listeners.ts";
 import { freePort, waitFor } from "./test-helpers.ts";
 
 export const connection = "kb-postgres";
@@ -40,7 +43,10 @@ export const people = [
   { name: "Grace", email: "grace@example.org", ssn: "987-65-4320", card: "5500005555555559" },
 ];
 
-export async function startPostgresFixture(grant: Partial<GrantClaim>): Promise<PostgresFixture> {
+export async function startPostgresFixture(
+  grant: Partial<GrantClaim>,
+  options: Pick<PostgresListenersOptions, "holds"> = {},
+): Promise<PostgresFixture> {
   const ca = await generateCertificateAuthority({ commonName: "pg-test-ca", validityDays: 1 });
   const serving = await issueServingCertificate(ca, {
     dnsNames: ["localhost"],
@@ -89,6 +95,7 @@ export async function startPostgresFixture(grant: Partial<GrantClaim>): Promise<
     for (const subscriber of subscribers) subscriber(change);
   };
   const listeners = new PostgresListeners({
+    ...options,
     ports: new Map([[connection, port]]),
     run: "agents/kb-refresh",
     credentials: {

@@ -1,6 +1,7 @@
 // Holds one command for a human decision: asks the operator (with the run JWT held now) to
 // record it as a HeldCommand, then long-polls its decision. The command waits meanwhile; the
 // caller forwards it, exactly as held, only on Approved.
+import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { backoffDelay } from "../../../api/backoff.ts";
@@ -35,6 +36,11 @@ export class HoldFailed extends Error {
 
 /** A held command's final state: it went, or it never will. */
 export type HoldDecision = HoldState & { phase: ApprovalRecord["decision"] };
+
+/** What approvers see of what a held command carries: its digest and size. */
+export function bodyDigest(bytes: Buffer): NonNullable<HoldRequest["body"]> {
+  return { sha256: createHash("sha256").update(bytes).digest("hex"), bytes: bytes.length };
+}
 
 /** What a session event says of the decision. */
 export function approvalRecord(state: HoldDecision): ApprovalRecord {

@@ -3,7 +3,6 @@
 // the connection's credential is added, and the bodies stream through a keep-alive pool to
 // the upstream over verified TLS. Denied requests never reach the upstream; all are recorded.
 
-import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { Readable, Transform } from "node:stream";
 import { createSecureContext } from "node:tls";
@@ -22,6 +21,7 @@ import {
 } from "../../../api/session-events.ts";
 import {
   approvalRecord,
+  bodyDigest,
   type CommandHolds,
   type HoldDecision,
   HoldFailed,
@@ -335,14 +335,7 @@ export class Forwarder {
           connection: request.connection,
           action,
           http: { method: exchange.method, path: sent.path },
-          ...(body
-            ? {
-                body: {
-                  sha256: createHash("sha256").update(body).digest("hex"),
-                  bytes: body.length,
-                },
-              }
-            : {}),
+          ...(body ? { body: bodyDigest(body) } : {}),
         },
         graphLeft.signal,
       );

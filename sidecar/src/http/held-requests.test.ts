@@ -7,21 +7,15 @@ import { request as httpRequest } from "node:http";
 import { createServer as createHttpsServer, type Server } from "node:https";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
-import { type GrantClaim, type HoldRequest, maxHeldBodyBytes } from "../../../api/credentials.ts";
+import { type GrantClaim, maxHeldBodyBytes } from "../../../api/credentials.ts";
 import type { SessionRecord } from "../../../api/session-events.ts";
 import { issueServingCertificate } from "../../../operator/src/admission/webhook-certs.ts";
-import type { HoldDecision } from "../credentials/command-holds.ts";
 import { createTestAuthority } from "../testing/credential-api-server.ts";
+import { testHolds } from "../testing/held-commands.ts";
 import { freePort, waitFor } from "../testing/test-helpers.ts";
 import { Forwarder, type HttpTarget } from "./forwarder.ts";
 import type { LoopbackServer } from "./loopback-server.ts";
 import { createReverseProxy } from "./reverse-proxy.ts";
-
-interface Held {
-  request: HoldRequest;
-  signal: AbortSignal;
-  decide(phase: HoldDecision["phase"], message: string): void;
-}
 
 /** Sends one request and resolves with the answer (status and JSON body). */
 function send(
@@ -58,7 +52,7 @@ function send(
 describe("requests held for approval", () => {
   const received: { method: string; url: string; body: Buffer }[] = [];
   const records: SessionRecord[] = [];
-  const held: Held[] = [];
+  const { held, holds } = testHolds("kb-writer");
   let upstream: Server;
   let proxy: LoopbackServer;
   let forwarder: Forwarder;
@@ -111,18 +105,7 @@ describe("requests held for approval", () => {
       run: "agents/kb-writer",
       record: (record) => records.push(record),
       logger: pino({ level: "silent" }),
-      holds: {
-        decide: (request, signal) =>
-          new Promise<HoldDecision>((resolve, reject) => {
-            const name = `kb-writer-${held.length + 1}`;
-            signal.addEventListener("abort", () => reject(signal.reason));
-            held.push({
-              request,
-              signal,
-              decide: (phase, message) => resolve({ name, phase, message, expiresAt: "" }),
-            });
-          }),
-      },
+      holds,
     });
     port = await freePort();
     proxy = createReverseProxy({

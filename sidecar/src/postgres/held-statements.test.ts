@@ -6,17 +6,20 @@ import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
 import pg from "pg";
-import type { GrantClaim, HoldRequest } from "../../../api/credentials.ts";
-import type { HoldDecision } from "../credentials/command-holds.ts";
+import type { GrantClaim } from "../../../api/credentials.ts";
+import { type Held, testHolds } from "../testing/held-commands.ts";
 import { type PostgresFixture, startPostgresFixture } from "../testing/postgres-fixture.ts";
 import { waitFor } from "../testing/test-helpers.ts";
-import { cancelRequest } from "./protocol.ts";
-
-interface Held {
-  request: HoldRequest;
-  signal: AbortSignal;
-  decide(phase: HoldDecision["phase"], message: string): void;
-}
+import {
+  bindMessage,
+  cancelRequest,
+  encodeFrontend,
+  executeMessage,
+  MessageReader,
+  parseNoticeFields,
+  queryMessage,
+  startupPacket,
+} from "./protocol.ts";
 
 const grant: Partial<GrantClaim> = {
   actions: ["read", "write"],
@@ -29,7 +32,7 @@ const grant: Partial<GrantClaim> = {
 };
 
 describe("statements held for approval", () => {
-  const held: Held[] = [];
+  const { held, holds } = testHolds("kb-writer");
   let fixture: PostgresFixture;
   let admin: pg.Client;
   let graph: pg.Client;
@@ -45,18 +48,7 @@ describe("statements held for approval", () => {
 
   before(async () => {
     fixture = await startPostgresFixture(grant, {
-      holds: {
-        decide: (request, signal) =>
-          new Promise<HoldDecision>((resolve, reject) => {
-            const name = `kb-writer-${held.length + 1}`;
-            signal.addEventListener("abort", () => reject(signal.reason));
-            held.push({
-              request,
-              signal,
-              decide: (phase, message) => resolve({ name, phase, message, expiresAt: "" }),
-            });
-          }),
-      },
+      holds,
     });
     admin = await fixture.server.connect(
       fixture.server.adminUser,
@@ -229,4 +221,62 @@ describe("statements held for approval", () => {
     assert.deepEqual(await titles(), []);
     await graph.end();
   });
+
+  it("refuses a Bind of a held statement that a SQL PREPARE made, before it can execute", async () => {
+    await graph.end();
+    const errors = await rawSession([
+      queryMessage("PREPARE add_note AS INSERT INTO public.notes (title) VALUES ('x')"),
+      bindMessage("", "add_note"),
+      executeMessage("", 0),
+      encodeFrontend({ type: "S" }),
+      encodeFrontend({ type: "X" }),
+    ]);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]?.get("C"), "42501");
+    assert.match(errors[0]?.get("M") ?? "", /prepared statement whose action the grant holds/);
+    assert.deepEqual(held, []);
+    assert.deepEqual(await titles(), []);
+  });
+
+  it("refuses to hold a statement longer than approvers are shown", async () => {
+    const long = `INSERT INTO public.notes (title) VALUES ('${"a".repeat(64 * 1024)}')`;
+    await assert.rejects(graph.query(long), (error: pg.DatabaseError) => {
+      assert.equal(error.code, "42501");
+      assert.match(error.message, /at most 65536 characters, so approvers can read it/);
+      return true;
+    });
+    assert.equal(fixture.records.at(-1)?.reason, "HeldStatementTooLong");
+    assert.deepEqual(held, []);
+    assert.deepEqual(await titles(), []);
+    await graph.end();
+  });
+
+  /** Logs in over the raw protocol, sends the messages, and returns the errors until the close. */
+  function rawSession(messages: Buffer[]): Promise<Map<string, string>[]> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(fixture.port, "127.0.0.1");
+      const reader = new MessageReader(1 << 20);
+      const errors: Map<string, string>[] = [];
+      let loggedIn = false;
+      socket.on("connect", () =>
+        socket.write(
+          startupPacket([
+            ["user", "graph"],
+            ["database", "kb"],
+          ]),
+        ),
+      );
+      socket.on("data", (chunk) => {
+        for (const message of reader.push(chunk)) {
+          if (message.type === "E") errors.push(parseNoticeFields(message.body));
+          if (message.type === "Z" && !loggedIn) {
+            loggedIn = true;
+            socket.write(Buffer.concat(messages));
+          }
+        }
+      });
+      socket.on("error", reject);
+      socket.on("close", () => resolve(errors));
+    });
+  }
 });

@@ -5,7 +5,7 @@
 // transaction is aborted, the extended protocol skips to Sync). Results are masked row by row
 // and each statement becomes one session event. A statement whose action the grant holds for
 // approval waits, with nothing more of the graph's read, until approvers decide it.
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import {
@@ -21,7 +21,12 @@ import {
   type SessionRecord,
   type SqlStatementRecord,
 } from "../../../api/session-events.ts";
-import { approvalRecord, type CommandHolds, HoldFailed } from "../credentials/command-holds.ts";
+import {
+  approvalRecord,
+  bodyDigest,
+  type CommandHolds,
+  HoldFailed,
+} from "../credentials/command-holds.ts";
 import { hidesMaskedColumns } from "./column-references.ts";
 import {
   CopyRowMasker,
@@ -146,11 +151,15 @@ interface Prepared {
 
 type HeldRequirement = Extract<Requirement, { kind: "action" }>;
 
-/** What a statement is, for its session event. */
-interface Described {
+/** The stricter of two held requirements; the first may be none yet. */
+function stricter(held: HeldRequirement | undefined, needs: HeldRequirement): HeldRequirement {
+  return held ? (raise(held, needs) as HeldRequirement) : needs;
+}
+
+/** What a refused statement was, for its session event. */
+interface Refused {
   classified: ClassifiedQuery;
   statement: ClassifiedStatement | undefined;
-  requirement?: Requirement;
 }
 
 /** The server answers the messages forwarded to it in order; each waits here for its answer. */
@@ -181,10 +190,15 @@ const unknownQuery: ClassifiedQuery = { statements: [], normalized: "", fingerpr
 
 const refusalTag = `$lgjit_${randomBytes(6).toString("hex")}$`;
 
-/** A refusal of its own, not the grant's: why, for the graph, and the event's reason. */
+/**
+ * A refusal of the sidecar's own, not the grant's: the event's reason, why (for the graph), the
+ * SQLSTATE (default 42501) and, for a held statement, how it was decided.
+ */
 interface Refusal {
   reason: string;
   why: string;
+  sqlState?: string;
+  approval?: ApprovalRecord;
 }
 
 const heldThroughPrepare: Refusal = {
@@ -467,7 +481,7 @@ export class PostgresSession {
         if (!this.#statements.has(parsed.statement)) {
           const requirement = this.#sqlPrepared.get(parsed.statement);
           if (requirement && this.#isHeld(requirement)) {
-            this.#refuseExtended(requirement, undefined, undefined, out, heldThroughPrepare);
+            this.#refuse("extended", requirement, undefined, undefined, out, heldThroughPrepare);
             return;
           }
         }
@@ -506,10 +520,8 @@ export class PostgresSession {
           });
         };
         // Each execution is held on its own, with the parameters it was bound with.
-        if (portal?.held) {
-          const described = { ...portal, requirement: portal.held.requirement };
-          this.#hold(portal.held, portal.bind, described, "extended", execute, out);
-        } else execute(out);
+        if (portal?.held) this.#hold(portal.held, portal.bind, portal, "extended", execute, out);
+        else execute(out);
         return;
       }
       case "C":
@@ -524,7 +536,8 @@ export class PostgresSession {
         return;
       case "F":
         // The fast-path call runs any function by OID, set_config included.
-        this.#refuseSimple(
+        this.#refuse(
+          "query",
           { kind: "forbidden", why: "the fast-path FunctionCall message runs any function by OID" },
           undefined,
           undefined,
@@ -545,7 +558,7 @@ export class PostgresSession {
       classified = classifyQuery(sql);
     } catch (error) {
       if (!(error instanceof SqlSyntaxError)) throw error;
-      this.#refuseSimple(undefined, undefined, error, out);
+      this.#refuse("query", undefined, undefined, error, out);
       return;
     }
     // Checked statement by statement, in order, before any of it is forwarded.
@@ -558,14 +571,15 @@ export class PostgresSession {
       );
       const refusal = this.#refusal(requirement);
       if (refusal) {
-        this.#refuseSimple(requirement, { classified, statement }, undefined, out);
+        this.#refuse("query", requirement, { classified, statement }, undefined, out);
         return;
       }
       if (statement.prepares !== undefined) prepared.set(statement.prepares, requirement);
       else if (this.#isHeld(requirement)) {
         // Approvers see the statements that run, so an EXECUTE cannot stand in for one.
         if (statement.executes !== undefined) {
-          this.#refuseSimple(
+          this.#refuse(
+            "query",
             requirement,
             { classified, statement },
             undefined,
@@ -574,8 +588,8 @@ export class PostgresSession {
           );
           return;
         }
-        if (!held || raise(held.requirement, requirement) !== held.requirement)
-          held = { requirement, statement };
+        const strictest = stricter(held?.requirement, requirement);
+        if (strictest !== held?.requirement) held = { requirement: strictest, statement };
       }
     }
     const forward = (out: Buffer[], approval?: ApprovalRecord) => {
@@ -592,11 +606,11 @@ export class PostgresSession {
     };
     // The whole string is held as one command: approvers see all of it.
     if (held) {
-      const described = { classified, statement: held.statement, requirement: held.requirement };
+      const what = { classified, statement: held.statement };
       this.#hold(
         { requirement: held.requirement, text: sql },
         undefined,
-        described,
+        what,
         "query",
         forward,
         out,
@@ -610,7 +624,7 @@ export class PostgresSession {
       classified = classifyQuery(parse.query);
     } catch (error) {
       if (!(error instanceof SqlSyntaxError)) throw error;
-      this.#refuseExtended(undefined, undefined, error, out);
+      this.#refuse("extended", undefined, undefined, error, out);
       return;
     }
     let requirement: Requirement = { kind: "plumbing" };
@@ -618,17 +632,16 @@ export class PostgresSession {
     for (const statement of classified.statements) {
       const needs = raise(this.#requirementOf(statement, new Map()), this.#maskable(statement));
       requirement = raise(requirement, needs);
-      if (statement.prepares === undefined && this.#isHeld(needs))
-        held = held ? (raise(held, needs) as HeldRequirement) : needs;
+      if (statement.prepares === undefined && this.#isHeld(needs)) held = stricter(held, needs);
     }
     const [statement] = classified.statements;
-    const refusal =
-      this.#refusal(requirement) ??
-      (held && statement?.executes !== undefined ? heldThroughPrepare : undefined);
-    if (refusal) {
+    const refused = this.#refusal(requirement) !== undefined;
+    // Approvers see the statements that run, so an EXECUTE cannot stand in for one.
+    const throughPrepare = !refused && held !== undefined && statement?.executes !== undefined;
+    if (refused || throughPrepare) {
       this.#statements.delete(parse.name);
-      const override = refusal === heldThroughPrepare ? heldThroughPrepare : undefined;
-      this.#refuseExtended(requirement, { classified, statement }, undefined, out, override);
+      const own = throughPrepare ? heldThroughPrepare : undefined;
+      this.#refuse("extended", requirement, { classified, statement }, undefined, out, own);
       return;
     }
     if (parse.name !== "") this.#rememberPrepared(parse.name, requirement);
@@ -717,38 +730,33 @@ export class PostgresSession {
   #hold(
     held: { requirement: HeldRequirement; text: string },
     parameters: Buffer | undefined,
-    described: Described,
+    what: Refused,
     protocol: "query" | "extended",
     forward: (out: Buffer[], approval: ApprovalRecord) => void,
     out: Buffer[],
   ): void {
     const holds = this.#options.holds;
-    const refuse = (out: Buffer[], reason: string, why: string, approval?: ApprovalRecord) =>
-      this.#refuseDecided(described, protocol, out, reason, why, approval);
+    const refuse = (out: Buffer[], refusal: Refusal) =>
+      this.#refuse(protocol, held.requirement, what, undefined, out, refusal);
     if (!holds) {
-      refuse(out, "ApprovalUnavailable", "this sidecar cannot hold statements for approval");
+      refuse(out, {
+        reason: "ApprovalUnavailable",
+        why: "needs approval, and this sidecar cannot hold statements for approval",
+      });
       return;
     }
     if (held.text.length > maxHeldStatementLength) {
-      refuse(
-        out,
-        "HeldStatementTooLong",
-        `a statement held for approval may have at most ${maxHeldStatementLength} characters, so approvers can read it`,
-      );
+      refuse(out, {
+        reason: "HeldStatementTooLong",
+        why: `needs approval, and a statement held for approval may have at most ${maxHeldStatementLength} characters, so approvers can read it`,
+      });
       return;
     }
     const request: HoldRequest = {
       connection: this.#options.connection,
       action: held.requirement.action,
       sql: { statement: held.text },
-      ...(parameters
-        ? {
-            body: {
-              sha256: createHash("sha256").update(parameters).digest("hex"),
-              bytes: parameters.length,
-            },
-          }
-        : {}),
+      ...(parameters ? { body: bodyDigest(parameters) } : {}),
     };
     const holding = new AbortController();
     this.#holding = holding;
@@ -767,59 +775,33 @@ export class PostgresSession {
       (state) =>
         decided((out) => {
           const approval = approvalRecord(state);
-          if (state.phase !== "Approved") {
-            const reason = state.phase === "Expired" ? "ApprovalExpired" : "ApprovalDenied";
-            refuse(
-              out,
-              reason,
-              `was held for approval as ${state.name}: ${state.message}`,
-              approval,
-            );
-          } else if (this.#mayProceed(out, protocol)) forward(out, approval);
+          if (state.phase === "Approved") {
+            if (this.#mayProceed(out, protocol)) forward(out, approval);
+            return;
+          }
+          refuse(out, {
+            reason: state.phase === "Expired" ? "ApprovalExpired" : "ApprovalDenied",
+            why: `was held for approval as ${state.name}: ${state.message}`,
+            approval,
+          });
         }),
       (error: unknown) =>
-        decided((out) => {
-          if (holding.signal.aborted)
-            this.#refuseDecided(
-              described,
-              protocol,
-              out,
-              "Canceled",
-              "was canceled by the graph while it waited for approval",
-              undefined,
-              "57014",
-            );
-          else
-            refuse(
-              out,
-              error instanceof HoldFailed ? error.reason : "ApprovalUnavailable",
-              `could not be held for approval: ${errorMessage(error)}`,
-            );
-        }),
+        decided((out) =>
+          refuse(
+            out,
+            holding.signal.aborted
+              ? {
+                  reason: "Canceled",
+                  why: "was canceled by the graph while it waited for approval",
+                  sqlState: "57014",
+                }
+              : {
+                  reason: error instanceof HoldFailed ? error.reason : "ApprovalUnavailable",
+                  why: `could not be held for approval: ${errorMessage(error)}`,
+                },
+          ),
+        ),
     );
-  }
-
-  /** Records how a held statement ended unsent, then has the server raise it to the graph. */
-  #refuseDecided(
-    described: Described,
-    protocol: "query" | "extended",
-    out: Buffer[],
-    reason: string,
-    why: string,
-    approval?: ApprovalRecord,
-    sqlState = "42501",
-  ): void {
-    const connection = this.#options.connection;
-    this.#options.record({
-      time: new Date().toISOString(),
-      kind: "denied",
-      connection,
-      reason,
-      sql: this.#sqlRecord(described.classified, described.statement, described.requirement),
-      ...(approval ? { approval } : {}),
-    });
-    const command = described.statement?.command ?? "the statement";
-    this.#refuseWith(sqlState, `connection "${connection}": ${command} ${why}`, out, protocol);
   }
 
   /** Every statement needs the credential still held and its event recordable. */
@@ -843,26 +825,16 @@ export class PostgresSession {
     return false;
   }
 
-  #refuseSimple(
+  #refuse(
+    protocol: "query" | "extended",
     requirement: Requirement | undefined,
-    what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
+    what: Refused | undefined,
     syntax: SqlSyntaxError | undefined,
     out: Buffer[],
     refusal?: Refusal,
   ): void {
     const { sqlState, text } = this.#deny(requirement, what, syntax, refusal);
-    this.#refuseWith(sqlState, text, out, "query");
-  }
-
-  #refuseExtended(
-    requirement: Requirement | undefined,
-    what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
-    syntax: SqlSyntaxError | undefined,
-    out: Buffer[],
-    refusal?: Refusal,
-  ): void {
-    const { sqlState, text } = this.#deny(requirement, what, syntax, refusal);
-    this.#refuseWith(sqlState, text, out, "extended");
+    this.#refuseWith(sqlState, text, out, protocol);
   }
 
   /** Records the refusal, then has the server raise it where the statement would have run. */
@@ -887,7 +859,7 @@ export class PostgresSession {
 
   #deny(
     requirement: Requirement | undefined,
-    what: { classified: ClassifiedQuery; statement: ClassifiedStatement | undefined } | undefined,
+    what: Refused | undefined,
     syntax: SqlSyntaxError | undefined,
     refusal?: Refusal,
   ): { sqlState: string; text: string } {
@@ -899,6 +871,7 @@ export class PostgresSession {
     let sqlState = "42501";
     if (refusal) {
       reason = refusal.reason;
+      sqlState = refusal.sqlState ?? sqlState;
       text = `connection "${connection}": ${command} ${refusal.why}`;
     } else if (syntax) {
       sqlState = "42601";
@@ -921,6 +894,7 @@ export class PostgresSession {
       connection,
       reason,
       ...(what ? { sql: this.#sqlRecord(what.classified, what.statement, requirement) } : {}),
+      ...(refusal?.approval ? { approval: refusal.approval } : {}),
     });
     return { sqlState, text };
   }

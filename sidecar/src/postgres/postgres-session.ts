@@ -390,7 +390,7 @@ export class PostgresSession {
     client.on("data", (chunk: Buffer) => {
       if (this.#closed) return;
       try {
-        this.#backlog.push(...clientReader.push(chunk));
+        for (const frontend of clientReader.push(chunk)) this.#backlog.push(frontend);
         this.#drain([]);
       } catch (error) {
         this.#fatal(error);
@@ -434,11 +434,11 @@ export class PostgresSession {
 
   /** Handles what the graph sent, in order, until a command is held; then writes `out` upstream. */
   #drain(out: Buffer[]): void {
-    while (!this.#holding && !this.#closed) {
-      const frontend = this.#backlog.shift();
-      if (!frontend) break;
-      this.#fromClient(frontend, out);
-    }
+    // One splice per read, not a shift per message: a pipelined chunk holds thousands.
+    let handled = 0;
+    while (!this.#holding && !this.#closed && handled < this.#backlog.length)
+      this.#fromClient(this.#backlog[handled++] as Message, out);
+    this.#backlog.splice(0, handled);
     const server = this.#upstream?.socket;
     if (this.#closed || !server) return;
     if (out.length > 0 && !writeAll(server, out) && !this.#serverFull) {

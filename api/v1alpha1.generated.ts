@@ -39,6 +39,15 @@ export type AccessPolicySpec = {
     /** How long the run waits for a decision before it is Denied (ApprovalExpired). */
     timeout: string;
   };
+  /** Who hears that something waits for this policy's approvers, and how it was decided: an HTTPS webhook taking Slack-compatible JSON. Best effort: retried with backoff, it never delays or changes a decision. */
+  notify?: {
+    webhook: {
+      /** A Secret of this namespace whose key url holds the https:// URL (a Slack incoming webhook, for one) and whose optional key ca.crt holds the PEM CAs to trust instead of the system's. */
+      secretRef: {
+        name: string;
+      };
+    };
+  };
   /** One grant per Connection. */
   grants: Array<{
     /** Name of a Connection in this namespace. */
@@ -240,6 +249,8 @@ export type HeldCommandStatus = {
   phase?: "Pending" | "Approved" | "Denied" | "Expired";
   expiresAt?: string;
   message?: string;
+  /** The AccessPolicy whose grant holds the command for approval. */
+  policy?: string;
   approvers?: Array<{
     kind: "User" | "Group" | "ServiceAccount";
     name: string;

@@ -2,9 +2,11 @@
 // alice's run waits for group security; bob approves or denies it; alice cannot approve her own,
 // mallory cannot approve at all, nobody can forge an approver, and an undecided run expires.
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
+import { CoreV1Api } from "@kubernetes/client-node";
 import { type Approval, annotations, group, version } from "../../api/v1alpha1.ts";
-import { expectApiError, kubectlJit } from "../lib/cluster.ts";
+import { WebhookReceiver } from "../../operator/src/testing/webhook-receiver.ts";
+import { eventually, expectApiError, kubeConfigFor, kubectlJit } from "../lib/cluster.ts";
 import { useOperator } from "../lib/operator.ts";
 import { createObject, createRun, jobsOfRun, runManifest, waitForPhase } from "../lib/runs.ts";
 
@@ -13,8 +15,25 @@ const security = [{ kind: "Group" as const, name: "security" }];
 describe("run approvals", () => {
   const suite = useOperator("approvals", {
     runs: true,
-    policy: { runApproval: { approvers: security, approvals: 1, timeout: "1h" } },
+    policy: {
+      runApproval: { approvers: security, approvals: 1, timeout: "1h" },
+      notify: { webhook: { secretRef: { name: "approvals-webhook" } } },
+    },
   });
+  let receiver: WebhookReceiver;
+  before(async () => {
+    receiver = await WebhookReceiver.start();
+    await kubeConfigFor("admin")
+      .makeApiClient(CoreV1Api)
+      .createNamespacedSecret({
+        namespace: suite.ns.name,
+        body: {
+          metadata: { name: "approvals-webhook" },
+          stringData: { url: receiver.url, "ca.crt": receiver.ca.certPem },
+        },
+      });
+  });
+  after(() => receiver?.close());
 
   it("holds alice's run without a Job until bob approves it with kubectl jit approve", async () => {
     const ns = suite.ns.name;
@@ -127,6 +146,41 @@ describe("run approvals", () => {
     assert.equal(authorized?.reason, "ApprovalDenied");
     assert.equal(authorized?.message, "denied by bob@example.com: not during the freeze");
     assert.deepEqual(await jobsOfRun(ns, "risky"), []);
+  });
+
+  it("tells the policy's HTTPS webhook what waits and how it was decided, retrying a failure", async () => {
+    const ns = suite.ns.name;
+    // The 503 must meet this run's notice, not the previous test's Denied one still on its way.
+    await eventually("the earlier notices", async () => receiver.noticesOf("risky").length === 2);
+    receiver.answers.push(503);
+    await createRun("alice", ns, runManifest("announced", { reason: "<!channel> rebuild" }));
+    await waitForPhase(ns, "announced", "AwaitingApproval");
+    const waiting = await eventually("the Waiting notice, retried after a 503", async () =>
+      receiver.received.find((r) => r.status === 200 && r.body.langgraphJit.name === "announced"),
+    );
+    assert.deepEqual(
+      receiver.received
+        .filter((r) => r.body.langgraphJit.name === "announced")
+        .map((r) => r.status),
+      [503, 200],
+    );
+    assert.equal(waiting.contentType, "application/json");
+    assert.match(waiting.body.text, /^\*LangGraphRun [\w-]+\/announced\* waits for approval/);
+    assert.match(waiting.body.text, /Requested by alice@example.com .*: &lt;!channel&gt; rebuild/);
+    assert.match(waiting.body.text, /waiting for 1 of Group security/);
+
+    const approved = kubectlJit("bob", "approve", "announced", "-n", ns, "--reason", "ok");
+    assert.equal(approved.status, 0, approved.stderr);
+    await waitForPhase(ns, "announced", "Running");
+    const states = await eventually("the decision's notice", async () => {
+      const told = receiver.noticesOf("announced").map((n) => n.state);
+      return told.length === 2 && told;
+    });
+    assert.deepEqual(states, ["Waiting", "Approved"]);
+    assert.match(
+      receiver.noticesOf("announced")[1]?.message ?? "",
+      /approved by bob@example.com \(ok\)/,
+    );
   });
 });
 

@@ -41,6 +41,7 @@ import { EventRecorder } from "./kube/events.ts";
 import { CustomObjectFinalizers } from "./kube/finalizers.ts";
 import { LeaderElector } from "./kube/leader-election.ts";
 import { fieldManager } from "./kube/meta.ts";
+import { WebhookNotifier } from "./notifications/approval-notices.ts";
 import { connectionProtectionController } from "./runs/connection-protection.ts";
 import { clusterResolver, operatorEgress, runController } from "./runs/run-controller.ts";
 import { RunServiceAccounts } from "./runs/run-service-account.ts";
@@ -120,6 +121,18 @@ export async function startOperator(
   const cache = new ClusterCache(kc, logger);
   await cache.sync();
 
+  const notifier = new WebhookNotifier({
+    policy: (namespace, name) => cache.policies.get(namespace, name),
+    readSecret: async (namespace, name) => {
+      const secret = await unlessNotFound(core.readNamespacedSecret({ namespace, name }));
+      if (!secret) return undefined;
+      const data = Object.entries(secret.data ?? {});
+      return Object.fromEntries(data.map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
+    },
+    events,
+    logger: logger.child({ component: "notifications" }),
+  });
+
   const credentialsLogger = logger.child({ component: "credentials" });
   const tokens = new MintedTokens(core, config.namespace);
   const upstream = new UpstreamCredentials(core, tokens, credentialsLogger);
@@ -132,6 +145,7 @@ export async function startOperator(
         finalizers,
         workloads: new KubeRunWorkloads(batch, kc.makeApiClient(NetworkingV1Api), fieldManager),
         events,
+        notifier,
         revoker: new CredentialRevoker(upstream),
         serviceAccounts: new RunServiceAccounts(core),
         seal,
@@ -152,7 +166,7 @@ export async function startOperator(
       metrics,
     }),
     connectionProtectionController({ ...cache, finalizers }, logger),
-    heldCommandController({ cache, store: heldCommands, events, seal }, logger),
+    heldCommandController({ cache, store: heldCommands, events, notifier, seal }, logger),
     // Roles and tokens a crash left behind: their runs ended while no replica could revoke.
     new CredentialSweeper({
       connections: cache.connections,

@@ -3,11 +3,19 @@
 // sidecar never reads this status: its long-poll counts the decision itself.
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
-import { type HeldCommandStatus, typedRun } from "../../../api/v1alpha1.ts";
+import {
+  annotations,
+  type HeldCommand,
+  type HeldCommandStatus,
+  type LangGraphRun,
+  typedRun,
+} from "../../../api/v1alpha1.ts";
 import type { ClusterObjects } from "../kube/cluster-cache.ts";
 import { Controller, type ReconcileResult, type Reconciler } from "../kube/controller.ts";
 import type { EventSink } from "../kube/events.ts";
 import { objectKey } from "../kube/object-store.ts";
+import type { ApprovalNotifier } from "../notifications/approval-notices.ts";
+import { requesterOf } from "../runs/requester.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
 import { heldCommandView } from "./held-command-state.ts";
 import type { HeldCommands } from "./held-commands.ts";
@@ -16,6 +24,8 @@ export interface HeldCommandDeps {
   cache: Pick<ClusterObjects, "runs" | "heldCommands" | "approvals" | "policies" | "connections">;
   store: HeldCommands;
   events: EventSink;
+  /** Tells the webhook of the policy holding a command that it waits, and how it ended. */
+  notifier: ApprovalNotifier;
   seal: StatusSeal;
   now?: () => number;
 }
@@ -28,12 +38,15 @@ export class HeldCommandReconciler implements Reconciler {
   }
 
   async reconcile(key: string): Promise<ReconcileResult> {
-    const { cache, store, events } = this.#deps;
+    const { cache, store } = this.#deps;
     const [namespace = "", name = ""] = key.split("/");
     const command = cache.heldCommands.get(namespace, name);
     if (!command) return;
     const now = this.#deps.now?.() ?? Date.now();
-    const run = cache.runs.get(namespace, command.spec.run);
+    // A run that took the name of the command's run is another run: nothing is said on it.
+    const named = cache.runs.get(namespace, command.spec.run);
+    const runUid = command.metadata?.annotations?.[annotations.runUid];
+    const run = named?.metadata?.uid === runUid ? named : undefined;
     const view = heldCommandView({
       command,
       run,
@@ -47,26 +60,54 @@ export class HeldCommandReconciler implements Reconciler {
       phase: view.state.phase,
       message: view.state.message,
       expiresAt: view.state.expiresAt.replace(/\.\d{3}Z$/, "Z"),
-      ...(view.rule ? { approvers: view.rule.approvers, approvals: view.rule.approvals } : {}),
+      ...(view.rule
+        ? {
+            policy: view.rule.policy,
+            approvers: view.rule.approvers,
+            approvals: view.rule.approvals,
+          }
+        : {}),
       decisions: view.decisions,
     };
     // A decided command stays decided: a later change (the run's end) does not rewrite it.
     const decided = command.status?.phase && command.status.phase !== "Pending";
     if (!decided && !isDeepStrictEqual(status, command.status)) {
       await store.writeStatus(command, status);
-      if (run && status.phase !== command.status?.phase) {
-        const held = `${command.spec.connection}: ${command.spec.summary} (HeldCommand ${name})`;
-        const [type, reason, note] =
-          status.phase === "Pending"
-            ? (["Normal", "CommandHeld", `held for approval: ${held}`] as const)
-            : status.phase === "Approved"
-              ? (["Normal", "CommandApproved", `${held} ${status.message}`] as const)
-              : (["Warning", `Command${status.phase}`, `${held}: ${status.message}`] as const);
-        await events.record(typedRun(run), type, reason, "Approve", note);
-      }
+      if (status.phase !== command.status?.phase) await this.#announce(command, run, status);
     }
     if (status.phase !== "Pending") return;
     return { requeueAfterMs: Math.max(0, Date.parse(view.state.expiresAt) - now) + 10 };
+  }
+
+  /** Says the command's new phase as an Event on its run and to its policy's webhook. */
+  async #announce(
+    command: HeldCommand,
+    run: LangGraphRun | undefined,
+    status: HeldCommandStatus,
+  ): Promise<void> {
+    const name = command.metadata?.name ?? "";
+    const held = `${command.spec.connection}: ${command.spec.summary} (HeldCommand ${name})`;
+    if (run) {
+      const [type, reason, note] =
+        status.phase === "Pending"
+          ? (["Normal", "CommandHeld", `held for approval: ${held}`] as const)
+          : status.phase === "Approved"
+            ? (["Normal", "CommandApproved", `${held} ${status.message}`] as const)
+            : (["Warning", `Command${status.phase}`, `${held}: ${status.message}`] as const);
+      await this.#deps.events.record(typedRun(run), type, reason, "Approve", note);
+    }
+    // A command denied because its grant is gone is told to the policy that held it.
+    const policy = status.policy ?? command.status?.policy;
+    this.#deps.notifier.notify(policy ? [policy] : [], {
+      state: status.phase === "Pending" ? "Waiting" : (status.phase ?? "Denied"),
+      namespace: command.metadata?.namespace ?? "",
+      kind: "HeldCommand",
+      name,
+      run: command.spec.run,
+      requester: (run && requesterOf(run)?.username) ?? "",
+      request: `${command.spec.connection} (${command.spec.action}): ${command.spec.summary}`,
+      message: status.message ?? "",
+    });
   }
 }
 

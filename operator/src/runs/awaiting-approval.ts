@@ -13,6 +13,7 @@ import {
 } from "../../../api/v1alpha1.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
 import { metaTime } from "../kube/meta.ts";
+import type { NoticeState } from "../notifications/approval-notices.ts";
 import { type ApprovalOutcome, decideApproval } from "../policy/approval-rules.ts";
 import { requesterOf } from "./requester.ts";
 import type { RunLifecycle } from "./run-lifecycle.ts";
@@ -28,12 +29,10 @@ export async function awaitApproval(
   }
   const decision = lifecycle.decide(run, requester);
   if (!decision.allowed) {
-    return lifecycle.deny(
-      run,
-      log,
-      decision.reason,
-      `the run's grant no longer holds: ${decision.message}`,
-    );
+    const message = `the run's grant no longer holds: ${decision.message}`;
+    const denied = await lifecycle.deny(run, log, decision.reason, message);
+    tellDecided(lifecycle, run, "Denied", message);
+    return denied;
   }
   const namespace = run.metadata?.namespace ?? "";
   const approval = run.status?.approval ?? {};
@@ -52,6 +51,7 @@ export async function awaitApproval(
   });
   const decided = { ...approval, decisions: outcome.decisions, decidedAt: metaTime(now) };
   const result = await settle(lifecycle, run, requester, log, outcome, approval, decided);
+
   // Each decision counted is an Event on the run, once: after the status that counts it.
   const known = new Set((approval.decisions ?? []).map((d) => d.approval));
   for (const d of outcome.decisions.filter((d) => !known.has(d.approval))) {
@@ -78,6 +78,8 @@ async function settle(
   decided: RunApprovalStatus,
 ): Promise<ReconcileResult> {
   const now = lifecycle.now();
+  // Told once the decision is written (a conflict retries the whole step, unsent).
+  const tell = (message: string) => tellDecided(lifecycle, run, outcome.state, message);
   switch (outcome.state) {
     case "Approved": {
       const by = outcome.decisions
@@ -90,19 +92,34 @@ async function settle(
       ]);
       log.info({ approvers: outcome.decisions.map((d) => d.approver) }, "run approved");
       await lifecycle.event(run, "Normal", "Approved", "Approve", message);
+      tell(message);
       return started;
     }
     case "Denied": {
       const message = `denied by ${outcome.by.approver}: ${outcome.by.reason}`;
-      return lifecycle.deny(run, log, "ApprovalDenied", message, { approval: decided }, [
-        { type: "Approved", status: "False", reason: "ApprovalDenied", message },
-      ]);
+      const denied = await lifecycle.deny(
+        run,
+        log,
+        "ApprovalDenied",
+        message,
+        { approval: decided },
+        [{ type: "Approved", status: "False", reason: "ApprovalDenied", message }],
+      );
+      tell(message);
+      return denied;
     }
     case "Expired": {
       const message = `nobody approved the run before ${approval.expiresAt}`;
-      return lifecycle.deny(run, log, "ApprovalExpired", message, { approval: decided }, [
-        { type: "Approved", status: "False", reason: "ApprovalExpired", message },
-      ]);
+      const expired = await lifecycle.deny(
+        run,
+        log,
+        "ApprovalExpired",
+        message,
+        { approval: decided },
+        [{ type: "Approved", status: "False", reason: "ApprovalExpired", message }],
+      );
+      tell(message);
+      return expired;
     }
     case "Waiting": {
       // Decisions so far are shown on the run (kubectl jit approvals reads them).
@@ -121,4 +138,15 @@ async function settle(
       return { requeueAfterMs: Date.parse(approval.expiresAt ?? "") - now.getTime() };
     }
   }
+}
+
+/** Tells the policies that asked for the run's approval how it ended. */
+function tellDecided(
+  lifecycle: RunLifecycle,
+  run: LangGraphRun,
+  state: NoticeState,
+  message: string,
+): void {
+  const policies = (run.status?.approval?.requirements ?? []).map((r) => r.policy);
+  lifecycle.notifyApproval(run, policies, state, message);
 }

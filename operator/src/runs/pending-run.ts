@@ -70,6 +70,12 @@ export async function authorize(
       "Authorize",
       `access needs approval: ${waiting}`,
     );
+    lifecycle.notifyApproval(
+      run,
+      rules.map((rule) => rule.policy),
+      "Waiting",
+      waiting,
+    );
     return { requeueAfterMs: expiresAt - now.getTime() };
   }
   const started = await lifecycle.start(run, requester, {}, [authorized]);

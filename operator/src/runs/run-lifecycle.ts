@@ -19,6 +19,7 @@ import type { ReconcileResult } from "../kube/controller.ts";
 import type { EventSink, EventType } from "../kube/events.ts";
 import type { Finalizers } from "../kube/finalizers.ts";
 import { metaTime } from "../kube/meta.ts";
+import type { ApprovalNotifier, NoticeState } from "../notifications/approval-notices.ts";
 import { type AccessDecision, evaluateAccess } from "../policy/evaluate-access.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
 import type { SidecarSettings } from "./job-builder.ts";
@@ -55,6 +56,8 @@ export interface RunLifecycleDeps {
   finalizers: Finalizers;
   workloads: RunWorkloads;
   events: EventSink;
+  /** Tells the webhooks of the policies asking for a run's approval what waits and how it ended. */
+  notifier: ApprovalNotifier;
   revoker: RunRevoker;
   serviceAccounts: ServiceAccountEnsurer;
   seal: StatusSeal;
@@ -270,5 +273,21 @@ export class RunLifecycle {
     note: string,
   ): Promise<void> {
     await this.deps.events.record(typedRun(run), type, reason, action, note);
+  }
+
+  /** Tells the policies that ask for the run's approval that it waits, or how it was decided. */
+  notifyApproval(run: LangGraphRun, policies: string[], state: NoticeState, message: string): void {
+    const name = run.metadata?.name ?? "";
+    const access = run.spec.access.map((a) => `${a.connection}: ${a.actions.join(", ")}`);
+    this.deps.notifier.notify(policies, {
+      state,
+      namespace: run.metadata?.namespace ?? "",
+      kind: "LangGraphRun",
+      name,
+      run: name,
+      requester: requesterOf(run)?.username ?? "",
+      request: `${run.spec.reason || "no reason given"} (${access.join("; ")})`,
+      message,
+    });
   }
 }

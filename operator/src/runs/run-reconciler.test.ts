@@ -70,6 +70,7 @@ function harness(options: { requesterMay?: boolean; operatorNamespace?: string }
     finalizers: cluster.finalizers,
     workloads: cluster.workloads,
     events: cluster.eventSink,
+    notifier: cluster.notifier,
     revoker: {
       revoke: async (run, connections) => {
         const names = connections.map((c) => c.metadata?.name).join(",");
@@ -268,6 +269,15 @@ describe("RunReconciler", () => {
     assert.equal(h.run()?.status?.phase, "Denied");
     assert.match(condition(h.run(), "Authorized")?.message ?? "", /no longer holds/);
     assert.equal(jobOf(h), undefined);
+    assert.deepEqual(
+      h.cluster.notices.map(({ policies, notice }) => [policies, notice.state, notice.kind]),
+      [
+        [["ml-platform"], "Waiting", "LangGraphRun"],
+        [["ml-platform"], "Denied", "LangGraphRun"],
+      ],
+      "the policy's webhook hears that the run waits and how it ended, once each",
+    );
+    assert.match(h.cluster.notices[1]?.notice.message ?? "", /no longer holds/);
   });
 
   it("fails a run whose grant is withdrawn between authorization and its Job", async () => {
@@ -463,7 +473,26 @@ describe("RunReconciler", () => {
       await settle(h);
       assert.equal(h.run()?.status?.phase, "AwaitingApproval");
       assert.equal(h.run()?.status?.approval?.expiresAt, "2026-12-05T11:00:00Z");
+      assert.deepEqual(h.cluster.notices.at(-1), {
+        policies: ["ml-platform"],
+        notice: {
+          state: "Waiting",
+          namespace: "agents",
+          kind: "LangGraphRun",
+          name: "r",
+          run: "r",
+          requester: alice.username,
+          request: `${h.run()?.spec.reason || "no reason given"} (${h
+            .run()
+            ?.spec.access.map((a) => `${a.connection}: ${a.actions.join(", ")}`)
+            .join("; ")})`,
+          message: `waiting for ${approvals} of Group security`,
+        },
+      });
     }
+
+    /** The states the policy's webhook was told, in order. */
+    const told = () => h.cluster.notices.map(({ notice }) => notice.state);
 
     it("starts the run once an approver approves, its deadline counted from the approval", async () => {
       await waiting();
@@ -484,6 +513,8 @@ describe("RunReconciler", () => {
         ["bob@example.com Approve"],
       );
       assert.ok(jobOf(h), "the Job is made after the approval");
+      assert.deepEqual(told(), ["Waiting", "Approved"]);
+      assert.match(h.cluster.notices[1]?.notice.message ?? "", /^approved by bob@example.com/);
       assert.ok(h.cluster.events.some((e) => e.reason === "Approved"));
       assert.deepEqual(
         h.cluster.events.filter((e) => e.reason === "ApprovalDecided").map((e) => e.note),
@@ -501,6 +532,7 @@ describe("RunReconciler", () => {
       assert.equal(h.run()?.status?.phase, "AwaitingApproval");
       assert.deepEqual(h.run()?.status?.approval?.decisions, []);
       assert.equal(jobOf(h), undefined);
+      assert.deepEqual(told(), ["Waiting"]);
     });
 
     it("needs as many distinct approvers as the policy asks, showing those so far", async () => {
@@ -528,6 +560,7 @@ describe("RunReconciler", () => {
         /^denied by carol@example.com: reason \d+$/,
       );
       assert.equal(jobOf(h), undefined);
+      assert.deepEqual(told(), ["Waiting", "Denied"]);
     });
 
     it("is Denied with ApprovalExpired when nobody decides in time", async () => {
@@ -542,6 +575,7 @@ describe("RunReconciler", () => {
       await settle(h);
       assert.equal(h.run()?.status?.phase, "Denied", "a late approval starts nothing");
       assert.equal(jobOf(h), undefined);
+      assert.deepEqual(told(), ["Waiting", "Expired"]);
     });
   });
 });

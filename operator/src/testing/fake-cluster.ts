@@ -22,6 +22,7 @@ import type { ClusterObjects } from "../kube/cluster-cache.ts";
 import type { EventSink, EventType } from "../kube/events.ts";
 import type { Finalizers } from "../kube/finalizers.ts";
 import { ObjectStore } from "../kube/object-store.ts";
+import type { ApprovalNotice, ApprovalNotifier } from "../notifications/approval-notices.ts";
 import type { RunRef, RunStatusWriter } from "../runs/run-status-writer.ts";
 import type { RunWorkloads } from "../runs/run-workloads.ts";
 
@@ -79,6 +80,13 @@ export class FakeCluster implements ClusterObjects {
   readonly pods = new MemoryCache<V1Pod>();
   readonly networkPolicies = new MemoryCache<V1NetworkPolicy>();
   readonly events: RecordedEvent[] = [];
+  /** Every approval notice sent, with the policies it was sent for. */
+  readonly notices: { policies: readonly string[]; notice: ApprovalNotice }[] = [];
+  readonly notifier: ApprovalNotifier = {
+    notify: (policies, notice) => {
+      this.notices.push({ policies, notice });
+    },
+  };
   /** Every status written, in order. */
   readonly statusWrites: LangGraphRunStatus[] = [];
   /** Calls to fail once with this API error, by method name ("createJob", "write", ...). */

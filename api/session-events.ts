@@ -4,6 +4,7 @@
 
 export const sessionEventSchemaVersion = 1;
 
+/** What a sidecar records. */
 export const sessionEventKinds = [
   "request",
   "statement",
@@ -13,7 +14,9 @@ export const sessionEventKinds = [
   "credential-refresh",
   "error",
 ] as const;
-export type SessionEventKind = (typeof sessionEventKinds)[number];
+/** The operator's own event, never a sidecar's: how the run's approval was decided (seq 0). */
+export const runApprovalKind = "approval";
+export type SessionEventKind = (typeof sessionEventKinds)[number] | typeof runApprovalKind;
 
 /** What a data path reports; the sidecar's event buffer adds the run and the sequence number. */
 export interface SessionRecord {
@@ -44,10 +47,13 @@ export interface SessionRecord {
   approval?: ApprovalRecord;
 }
 
-/** How a held command was decided: forwarded only when Approved. */
+/**
+ * How a held command was decided (forwarded only when Approved), or, in the operator's own
+ * `approval` event, how the run itself was.
+ */
 export interface ApprovalRecord {
-  /** The HeldCommand approvers decided (what `kubectl jit approve` named). */
-  command: string;
+  /** The HeldCommand approvers decided (what `kubectl jit approve` named); absent for the run. */
+  command?: string;
   decision: "Approved" | "Denied" | "Expired";
   /** Who decided and why, as the operator counted it. */
   message: string;
@@ -83,7 +89,10 @@ export const maxSqlTables = 32;
 export interface SessionEvent extends SessionRecord {
   schema: typeof sessionEventSchemaVersion;
   run: { namespace: string; name: string; uid: string };
-  /** Per run, from 1, without gaps: the operator deduplicates on (run uid, seq). */
+  /**
+   * Per run, the sidecar's from 1, without gaps: the operator deduplicates on (run uid, seq).
+   * 0 is the operator's own: the run's approval decision, which no sidecar can send.
+   */
   seq: number;
 }
 

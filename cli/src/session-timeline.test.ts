@@ -83,6 +83,21 @@ describe("the session timeline", () => {
     );
   });
 
+  it("says how the run itself was decided, on the operator's own first row", () => {
+    const approval: SessionEvent = {
+      schema: 1,
+      run: (events[0] as SessionEvent).run,
+      seq: 0,
+      time: "2026-11-28T19:40:00.000Z",
+      kind: "approval",
+      approval: { decision: "Approved", message: "approved by bob@example.com (ok)" },
+    };
+    assert.match(
+      timeline(session, [approval]),
+      /\n2026-11-28T19:40:00\.000Z\s+0\s+-\s+approval\s+-\s+-\s+-\s+-\s+-\s+Approved: approved by bob@example.com \(ok\)\n$/,
+    );
+  });
+
   it("escapes control characters a stored event carries, so it cannot rewrite the terminal", () => {
     const hostile: SessionEvent = {
       ...(events[1] as SessionEvent),

@@ -31,10 +31,10 @@ function detail(event: SessionEvent): string {
   if (event.sql?.tables) parts.push(`tables ${event.sql.tables.join(",")}`);
   if (event.rule) parts.push(`rule ${event.rule}`);
   if (event.reason) parts.push(event.reason);
-  if (event.approval)
-    parts.push(
-      `held as ${event.approval.command}, ${event.approval.decision}: ${event.approval.message}`,
-    );
+  if (event.approval) {
+    const { command, decision, message } = event.approval;
+    parts.push(command ? `held as ${command}, ${decision}: ${message}` : `${decision}: ${message}`);
+  }
   const masked = Object.entries(event.masked ?? {});
   if (masked.length > 0) {
     parts.push(`masked ${masked.map(([what, count]) => `${what}×${count}`).join(" ")}`);

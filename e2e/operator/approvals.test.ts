@@ -2,13 +2,28 @@
 // alice's run waits for group security; bob approves or denies it; alice cannot approve her own,
 // mallory cannot approve at all, nobody can forge an approver, and an undecided run expires.
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { type Approval, annotations, group, version } from "../../api/v1alpha1.ts";
+import { SqliteSessionStore } from "../../operator/src/sessions/sqlite-store.ts";
 import { WebhookReceiver } from "../../operator/src/testing/webhook-receiver.ts";
-import { eventually, expectApiError, kubeConfigFor, kubectlJit } from "../lib/cluster.ts";
+import {
+  clusterDir,
+  eventually,
+  expectApiError,
+  kubeConfigFor,
+  kubectlJit,
+} from "../lib/cluster.ts";
 import { useOperator } from "../lib/operator.ts";
-import { createObject, createRun, jobsOfRun, runManifest, waitForPhase } from "../lib/runs.ts";
+import {
+  createObject,
+  createRun,
+  jobsOfRun,
+  readRun,
+  runManifest,
+  waitForPhase,
+} from "../lib/runs.ts";
 
 const security = [{ kind: "Group" as const, name: "security" }];
 
@@ -146,6 +161,27 @@ describe("run approvals", () => {
     assert.equal(authorized?.reason, "ApprovalDenied");
     assert.equal(authorized?.message, "denied by bob@example.com: not during the freeze");
     assert.deepEqual(await jobsOfRun(ns, "risky"), []);
+    // The run never had a sidecar; its session still says who stopped it.
+    const counted = await eventually("the decision in status.session", async () => {
+      const current = await readRun(ns, "risky");
+      return current?.status?.session?.events === 1 && current.status.session;
+    });
+    assert.deepEqual(counted, { events: 1, denied: 0, masked: 0 });
+    const store = new SqliteSessionStore(
+      join(clusterDir, "logs", `sessions-${suite.system.name}.db`),
+    );
+    try {
+      const [decision, ...more] = await store.list(run.metadata?.uid ?? "");
+      assert.deepEqual(more, []);
+      assert.equal(decision?.seq, 0);
+      assert.equal(decision?.kind, "approval");
+      assert.deepEqual(decision?.approval, {
+        decision: "Denied",
+        message: "denied by bob@example.com: not during the freeze",
+      });
+    } finally {
+      await store.close();
+    }
   });
 
   it("tells the policy's HTTPS webhook what waits and how it was decided, retrying a failure", async () => {

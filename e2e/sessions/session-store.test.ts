@@ -131,6 +131,25 @@ for (const [backend, open] of backends) {
       assert.deepEqual(await store.summary("no-such-run"), { events: 0, denied: 0, masked: 0 });
     });
 
+    it("lists the operator's run approval (seq 0) before the sidecar's events", async () => {
+      const approval: SessionEvent = {
+        schema: 1,
+        run: runB,
+        seq: 0,
+        time: "2026-11-28T11:59:00.000Z",
+        kind: "approval",
+        approval: { decision: "Approved", message: "approved by bob@example.com (ok)" },
+      };
+      await store.ingest([approval]);
+      const [first, next] = await store.list(runB.uid, { limit: 2 });
+      assert.deepEqual(first, approval);
+      assert.equal(next?.seq, 1);
+      assert.deepEqual(
+        (await store.list(runB.uid, { afterSeq: 0, limit: 1 })).map((e) => e.seq),
+        [1],
+      );
+    });
+
     it("finds the latest run of a name, after its object is gone", async () => {
       // runA and runB share a name, as a rerun after a delete would.
       const rerun = { ...runB, uid: "33333333-3333-4333-8333-333333333333" };

@@ -55,6 +55,7 @@ import { createApiServer, secureContextOf } from "./server/https-server.ts";
 import { createMetrics, type OperatorMetrics } from "./server/metrics.ts";
 import { ingestRoutes } from "./sessions/ingest-api.ts";
 import { PostgresSessionStore } from "./sessions/postgres-store.ts";
+import { StoredRunSessionLog } from "./sessions/run-approval-log.ts";
 import { sessionApiRoutes } from "./sessions/session-api.ts";
 import { SessionStatus } from "./sessions/session-status.ts";
 import type { SessionStore } from "./sessions/session-store.ts";
@@ -133,6 +134,13 @@ export async function startOperator(
     logger: logger.child({ component: "notifications" }),
   });
 
+  const sessionStore = openSessionStore(config.sessionStore);
+  const sessionStatus = new SessionStatus({
+    store: sessionStore,
+    status,
+    logger: logger.child({ component: "sessions" }),
+  });
+
   const credentialsLogger = logger.child({ component: "credentials" });
   const tokens = new MintedTokens(core, config.namespace);
   const upstream = new UpstreamCredentials(core, tokens, credentialsLogger);
@@ -146,6 +154,7 @@ export async function startOperator(
         workloads: new KubeRunWorkloads(batch, kc.makeApiClient(NetworkingV1Api), fieldManager),
         events,
         notifier,
+        sessions: new StoredRunSessionLog(sessionStore, sessionStatus, logger),
         revoker: new CredentialRevoker(upstream),
         serviceAccounts: new RunServiceAccounts(core),
         seal,
@@ -196,12 +205,6 @@ export async function startOperator(
     seal,
     issuer: config.operatorUrl,
     tokenTtlMs: config.runTokenTtlMs,
-  });
-  const sessionStore = openSessionStore(config.sessionStore);
-  const sessionStatus = new SessionStatus({
-    store: sessionStore,
-    status,
-    logger: logger.child({ component: "sessions" }),
   });
   const verifyRunToken = followingVerifier({
     jwks: () => signingKeys.jwks(),

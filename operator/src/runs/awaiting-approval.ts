@@ -13,7 +13,6 @@ import {
 } from "../../../api/v1alpha1.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
 import { metaTime } from "../kube/meta.ts";
-import type { NoticeState } from "../notifications/approval-notices.ts";
 import { type ApprovalOutcome, decideApproval } from "../policy/approval-rules.ts";
 import { requesterOf } from "./requester.ts";
 import type { RunLifecycle } from "./run-lifecycle.ts";
@@ -31,7 +30,7 @@ export async function awaitApproval(
   if (!decision.allowed) {
     const message = `the run's grant no longer holds: ${decision.message}`;
     const denied = await lifecycle.deny(run, log, decision.reason, message);
-    tellDecided(lifecycle, run, "Denied", message);
+    await lifecycle.announceApproval(run, "Denied", message);
     return denied;
   }
   const namespace = run.metadata?.namespace ?? "";
@@ -79,7 +78,7 @@ async function settle(
 ): Promise<ReconcileResult> {
   const now = lifecycle.now();
   // Told once the decision is written (a conflict retries the whole step, unsent).
-  const tell = (message: string) => tellDecided(lifecycle, run, outcome.state, message);
+  const tell = (message: string) => lifecycle.announceApproval(run, outcome.state, message);
   switch (outcome.state) {
     case "Approved": {
       const by = outcome.decisions
@@ -92,7 +91,7 @@ async function settle(
       ]);
       log.info({ approvers: outcome.decisions.map((d) => d.approver) }, "run approved");
       await lifecycle.event(run, "Normal", "Approved", "Approve", message);
-      tell(message);
+      await tell(message);
       return started;
     }
     case "Denied": {
@@ -105,7 +104,7 @@ async function settle(
         { approval: decided },
         [{ type: "Approved", status: "False", reason: "ApprovalDenied", message }],
       );
-      tell(message);
+      await tell(message);
       return denied;
     }
     case "Expired": {
@@ -118,7 +117,7 @@ async function settle(
         { approval: decided },
         [{ type: "Approved", status: "False", reason: "ApprovalExpired", message }],
       );
-      tell(message);
+      await tell(message);
       return expired;
     }
     case "Waiting": {
@@ -138,15 +137,4 @@ async function settle(
       return { requeueAfterMs: Date.parse(approval.expiresAt ?? "") - now.getTime() };
     }
   }
-}
-
-/** Tells the policies that asked for the run's approval how it ended. */
-function tellDecided(
-  lifecycle: RunLifecycle,
-  run: LangGraphRun,
-  state: NoticeState,
-  message: string,
-): void {
-  const policies = (run.status?.approval?.requirements ?? []).map((r) => r.policy);
-  lifecycle.notifyApproval(run, policies, state, message);
 }

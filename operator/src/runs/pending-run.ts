@@ -70,11 +70,11 @@ export async function authorize(
       "Authorize",
       `access needs approval: ${waiting}`,
     );
-    lifecycle.notifyApproval(
+    await lifecycle.announceApproval(
       run,
-      rules.map((rule) => rule.policy),
       "Waiting",
       waiting,
+      rules.map((rule) => rule.policy),
     );
     return { requeueAfterMs: expiresAt - now.getTime() };
   }

@@ -6,6 +6,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { V1NetworkPolicyEgressRule } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { parseDuration } from "../../../api/duration.ts";
+import type { ApprovalRecord } from "../../../api/session-events.ts";
 import {
   type Connection,
   type LangGraphRun,
@@ -40,6 +41,12 @@ export interface RunRevoker {
   revoke(run: LangGraphRun, connections: Connection[]): Promise<void>;
 }
 
+/** Where the run's own approval decision goes into its session, as the operator's seq-0 event. */
+export interface RunSessionLog {
+  /** Records it; a failure is logged, never thrown: the decision stands either way. */
+  recordApproval(run: LangGraphRun, approval: ApprovalRecord): Promise<void>;
+}
+
 export interface ServiceAccountEnsurer {
   /** Makes sure the account exists; returns why the run cannot start when it cannot. */
   ensure(namespace: string, name: string): Promise<string | undefined>;
@@ -58,6 +65,7 @@ export interface RunLifecycleDeps {
   events: EventSink;
   /** Tells the webhooks of the policies asking for a run's approval what waits and how it ended. */
   notifier: ApprovalNotifier;
+  sessions: RunSessionLog;
   revoker: RunRevoker;
   serviceAccounts: ServiceAccountEnsurer;
   seal: StatusSeal;
@@ -275,8 +283,18 @@ export class RunLifecycle {
     await this.deps.events.record(typedRun(run), type, reason, action, note);
   }
 
-  /** Tells the policies that ask for the run's approval that it waits, or how it was decided. */
-  notifyApproval(run: LangGraphRun, policies: string[], state: NoticeState, message: string): void {
+  /**
+   * Tells the webhooks of the policies asking for the run's approval that it waits, or how it
+   * was decided; a decision also goes into the run's session.
+   */
+  async announceApproval(
+    run: LangGraphRun,
+    state: NoticeState,
+    message: string,
+    policies = (run.status?.approval?.requirements ?? []).map((r) => r.policy),
+  ): Promise<void> {
+    if (state !== "Waiting")
+      await this.deps.sessions.recordApproval(run, { decision: state, message });
     const name = run.metadata?.name ?? "";
     const access = run.spec.access.map((a) => `${a.connection}: ${a.actions.join(", ")}`);
     this.deps.notifier.notify(policies, {

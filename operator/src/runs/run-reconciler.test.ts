@@ -71,6 +71,7 @@ function harness(options: { requesterMay?: boolean; operatorNamespace?: string }
     workloads: cluster.workloads,
     events: cluster.eventSink,
     notifier: cluster.notifier,
+    sessions: cluster.sessions,
     revoker: {
       revoke: async (run, connections) => {
         const names = connections.map((c) => c.metadata?.name).join(",");
@@ -514,6 +515,12 @@ describe("RunReconciler", () => {
       );
       assert.ok(jobOf(h), "the Job is made after the approval");
       assert.deepEqual(told(), ["Waiting", "Approved"]);
+      assert.deepEqual(h.cluster.sessionApprovals, [
+        {
+          run: "uid-r",
+          approval: { decision: "Approved", message: condition(run, "Approved")?.message },
+        },
+      ]);
       assert.match(h.cluster.notices[1]?.notice.message ?? "", /^approved by bob@example.com/);
       assert.ok(h.cluster.events.some((e) => e.reason === "Approved"));
       assert.deepEqual(
@@ -533,6 +540,7 @@ describe("RunReconciler", () => {
       assert.deepEqual(h.run()?.status?.approval?.decisions, []);
       assert.equal(jobOf(h), undefined);
       assert.deepEqual(told(), ["Waiting"]);
+      assert.deepEqual(h.cluster.sessionApprovals, []);
     });
 
     it("needs as many distinct approvers as the policy asks, showing those so far", async () => {
@@ -561,6 +569,11 @@ describe("RunReconciler", () => {
       );
       assert.equal(jobOf(h), undefined);
       assert.deepEqual(told(), ["Waiting", "Denied"]);
+      assert.deepEqual(
+        h.cluster.sessionApprovals.map(({ approval }) => approval.decision),
+        ["Denied"],
+        "the session says who stopped a run that never had a sidecar",
+      );
     });
 
     it("is Denied with ApprovalExpired when nobody decides in time", async () => {
@@ -576,6 +589,10 @@ describe("RunReconciler", () => {
       assert.equal(h.run()?.status?.phase, "Denied", "a late approval starts nothing");
       assert.equal(jobOf(h), undefined);
       assert.deepEqual(told(), ["Waiting", "Expired"]);
+      assert.deepEqual(
+        h.cluster.sessionApprovals.map(({ approval }) => approval.decision),
+        ["Expired"],
+      );
     });
   });
 });

@@ -9,7 +9,6 @@ import {
   maxSqlStatementLength,
   maxSqlTables,
   type SessionEvent,
-  type SessionEventKind,
   sessionEventKinds,
 } from "../../../api/session-events.ts";
 import { HttpError } from "../server/https-server.ts";
@@ -19,7 +18,7 @@ const run = { namespace: "agents", name: "kb-search", uid: "6f1c2a9e-0d4b-4c1e-9
 const time = "2025-05-14T09:30:12.345Z";
 
 /** One realistic event of every kind the schema has (tsc insists on every kind). */
-const examples: Record<SessionEventKind, SessionEvent> = {
+const examples: Record<(typeof sessionEventKinds)[number], SessionEvent> = {
   request: {
     schema: 1,
     run,
@@ -377,7 +376,8 @@ describe("parseEventsBatch", () => {
 
     it("of a kind the schema does not have", () => {
       const why = `events[0].kind must be one of ${sessionEventKinds.join(", ")}`;
-      for (const kind of [undefined, "query", "Request", "", 1, null]) {
+      // "approval" is the operator's own record of the run's decision: no sidecar may send it.
+      for (const kind of [undefined, "query", "Request", "", 1, null, "approval"]) {
         assertRefused(batch(event({ kind })), why);
       }
     });

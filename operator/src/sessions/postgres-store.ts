@@ -59,7 +59,7 @@ export class PostgresSessionStore implements SessionStore {
     const result = await this.#pool.query<EventRow>(
       `SELECT ${columns} FROM lgjit_session_events WHERE run_uid = $1 AND seq > $2
        ORDER BY seq LIMIT $3`,
-      [runUid, options.afterSeq ?? 0, options.limit ?? 10_000],
+      [runUid, options.afterSeq ?? -1, options.limit ?? 10_000],
     );
     return result.rows.map(eventOf);
   }

@@ -97,7 +97,7 @@ function pageOf(url: URL): { limit: number; afterSeq: number } {
   };
   return {
     limit: integer("limit", sessionsApi.defaultLimit, 1, sessionsApi.maxLimit),
-    afterSeq: integer("continue", 0, 0, Number.MAX_SAFE_INTEGER),
+    afterSeq: integer("continue", -1, 0, Number.MAX_SAFE_INTEGER),
   };
 }
 

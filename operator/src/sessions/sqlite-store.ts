@@ -42,7 +42,7 @@ export class SqliteSessionStore implements SessionStore {
         `SELECT ${eventColumns.join(", ")} FROM session_events
          WHERE run_uid = ? AND seq > ? ORDER BY seq LIMIT ?`,
       )
-      .all(runUid, options.afterSeq ?? 0, options.limit ?? 10_000) as EventRow[];
+      .all(runUid, options.afterSeq ?? -1, options.limit ?? 10_000) as EventRow[];
     return rows.map(eventOf);
   }
 

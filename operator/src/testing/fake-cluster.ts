@@ -9,6 +9,7 @@ import {
   type V1NetworkPolicy,
   type V1Pod,
 } from "@kubernetes/client-node";
+import type { ApprovalRecord } from "../../../api/session-events.ts";
 import type {
   AccessPolicy,
   Approval,
@@ -23,6 +24,7 @@ import type { EventSink, EventType } from "../kube/events.ts";
 import type { Finalizers } from "../kube/finalizers.ts";
 import { ObjectStore } from "../kube/object-store.ts";
 import type { ApprovalNotice, ApprovalNotifier } from "../notifications/approval-notices.ts";
+import type { RunSessionLog } from "../runs/run-lifecycle.ts";
 import type { RunRef, RunStatusWriter } from "../runs/run-status-writer.ts";
 import type { RunWorkloads } from "../runs/run-workloads.ts";
 
@@ -85,6 +87,13 @@ export class FakeCluster implements ClusterObjects {
   readonly notifier: ApprovalNotifier = {
     notify: (policies, notice) => {
       this.notices.push({ policies, notice });
+    },
+  };
+  /** Every run approval decision recorded into a session. */
+  readonly sessionApprovals: { run: string; approval: ApprovalRecord }[] = [];
+  readonly sessions: RunSessionLog = {
+    recordApproval: async (run, approval) => {
+      this.sessionApprovals.push({ run: run.metadata?.uid ?? "", approval });
     },
   };
   /** Every status written, in order. */

@@ -185,8 +185,17 @@ function post(target: WebhookTarget, body: string, timeoutMs: number): Promise<v
         );
       },
     );
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on("error", (error) => reject(new DeliveryError(error.message, true)));
+    req.on("timeout", () =>
+      req.destroy(new DeliveryError(`no answer within ${timeoutMs} ms`, true)),
+    );
+    // The code, not the message: a message names the host, which is part of the Secret.
+    req.on("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        error instanceof DeliveryError
+          ? error
+          : new DeliveryError(`could not reach the webhook (${error.code ?? "no code"})`, true),
+      ),
+    );
     req.end(body);
   });
 }

@@ -50,7 +50,6 @@ export async function awaitApproval(
   });
   const decided = { ...approval, decisions: outcome.decisions, decidedAt: metaTime(now) };
   const result = await settle(lifecycle, run, requester, log, outcome, approval, decided);
-
   // Each decision counted is an Event on the run, once: after the status that counts it.
   const known = new Set((approval.decisions ?? []).map((d) => d.approval));
   for (const d of outcome.decisions.filter((d) => !known.has(d.approval))) {

@@ -764,6 +764,204 @@ describe("the operator installed with helm, on the real node", () => {
     assert.doesNotMatch(text, /@example\.com|4111/, "a masked value in the log");
   });
 
+  it("holds alice's UPDATE on the knowledge-base PostgreSQL across a restart of every operator pod until bob approves it; the same UPDATE again is held anew and, denied, reaches nothing", async () => {
+    const ns = await createTestNamespace("held-sql");
+    const security = [{ kind: "Group" as const, name: "security" }];
+    await setUpRunNamespace(
+      ns.name,
+      {
+        grants: [
+          {
+            connection: "kb-postgres",
+            actions: ["read", "write"],
+            approval: { actions: ["write"], approvers: security, approvals: 1, timeout: "5m" },
+          },
+        ],
+      },
+      [],
+    );
+    // bob decides with the chart's approver role alone; alice reads the session with its reader role.
+    const rbacApi = admin.makeApiClient(RbacAuthorizationV1Api);
+    await rbacApi.deleteNamespacedRoleBinding({ namespace: ns.name, name: "approvers" });
+    for (const [role, user] of [
+      ["approver", "bob@example.com"],
+      ["session-reader", "alice@example.com"],
+    ] as const) {
+      await rbacApi.createNamespacedRoleBinding({
+        namespace: ns.name,
+        body: {
+          metadata: { name: `chart-${role}` },
+          roleRef: {
+            apiGroup: "rbac.authorization.k8s.io",
+            kind: "ClusterRole",
+            name: `${fullName}-${role}`,
+          },
+          subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
+        },
+      });
+    }
+    const database = await startKbDb(ns.name);
+    const { adminUser, adminPassword } = database.server;
+    const kbAdmin = await database.server.connect(adminUser, adminPassword, "kb");
+    try {
+      await createObject("admin", ns.name, "connections", database.connection);
+      const update = "UPDATE docs SET note = note || '+' WHERE title = 'Run budgets'";
+      const run = graphRun("kb-editor", 0, "10m");
+      run.spec.access = [{ connection: "kb-postgres", actions: ["read", "write"] }];
+      run.spec.template.spec?.containers[0]?.env?.push({
+        name: "GRAPH_SQL",
+        value: JSON.stringify([update, update]),
+      });
+      await createRun("alice", ns.name, run);
+      /** The row's note as PostgreSQL has it now: each UPDATE that ran added one "+". */
+      const note = async () =>
+        (await kbAdmin.query("SELECT note FROM docs WHERE title = 'Run budgets'")).rows[0]?.note;
+      /** The held command waiting for bob now, as `kubectl jit approvals -o json` shows it. */
+      const nextHeld = (seen: string[]) =>
+        eventually(
+          "an UPDATE held for bob",
+          async () => {
+            const listed = kubectlJit("bob", "approvals", "-n", ns.name, "-o", "json");
+            const waiting = JSON.parse(listed.stdout || "[]") as {
+              kind: string;
+              name: string;
+              request: string;
+            }[];
+            return waiting.find((w) => w.kind === "command" && !seen.includes(w.name));
+          },
+          90_000,
+        );
+
+      const first = await nextHeld([]);
+      assert.equal(first.request, `kb-postgres: ${update}`);
+      assert.equal(await note(), "no payment", "nothing reaches PostgreSQL while it is held");
+
+      // Every operator pod killed at once, while the sidecar long-polls the decision.
+      const apps = admin.makeApiClient(AppsV1Api);
+      const operatorPods = async () =>
+        (
+          await core.listNamespacedPod({
+            namespace: system.name,
+            labelSelector: `app.kubernetes.io/instance=${release}`,
+          })
+        ).items;
+      const killed = (await operatorPods()).map((pod) => pod.metadata?.name ?? "");
+      assert.equal(killed.length, 2);
+      for (const name of killed) {
+        await core.deleteNamespacedPod({ namespace: system.name, name, gracePeriodSeconds: 0 });
+      }
+      await eventually(
+        "two new operator pods to be Ready",
+        async () => {
+          const deployment = await apps.readNamespacedDeployment({
+            name: fullName,
+            namespace: system.name,
+          });
+          const ready = (await operatorPods()).filter(
+            (pod) =>
+              !killed.includes(pod.metadata?.name ?? "") &&
+              pod.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+          );
+          return deployment.status?.readyReplicas === 2 && ready.length === 2;
+        },
+        120_000,
+      );
+      assert.equal((await nextHeld([])).name, first.name, "the held UPDATE outlived the operator");
+      assert.equal(await note(), "no payment");
+
+      const approved = kubectlJit(
+        "bob",
+        "approve",
+        first.name,
+        "-n",
+        ns.name,
+        "--reason",
+        "ok to change",
+      );
+      assert.equal(approved.status, 0, approved.stderr);
+      assert.ok(
+        approved.stdout.includes(
+          `created: Approve HeldCommand ${ns.name}/${first.name} (kb-postgres: ${update})`,
+        ),
+        approved.stdout,
+      );
+      await eventually(
+        "the approved UPDATE to change the row",
+        async () => (await note()) === "no payment+",
+        60_000,
+      );
+
+      const second = await nextHeld([first.name]);
+      assert.notEqual(second.name, first.name, "approving one UPDATE approved no later one");
+      assert.equal(second.request, `kb-postgres: ${update}`);
+      assert.equal(await note(), "no payment+", "the same UPDATE again waits for its own decision");
+      const denied = kubectlJit(
+        "bob",
+        "deny",
+        second.name,
+        "-n",
+        ns.name,
+        "--reason",
+        "one is enough",
+      );
+      assert.equal(denied.status, 0, denied.stderr);
+      // A refused statement is an outcome to the graph, not a failure of it.
+      await waitForPhase(ns.name, "kb-editor", "Succeeded", 90_000);
+      assert.equal(await note(), "no payment+", "the denied UPDATE reached nothing");
+
+      const pod = await podOf(ns.name, "kb-editor");
+      const podLog = (container: string) =>
+        core.readNamespacedPodLog({
+          namespace: ns.name,
+          name: pod.metadata?.name ?? "",
+          container,
+        });
+      const output = await podLog("graph");
+      const refusal = `connection "kb-postgres": UPDATE was held for approval as ${second.name}: denied by bob@example.com: one is enough`;
+      assert.ok(output.includes(`query kb-postgres: ${update}: 1 rows`), output);
+      assert.ok(output.includes(`query kb-postgres: ${update}: 42501 ${refusal}`), output);
+      const summary = graphSummary(output);
+      assert.equal(summary.ok, true, output);
+      assert.deepEqual(summary.queries, [
+        { connection: "kb-postgres", sql: update, rows: [] },
+        { connection: "kb-postgres", sql: update, code: "42501", message: refusal },
+      ]);
+      // The sidecar did lose the operator while it waited, and asked again.
+      assert.match(await podLog("langgraph-jit-sidecar"), /asking about a held command failed/);
+
+      const text = await eventually(
+        "the session to hold both UPDATEs",
+        async () => {
+          const result = kubectlJit("alice", "logs", "kb-editor", "-n", ns.name);
+          return result.status === 0 && result.stdout.includes(second.name)
+            ? result.stdout
+            : undefined;
+        },
+        60_000,
+      );
+      const recorded = "UPDATE docs SET note = note \\|\\| \\$1 WHERE title = \\$2";
+      assert.match(
+        text,
+        new RegExp(
+          `\\skb-postgres\\s+statement\\s+${recorded}\\s+1 rows\\s.*write; tables docs; held as ${first.name}, Approved: approved by bob@example\\.com \\(ok to change\\)$`,
+          "m",
+        ),
+      );
+      assert.match(
+        text,
+        new RegExp(
+          `\\skb-postgres\\s+denied\\s+${recorded}\\s+-\\s.*write; tables docs; ApprovalDenied; held as ${second.name}, Denied: denied by bob@example\\.com: one is enough$`,
+          "m",
+        ),
+      );
+      assert.doesNotMatch(text, /Run budgets/, "a constant of the statement in the session");
+    } finally {
+      await kbAdmin.end();
+      await database.stop();
+      await ns.remove(120_000);
+    }
+  });
+
   it("keeps its APIService trusted when an operator of another installation starts", async () => {
     assert.ok(kb, "the KB API test made the namespace");
     const apis = admin.makeApiClient(ApiregistrationV1Api);

@@ -5,7 +5,8 @@
 # sidecar starts first and fetches the run's credential from the operator, the graph reads a
 # real knowledge-base API and PostgreSQL through it (masked), keeps LangGraph's checkpoints in
 # that database, and is refused a write and a GRANT; the run ends Succeeded, its credentials are
-# revoked, and its session is counted and read back with `kubectl jit logs`.
+# revoked, and its session is counted and read back with `kubectl jit logs`. Then a run that
+# waits for bob's approval before it starts, and whose write bob approves mid-run.
 set -euo pipefail
 # shellcheck source=../e2e/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/cluster/lib.sh"
@@ -29,6 +30,18 @@ session_events() { kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status
 session_complete() {
   local before; before="$(session_events "$1")"
   [[ "$before" == */2 ]] && sleep 2 && [[ "$(session_events "$1")" == "$before" ]]
+}
+is_phase() { [[ "$(phase_of "$1")" == "$2" ]]; }
+# The first held command waiting for a decision, as the approvers see it.
+pending_command() {
+  local name
+  name="$(kubectl_as bob -n agents get heldcommands -o jsonpath='{.items[?(@.status.phase=="Pending")].metadata.name}')"
+  [[ -n "$name" ]] && echo "${name%% *}"
+}
+# The count holds still for 2 s.
+session_settled() {
+  local before; before="$(session_events "$1")"
+  [[ -n "$before" && "$before" != / ]] && sleep 2 && [[ "$(session_events "$1")" == "$before" ]]
 }
 is_revoked() { [[ -n "$(kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.credential.revokedAt}')" ]]; }
 
@@ -100,6 +113,30 @@ step "the run's session as alice reads it: kubectl jit logs kb-search-alice"
 jit_as alice logs kb-search-alice -n agents | sed 's/^/  /'
 echo "bob is not in alice's team:"
 jit_as bob logs kb-search-alice -n agents 2>&1 | sed 's/^/  /' || true
+
+step "a run that needs a human yes: alice asks to write to the knowledge base"
+kubectl_as admin apply -f examples/accesspolicy-writers.yaml
+kubectl_as alice delete -f examples/run-alice-write.yaml --ignore-not-found --wait >/dev/null
+kubectl_as alice apply -f examples/run-alice-write.yaml
+wait_for "the run to wait for approval" 30 is_phase kb-update-alice AwaitingApproval
+echo "what waits for bob (group security):"
+jit_as bob approvals -n agents | sed 's/^/  /'
+echo "alice may not approve her own run (RBAC refuses her first; the webhook would too):"
+jit_as alice approve kb-update-alice -n agents --reason "mine" 2>&1 | sed 's/^/  /' || true
+jit_as bob approve kb-update-alice -n agents --reason "incident write-ups belong there" | sed 's/^/  /'
+
+step "the run's write is held mid-run until bob approves that one write"
+wait_for "the write to be held" 120 pending_command
+held="$(pending_command)"
+jit_as bob approvals -n agents -o wide | sed 's/^/  /'
+echo "what reached the knowledge-base API so far: $(grep -c '^kb-api saw POST' "$logs/demo-services.log" || true) POST(s)"
+jit_as bob approve "$held" -n agents --reason "the write-up is reviewed" | sed 's/^/  /'
+wait_for "alice's write run to end" 120 is_phase kb-update-alice Succeeded
+echo "what reached the knowledge-base API:"
+grep '^kb-api saw POST' "$logs/demo-services.log" | sed 's/^/  /'
+wait_for "the write run's session" 30 session_settled kb-update-alice
+echo "its session: who let it start, and the held write with its decision"
+jit_as alice logs kb-update-alice -n agents | sed 's/^/  /'
 
 step "a forged requester is refused by the admission webhook"
 kubectl_as mallory apply -f - <<'RUN' || true

@@ -33,7 +33,10 @@ export const annotations = {
   approver: "langgraph-jit.dev/approver",
   /** On an Approval: the uid of the run it decides, so a run recreated under the name is not. */
   runUid: "langgraph-jit.dev/run-uid",
+  /** On a tagged pod: the Connections and actions it needs ("kb-api=read; kb-db=read,write"). */
   access: "langgraph-jit.dev/access",
+  /** On a tagged pod: the longest one credential of it lives (default: what its policy allows). */
+  maxDuration: "langgraph-jit.dev/max-duration",
   /** On a run's Job: the operator's proof that it made it (no one else can). */
   seal: "langgraph-jit.dev/seal",
 } as const;

@@ -5,6 +5,7 @@ import type {
   V1EnvVar,
   V1Job,
   V1OwnerReference,
+  V1PodSpec,
   V1SecurityContext,
 } from "@kubernetes/client-node";
 import { sidecarEnv } from "../../../api/sidecar-contract.ts";
@@ -91,15 +92,25 @@ export function runLabels(run: LangGraphRun): Record<string, string> {
   return { [labels.run]: boundedName(run.metadata?.name ?? "") };
 }
 
+const fieldEnv = (name: string, fieldPath: string): V1EnvVar => ({
+  name,
+  valueFrom: { fieldRef: { fieldPath } },
+});
+
+/** Who the sidecar works for: a run's Job names the run; a tagged pod's run is named after it. */
+export function runIdentityEnv(run: LangGraphRun | undefined): V1EnvVar[] {
+  if (!run) return [fieldEnv(sidecarEnv.run, "metadata.name")];
+  return [
+    { name: sidecarEnv.run, value: run.metadata?.name ?? "" },
+    { name: sidecarEnv.runUid, value: run.metadata?.uid ?? "" },
+  ];
+}
+
 function sidecarContainer(
-  run: LangGraphRun,
+  identity: V1EnvVar[],
   connections: Connection[],
   sidecar: SidecarSettings,
 ): V1Container {
-  const fieldEnv = (name: string, fieldPath: string): V1EnvVar => ({
-    name,
-    valueFrom: { fieldRef: { fieldPath } },
-  });
   return {
     name: sidecarContainerName,
     image: sidecar.image,
@@ -107,8 +118,7 @@ function sidecarContainer(
     // A native sidecar: started before the graph, stopped after it, not holding the Job open.
     restartPolicy: "Always",
     env: [
-      { name: sidecarEnv.run, value: run.metadata?.name ?? "" },
-      { name: sidecarEnv.runUid, value: run.metadata?.uid ?? "" },
+      ...identity,
       { name: sidecarEnv.operatorUrl, value: sidecar.operatorUrl },
       { name: sidecarEnv.operatorCa, value: sidecar.operatorCaPem },
       { name: sidecarEnv.tokenFile, value: `${tokenDirectory}/token` },
@@ -210,6 +220,49 @@ function graphContainer(container: V1Container, env: V1EnvVar[], capture: boolea
   };
 }
 
+/**
+ * The pod spec with the sidecar in it, as a run's Job and a tagged pod both get it: the native
+ * sidecar (after the capture container in capture mode), the graph containers' loopback
+ * environment and trust files, and the token, state and trust volumes.
+ */
+export function withSidecar(
+  spec: V1PodSpec,
+  identity: V1EnvVar[],
+  connections: Connection[],
+  sidecar: SidecarSettings,
+): V1PodSpec {
+  const env = graphEnvironment(connections);
+  const graph = (c: V1Container) => graphContainer(c, env, sidecar.capture);
+  return {
+    ...spec,
+    initContainers: [
+      ...(sidecar.capture ? [captureContainer(sidecar)] : []),
+      sidecarContainer(identity, connections, sidecar),
+      ...(spec.initContainers ?? []).map(graph),
+    ],
+    containers: spec.containers.map(graph),
+    volumes: [
+      ...(spec.volumes ?? []),
+      {
+        name: tokenVolume,
+        projected: {
+          sources: [
+            {
+              serviceAccountToken: {
+                audience: tokenAudience,
+                expirationSeconds: tokenExpirationSeconds,
+                path: "token",
+              },
+            },
+          ],
+        },
+      },
+      { name: stateVolume, emptyDir: { sizeLimit: "256Mi" } },
+      { name: trustVolume, emptyDir: { medium: "Memory", sizeLimit: "1Mi" } },
+    ],
+  };
+}
+
 export interface JobInput {
   run: LangGraphRun;
   /** The run's connections, in the order of spec.access. */
@@ -235,8 +288,6 @@ export function buildJob({
   const template = run.spec.template;
   const spec = template.spec;
   if (!spec) throw new Error("spec.template.spec is missing");
-  const env = graphEnvironment(connections);
-  const graph = (c: V1Container) => graphContainer(c, env, sidecar.capture);
   const [firstGraph] = spec.containers;
   const podLabels = { ...template.metadata?.labels, ...runLabels(run) };
   const { serviceAccount: _deprecatedAlias, ...podSpec } = spec;
@@ -262,38 +313,18 @@ export function buildJob({
             "kubectl.kubernetes.io/default-container": firstGraph?.name ?? "",
           },
         },
-        spec: {
-          ...podSpec,
-          restartPolicy: "Never",
-          serviceAccountName: serviceAccount,
-          // Only the sidecar holds a token, projected for the langgraph-jit audience.
-          automountServiceAccountToken: false,
-          initContainers: [
-            ...(sidecar.capture ? [captureContainer(sidecar)] : []),
-            sidecarContainer(run, connections, sidecar),
-            ...(spec.initContainers ?? []).map(graph),
-          ],
-          containers: spec.containers.map(graph),
-          volumes: [
-            ...(spec.volumes ?? []),
-            {
-              name: tokenVolume,
-              projected: {
-                sources: [
-                  {
-                    serviceAccountToken: {
-                      audience: tokenAudience,
-                      expirationSeconds: tokenExpirationSeconds,
-                      path: "token",
-                    },
-                  },
-                ],
-              },
-            },
-            { name: stateVolume, emptyDir: { sizeLimit: "256Mi" } },
-            { name: trustVolume, emptyDir: { medium: "Memory", sizeLimit: "1Mi" } },
-          ],
-        },
+        spec: withSidecar(
+          {
+            ...podSpec,
+            restartPolicy: "Never",
+            serviceAccountName: serviceAccount,
+            // Only the sidecar holds a token, projected for the langgraph-jit audience.
+            automountServiceAccountToken: false,
+          },
+          runIdentityEnv(run),
+          connections,
+          sidecar,
+        ),
       },
     },
   };

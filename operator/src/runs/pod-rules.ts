@@ -14,6 +14,7 @@ import type {
   V1SecurityContext,
   V1Volume,
 } from "@kubernetes/client-node";
+import { labels } from "../../../api/v1alpha1.ts";
 import {
   reservedContainerNames,
   reservedLabelPrefixes,
@@ -32,6 +33,12 @@ export interface PodRuleOptions {
   sidecarUid: number;
   /** In-pod capture exempts the sidecar's UID: no graph container may be able to take it. */
   capture: boolean;
+  /**
+   * A tagged workload's pod rather than a run's: it is labelled for injection (and, from a
+   * Job, by the Job controller), and may keep its ServiceAccount's token, whose reach the pod
+   * webhook checks instead.
+   */
+  tagged?: boolean;
 }
 
 /** Capabilities the baseline Pod Security Standard lets a container add. */
@@ -91,7 +98,7 @@ function refuse(path: string, why: string): never {
 
 /** Throws TemplateRefused, naming the first field (from the template's root) that is not allowed. */
 export function checkPodTemplate(template: V1PodTemplateSpec, options: PodRuleOptions): void {
-  checkTemplateMetadata(template);
+  checkTemplateMetadata(template, options.tagged === true);
   const spec = template.spec;
   if (!spec) refuse("spec", "the pod template has no spec");
   checkPodWide(spec, options);
@@ -110,8 +117,9 @@ export function checkPodTemplate(template: V1PodTemplateSpec, options: PodRuleOp
   }
 }
 
-function checkTemplateMetadata(template: V1PodTemplateSpec): void {
+function checkTemplateMetadata(template: V1PodTemplateSpec, tagged: boolean): void {
   for (const label of Object.keys(template.metadata?.labels ?? {})) {
+    if (tagged && (label === labels.inject || !label.startsWith("langgraph-jit.dev/"))) continue;
     if (reservedLabels.has(label) || reservedLabelPrefixes.some((p) => label.startsWith(p))) {
       refuse(
         `metadata.labels[${label}]`,
@@ -154,7 +162,7 @@ function checkPodWide(spec: V1PodSpec, options: PodRuleOptions): void {
       refuse(`spec.${field}`, "would add names for the pod's own address to its hosts file");
     }
   }
-  if (spec.automountServiceAccountToken === true) {
+  if (spec.automountServiceAccountToken === true && !options.tagged) {
     refuse(
       "spec.automountServiceAccountToken",
       "a run's pod holds no Kubernetes API credential; only the sidecar gets a token, bound to langgraph-jit",

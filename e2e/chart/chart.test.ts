@@ -120,6 +120,35 @@ describe("the Helm chart", () => {
     }
   });
 
+  it("renders the tagged pods' webhook the operator applies when podInjection is enabled", () => {
+    const rendered = render("lgjit-system", "podInjection.enabled=true");
+    const objects = parseAllDocuments(rendered.out).map((d) => d.toJS() as KubernetesObject);
+    const expected = mutatingConfiguration({
+      name: "lgjit-langgraph-jit",
+      namespace: "lgjit-system",
+      caBundlePem: "",
+      service: { name: "lgjit-langgraph-jit", port: 8443 },
+      injectPods: true,
+    });
+    const chartWebhook = objects.find((o) => o.kind === expected.kind) as typeof expected;
+    assert.deepEqual(
+      chartWebhook.webhooks,
+      expected.webhooks?.map(({ clientConfig, ...rest }) => ({
+        ...rest,
+        clientConfig: { service: clientConfig.service },
+      })),
+    );
+    const pods = expected.webhooks?.find((w) => w.name === "pods.langgraph-jit.dev");
+    assert.deepEqual(pods?.objectSelector, { matchLabels: { "langgraph-jit.dev/inject": "true" } });
+    assert.deepEqual(pods?.namespaceSelector?.matchLabels, {
+      "langgraph-jit.dev/inject": "enabled",
+    });
+    const deployment = objects.find((o) => o.kind === "Deployment") as KubernetesObject & {
+      spec: { template: { spec: { containers: { args: string[] }[] } } };
+    };
+    assert.ok(deployment.spec.template.spec.containers[0]?.args.includes("--inject-pods=true"));
+  });
+
   it("registers the sessions API the operator serves and trusts", () => {
     const objects = parseAllDocuments(render("lgjit-system").out).map(
       (d) => d.toJS() as KubernetesObject & { spec: Record<string, unknown> },

@@ -10,6 +10,8 @@ test("defaults come from the option table", () => {
   assert.equal(config.operatorUrl, "https://langgraph-jit.langgraph-jit.svc.cluster.local:8443");
   assert.equal(config.sidecarUid, 17337);
   assert.equal(config.leaderElection, true);
+  assert.equal(config.injectPods, false, "tagged workloads are opted into");
+  assert.equal(parseConfig(["--inject-pods", "true"], {}).injectPods, true);
 });
 
 test("flags win over environment variables, which win over defaults", () => {

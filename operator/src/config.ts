@@ -25,6 +25,7 @@ export interface OperatorConfig {
   sidecarImagePullPolicy: PullPolicy;
   sidecarUid: number;
   capture: boolean;
+  injectPods: boolean;
   clusterDomain: string;
   leaderElection: boolean;
   leaseName: string;
@@ -109,6 +110,11 @@ export const options = {
     "LGJIT_CAPTURE",
     "false",
     "in-pod capture: only the sidecar's UID may send off loopback (for network plugins that do not enforce NetworkPolicy)",
+  ],
+  "inject-pods": [
+    "LGJIT_INJECT_PODS",
+    "false",
+    "inject the sidecar into pods labelled langgraph-jit.dev/inject=true in namespaces labelled langgraph-jit.dev/inject=enabled",
   ],
   "cluster-domain": [
     "LGJIT_CLUSTER_DOMAIN",
@@ -286,6 +292,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     ),
     sidecarUid: integer("sidecar-uid", value("sidecar-uid"), 1),
     capture: boolean("capture", value("capture")),
+    injectPods: boolean("inject-pods", value("inject-pods")),
     clusterDomain,
     leaderElection: boolean("leader-election", value("leader-election")),
     leaseName: objectName("lease-name", value("lease-name")),

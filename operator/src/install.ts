@@ -75,6 +75,7 @@ export async function applyWebhookConfigurations(
     name: config.webhookConfigurationName,
     namespace: config.namespace,
     caBundlePem: tls.caBundlePem,
+    injectPods: config.injectPods,
     ...(config.webhookUrl
       ? { url: config.webhookUrl }
       : { service: { name: config.serviceName, port: config.listen.port } }),

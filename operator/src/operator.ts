@@ -14,6 +14,7 @@ import {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { RunPhase } from "../../api/v1alpha1.ts";
+import type { PodAdmissionDeps } from "./admission/pod-admission.ts";
 import { admissionRoutes } from "./admission/webhook-server.ts";
 import { heldCommandRoutes } from "./approvals/held-command-api.ts";
 import { heldCommandController } from "./approvals/held-command-controller.ts";
@@ -34,6 +35,7 @@ import {
   trustSessionsApiService,
   webhookCertificates,
 } from "./install.ts";
+import { userMay } from "./kube/access-review.ts";
 import { unlessNotFound } from "./kube/api-errors.ts";
 import { ClusterCache } from "./kube/cluster-cache.ts";
 import type { LeaderTask } from "./kube/controller.ts";
@@ -141,6 +143,13 @@ export async function startOperator(
     logger: logger.child({ component: "sessions" }),
   });
 
+  const sidecar = {
+    image: config.sidecarImage,
+    imagePullPolicy: config.sidecarImagePullPolicy,
+    uid: config.sidecarUid,
+    operatorUrl: config.operatorUrl,
+    capture: config.capture,
+  };
   const credentialsLogger = logger.child({ component: "credentials" });
   const tokens = new MintedTokens(core, config.namespace);
   const upstream = new UpstreamCredentials(core, tokens, credentialsLogger);
@@ -159,13 +168,7 @@ export async function startOperator(
         serviceAccounts: new RunServiceAccounts(core),
         seal,
         templateReview,
-        sidecar: {
-          image: config.sidecarImage,
-          imagePullPolicy: config.sidecarImagePullPolicy,
-          uid: config.sidecarUid,
-          operatorUrl: config.operatorUrl,
-          capture: config.capture,
-        },
+        sidecar,
         operatorCaPem: () => tls.caBundlePem,
         operatorEgress: operatorEgress(config.operatorUrl, config.namespace),
         operatorNamespace: config.namespace,
@@ -229,6 +232,23 @@ export async function startOperator(
           policies: (namespace) => cache.policies.list(namespace),
           connections: (namespace) => cache.connections.list(namespace),
         },
+        ...(config.injectPods
+          ? {
+              pods: {
+                policies: (namespace: string) => cache.policies.list(namespace),
+                connections: (namespace: string) => cache.connections.list(namespace),
+                rules: templateReview.rules,
+                sidecar: () => ({ ...sidecar, operatorCaPem: tls.caBundlePem }),
+                serviceAccountMay: (account, namespace, verb, secret) =>
+                  userMay(authorization, account, {
+                    namespace,
+                    verb,
+                    resource: "secrets",
+                    ...(secret ? { name: secret } : {}),
+                  }),
+              } satisfies PodAdmissionDeps,
+            }
+          : {}),
         operatorUsername,
         logger: logger.child({ component: "webhooks" }),
         metrics,

@@ -14,6 +14,7 @@ export const webhookPaths = {
   validateApproval: "/admission/validate/approvals",
   validateHeldCommand: "/admission/validate/heldcommands",
   validateEphemeralContainers: "/admission/validate/pods/ephemeralcontainers",
+  mutateTaggedPod: "/admission/mutate/pods",
 } as const;
 
 export interface WebhookTarget {
@@ -24,6 +25,8 @@ export interface WebhookTarget {
   /** A base URL for operators running outside the cluster; else the Service. */
   url?: string;
   service?: { name: string; port: number };
+  /** Whether tagged workloads' pods are sent to us for injection. */
+  injectPods?: boolean;
 }
 
 function clientConfig(
@@ -80,6 +83,35 @@ export function mutatingConfiguration(target: WebhookTarget): V1MutatingWebhookC
         reinvocationPolicy: "Never",
         ...common(target),
         rules: [runRule(["CREATE"], resources.approvals)],
+      },
+      ...(target.injectPods ? [taggedPodWebhook(target)] : []),
+    ],
+  };
+}
+
+/**
+ * Only pods that ask for injection in namespaces that allow it reach us: an operator outage
+ * then blocks those pods (fail closed: they would run without their sidecar) and no other pod
+ * of the cluster.
+ */
+function taggedPodWebhook(target: WebhookTarget) {
+  return {
+    name: `pods.${group}`,
+    clientConfig: clientConfig(target, webhookPaths.mutateTaggedPod),
+    reinvocationPolicy: "Never",
+    ...common(target),
+    namespaceSelector: {
+      matchLabels: { [labels.inject]: "enabled" },
+      matchExpressions: common(target).namespaceSelector.matchExpressions,
+    },
+    objectSelector: { matchLabels: { [labels.inject]: "true" } },
+    rules: [
+      {
+        apiGroups: [""],
+        apiVersions: ["v1"],
+        operations: ["CREATE"],
+        resources: ["pods"],
+        scope: "Namespaced",
       },
     ],
   };

@@ -23,6 +23,7 @@ import {
   validateApproval,
   validateHeldCommand,
 } from "./approval-admission.ts";
+import { admitTaggedPod, type PodAdmissionDeps } from "./pod-admission.ts";
 import {
   mutateRun,
   type RunAdmissionDeps,
@@ -36,6 +37,8 @@ const maxBodyBytes = 3 * 1024 * 1024;
 export interface AdmissionRoutesOptions {
   runs: RunAdmissionDeps;
   approvals: ApprovalAdmissionDeps;
+  /** Tagged workloads' pods, when the operator injects them. */
+  pods?: PodAdmissionDeps;
   /** The operator's own user name, the only one that may write a run's status. */
   operatorUsername: string;
   logger: Logger;
@@ -115,5 +118,12 @@ export function admissionRoutes(options: AdmissionRoutesOptions): Record<string,
       "validate-ephemeral-containers",
       validateEphemeralContainers,
     ),
+    ...(options.pods
+      ? {
+          [webhookPaths.mutateTaggedPod]: route<V1Pod>("mutate-tagged-pod", (request) =>
+            admitTaggedPod(request, options.pods as PodAdmissionDeps),
+          ),
+        }
+      : {}),
   };
 }

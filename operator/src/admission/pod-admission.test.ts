@@ -3,9 +3,9 @@ import { describe, it } from "node:test";
 import type { V1Pod, V1PodSpec } from "@kubernetes/client-node";
 import { sidecarEnv } from "../../../api/sidecar-contract.ts";
 import type { AccessPolicy, Requester } from "../../../api/v1alpha1.ts";
-import type { AdmissionRequest, AdmissionResponse } from "../admission/admission-review.ts";
 import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
 import { httpConnection, postgresConnection } from "../testing/connections.ts";
+import type { AdmissionRequest, AdmissionResponse } from "./admission-review.ts";
 import { admitTaggedPod, type PodAdmissionDeps } from "./pod-admission.ts";
 
 const namespace = "agents";

@@ -14,6 +14,12 @@ import {
   labels,
   type Requester,
 } from "../../../api/v1alpha1.ts";
+import { AccessAnnotationError, parseAccessAnnotation } from "../injection/access-annotation.ts";
+import { maxDurationOf } from "../injection/tagged-pod.ts";
+import { evaluateAccess } from "../policy/evaluate-access.ts";
+import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
+import { referencedObjects } from "../runs/pod-references.ts";
+import { checkPodTemplate, type PodRuleOptions, TemplateRefused } from "../runs/pod-rules.ts";
 import {
   type AdmissionRequest,
   type AdmissionResponse,
@@ -21,13 +27,7 @@ import {
   deny,
   type JsonPatchOperation,
   pointerSegment,
-} from "../admission/admission-review.ts";
-import { evaluateAccess } from "../policy/evaluate-access.ts";
-import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
-import { referencedObjects } from "../runs/pod-references.ts";
-import { checkPodTemplate, type PodRuleOptions, TemplateRefused } from "../runs/pod-rules.ts";
-import { AccessAnnotationError, parseAccessAnnotation } from "./access-annotation.ts";
-import { maxDurationOf } from "./tagged-pod.ts";
+} from "./admission-review.ts";
 
 const defaultContainer = "kubectl.kubernetes.io/default-container";
 

@@ -276,15 +276,22 @@ export interface LangGraphRun {
 }
 
 export type LangGraphRunSpec = {
+  /** The tagged pod this run records (a pod of a Deployment, Job or CronJob that the pod webhook injected); only langgraph-jit creates such runs, and their requester is the pod's ServiceAccount. */
+  source?: {
+    pod: string;
+    uid: string;
+    /** The pod's controller, as Kind/name. */
+    owner?: string;
+  };
   /** Pod template of the graph container(s); the operator adds the sidecar. */
-  template: V1PodTemplateSpec;
+  template?: V1PodTemplateSpec;
   /** The Connections the run needs and the actions on each. */
   access: Array<{
     /** Name of a Connection in the run's namespace. */
     connection: string;
     actions: Array<"read" | "write" | "ddl" | "admin">;
   }>;
-  /** Longest the run may last from its start; it is Expired after that. */
+  /** Longest the run may last from its start; it is Expired after that. For a tagged pod's run: the longest one credential lives (it is re-issued while its policy still grants it, and the run lasts as long as the pod). */
   maxDuration: string;
   /** Why the run needs this access; recorded for audit. */
   reason?: string;

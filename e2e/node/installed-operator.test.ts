@@ -303,7 +303,7 @@ describe("the operator installed with helm, on the real node", () => {
     kbApi = api;
     await createObject("admin", ns.name, "connections", api.connection);
     const run = graphRun("kb-reader", 0);
-    const graph = run.spec.template.spec?.containers[0];
+    const graph = run.spec.template?.spec?.containers[0];
     graph?.env?.push({ name: "GRAPH_CALLS", value: "GET /v1/docs, POST /v1/docs" });
     await createRun("alice", ns.name, run);
     const pod = await podOf(ns.name, "kb-reader");
@@ -404,7 +404,7 @@ describe("the operator installed with helm, on the real node", () => {
       await createObject("admin", ns.name, "connections", api.connection);
       const run = graphRun("kb-writer", 0);
       run.spec.access = [{ connection: "kb-api", actions: ["read", "write"] }];
-      run.spec.template.spec?.containers[0]?.env?.push({
+      run.spec.template?.spec?.containers[0]?.env?.push({
         name: "GRAPH_CALLS",
         value: "POST /v1/docs, POST /v1/docs",
       });
@@ -673,7 +673,7 @@ describe("the operator installed with helm, on the real node", () => {
       { connection: "kb-api", actions: ["read"] },
       { connection: "kb-postgres", actions: ["read", "write", "ddl"] },
     ];
-    run.spec.template.spec?.containers[0]?.env?.push(
+    run.spec.template?.spec?.containers[0]?.env?.push(
       { name: "GRAPH_CALLS", value: "GET /v1/docs" },
       {
         name: "GRAPH_SQL",
@@ -808,7 +808,7 @@ describe("the operator installed with helm, on the real node", () => {
       const update = "UPDATE docs SET note = note || '+' WHERE title = 'Run budgets'";
       const run = graphRun("kb-editor", 0, "10m");
       run.spec.access = [{ connection: "kb-postgres", actions: ["read", "write"] }];
-      run.spec.template.spec?.containers[0]?.env?.push({
+      run.spec.template?.spec?.containers[0]?.env?.push({
         name: "GRAPH_SQL",
         value: JSON.stringify([update, update]),
       });

@@ -46,6 +46,7 @@ const runsApi = { group: "langgraph-jit.dev", version: "v1alpha1", plural: "lang
 /** A run of alice's whose pod spec is the default one changed by `pod`. */
 function runWith(name: string, pod: Partial<V1PodSpec>): LangGraphRun {
   const run = runManifest(name);
+  assert.ok(run.spec.template);
   run.spec.template.spec = {
     containers: [{ name: "graph", image: "example.invalid/kb-graph:1.4" }],
     // Kept off the node: these pods are never meant to start.

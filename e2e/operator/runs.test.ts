@@ -133,9 +133,10 @@ describe("LangGraphRun lifecycle", () => {
       const name = `finish-${podPhase.toLowerCase()}`;
       // Kept off the node: the test plays the kubelet, and a real one would race it.
       const manifest = runManifest(name);
+      assert.ok(manifest.spec.template);
       manifest.spec.template.spec = {
-        ...manifest.spec.template.spec,
-        containers: manifest.spec.template.spec?.containers ?? [],
+        ...manifest.spec.template?.spec,
+        containers: manifest.spec.template?.spec?.containers ?? [],
         nodeSelector: { "langgraph-jit.dev/e2e": "no-such-node" },
       };
       await createRun("alice", suite.ns.name, manifest);

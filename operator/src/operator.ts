@@ -223,6 +223,8 @@ export async function startOperator(
           policies: (namespace) => cache.policies.list(namespace),
           connections: (namespace) => cache.connections.list(namespace),
           templateReview,
+          taggedPod: (namespace, name) => cache.taggedPods.get(namespace, name),
+          operatorUsername,
         },
         approvals: {
           run: (namespace, name) => cache.runs.get(namespace, name),

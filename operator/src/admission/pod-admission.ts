@@ -20,6 +20,7 @@ import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
 import { referencedObjects } from "../runs/pod-references.ts";
 import { checkPodTemplate, type PodRuleOptions, TemplateRefused } from "../runs/pod-rules.ts";
+import { serviceAccountRequester } from "../runs/requester.ts";
 import {
   type AdmissionRequest,
   type AdmissionResponse,
@@ -43,18 +44,6 @@ export interface PodAdmissionDeps {
     verb: "get" | "list" | "watch",
     secret?: string,
   ): Promise<boolean>;
-}
-
-/** The identity the API server gives a pod's ServiceAccount token. */
-export function serviceAccountRequester(namespace: string, account: string): Requester {
-  return {
-    username: `system:serviceaccount:${namespace}:${account}`,
-    groups: [
-      "system:serviceaccounts",
-      `system:serviceaccounts:${namespace}`,
-      "system:authenticated",
-    ],
-  };
 }
 
 /** Mutating webhook on pods CREATE, reached only by tagged pods in tagged namespaces. */

@@ -12,6 +12,7 @@ import {
 } from "./run-admission.ts";
 
 const stamp = JSON.stringify(alice);
+const operator = "system:serviceaccount:langgraph-jit:langgraph-jit";
 const sidecarUid = 17337;
 
 function run(annotations?: Record<string, string>, phase?: string): LangGraphRun {
@@ -43,7 +44,7 @@ function decodePatch(patch: string | undefined): unknown {
 
 describe("mutateRun", () => {
   it("stamps the requester from userInfo on CREATE", () => {
-    const response = mutateRun(request("CREATE", run()));
+    const response = mutateRun(request("CREATE", run()), operator);
     assert.equal(response.allowed, true);
     assert.deepEqual(decodePatch(response.patch), [
       { op: "add", path: "/metadata/annotations", value: { "langgraph-jit.dev/requester": stamp } },
@@ -51,7 +52,7 @@ describe("mutateRun", () => {
   });
 
   it("adds to existing annotations with an escaped JSON pointer", () => {
-    const response = mutateRun(request("CREATE", run({ team: "kb" })));
+    const response = mutateRun(request("CREATE", run({ team: "kb" })), operator);
     assert.deepEqual(decodePatch(response.patch), [
       { op: "add", path: "/metadata/annotations/langgraph-jit.dev~1requester", value: stamp },
     ]);
@@ -59,7 +60,10 @@ describe("mutateRun", () => {
 
   it("rejects a CREATE that sets the requester itself, saying so", () => {
     const forged = JSON.stringify({ username: "bob@example.com", groups: ["security"] });
-    const response = mutateRun(request("CREATE", run({ "langgraph-jit.dev/requester": forged })));
+    const response = mutateRun(
+      request("CREATE", run({ "langgraph-jit.dev/requester": forged })),
+      operator,
+    );
     assert.equal(response.allowed, false);
     assert.equal(response.status?.code, 403);
     assert.match(
@@ -70,7 +74,10 @@ describe("mutateRun", () => {
 
   it("stamps the authenticator's extra attributes, which a SubjectAccessReview needs", () => {
     const extra = { "authentication.kubernetes.io/credential-id": ["X509SHA256=ab"] };
-    const response = mutateRun({ ...request("CREATE", run()), userInfo: { ...alice, extra } });
+    const response = mutateRun(
+      { ...request("CREATE", run()), userInfo: { ...alice, extra } },
+      operator,
+    );
     assert.deepEqual(decodePatch(response.patch), [
       {
         op: "add",
@@ -81,7 +88,10 @@ describe("mutateRun", () => {
   });
 
   it("does not touch updates", () => {
-    const response = mutateRun(request("UPDATE", run({ "langgraph-jit.dev/requester": stamp })));
+    const response = mutateRun(
+      request("UPDATE", run({ "langgraph-jit.dev/requester": stamp })),
+      operator,
+    );
     assert.deepEqual(response, { uid: "req-1", allowed: true });
   });
 });
@@ -104,6 +114,19 @@ const deps: RunAdmissionDeps = {
     rules: { sidecarUid, capture: false },
     requesterMay: async (_requester, _namespace, ref) => ref.name === "graph-settings",
   },
+  taggedPod: (namespace, name) =>
+    name === "kb-server-7d9f8-x2x9q"
+      ? {
+          metadata: {
+            name,
+            namespace,
+            uid: "pod-uid-1",
+            labels: { "langgraph-jit.dev/inject": "true" },
+          },
+          spec: { serviceAccountName: "kb-server", containers: [] },
+        }
+      : undefined,
+  operatorUsername: operator,
 };
 
 function stamped(phase?: string): LangGraphRun {
@@ -156,6 +179,7 @@ describe("validateRun", () => {
 
   it("refuses a template that breaks a pod rule, with 422 and the field", async () => {
     const bad = stamped();
+    assert.ok(bad.spec.template);
     bad.spec.template.spec = {
       containers: [{ name: "graph", securityContext: { runAsUser: sidecarUid } }],
     };
@@ -171,6 +195,7 @@ describe("validateRun", () => {
   it("reviews the template as the requester: what they may read passes, what they may not is refused", async () => {
     const withVolume = (volume: object) => {
       const r = stamped();
+      assert.ok(r.spec.template);
       r.spec.template.spec = { containers: [{ name: "graph" }], volumes: [volume as never] };
       return r;
     };
@@ -201,6 +226,7 @@ describe("validateRun", () => {
       ["editor", false],
     ] as const) {
       const r = stamped();
+      assert.ok(r.spec.template);
       r.spec.template.spec = { containers: [{ name: "graph" }], serviceAccountName: account };
       assert.equal((await validateRun(request("CREATE", r), deps)).allowed, allowed, account);
     }
@@ -208,6 +234,7 @@ describe("validateRun", () => {
 
   it("refuses, never admits, a template it could not review", async () => {
     const r = stamped();
+    assert.ok(r.spec.template);
     r.spec.template.spec = {
       containers: [{ name: "graph" }],
       volumes: [{ name: "s", secret: { secretName: "graph-token" } }],
@@ -258,5 +285,70 @@ describe("validateRunStatus", () => {
         `status of LangGraphRun agents/r is written by langgraph-jit (system:serviceaccount:lgjit:operator) alone, not by ${user}`,
       );
     }
+  });
+});
+
+describe("a tagged pod's run", () => {
+  const account = {
+    username: "system:serviceaccount:agents:kb-server",
+    uid: "",
+    groups: ["system:serviceaccounts", "system:serviceaccounts:agents", "system:authenticated"],
+  };
+  function sourceRun(
+    requester: object = account,
+    source = {
+      pod: "kb-server-7d9f8-x2x9q",
+      uid: "pod-uid-1",
+      owner: "ReplicaSet/kb-server-7d9f8",
+    },
+  ): LangGraphRun {
+    const base = testRun({
+      annotations: { "langgraph-jit.dev/requester": JSON.stringify(requester) },
+    });
+    const { template: _none, ...spec } = base.spec;
+    return {
+      ...base,
+      metadata: { ...base.metadata, namespace: "agents" },
+      spec: { ...spec, source },
+    };
+  }
+  const as = (username: string, run: LangGraphRun) => ({
+    ...request("CREATE", run),
+    namespace: "agents",
+    userInfo: { username },
+  });
+
+  it("is created by the operator alone, stamped with the pod's ServiceAccount", async () => {
+    assert.deepEqual(mutateRun(as(operator, sourceRun()), operator), {
+      uid: "req-1",
+      allowed: true,
+    });
+    assert.equal((await validateRun(as(operator, sourceRun()), deps)).allowed, true);
+  });
+
+  it("is refused to anyone else, whatever it claims", async () => {
+    const why =
+      "spec.source: only langgraph-jit records a tagged pod as a run; write spec.template instead";
+    for (const user of ["alice@example.com", "system:serviceaccount:agents:kb-server"]) {
+      assert.equal(mutateRun(as(user, sourceRun()), operator).status?.message, why);
+      assert.equal((await validateRun(as(user, sourceRun()), deps)).status?.message, why);
+    }
+  });
+
+  it("must name a tagged pod the cache knows, by uid, and its account as requester", async () => {
+    const replaced = sourceRun(account, {
+      pod: "kb-server-7d9f8-x2x9q",
+      uid: "pod-uid-0",
+      owner: "",
+    });
+    assert.equal(
+      (await validateRun(as(operator, replaced), deps)).status?.message,
+      "spec.source: tagged pod agents/kb-server-7d9f8-x2x9q (uid pod-uid-0) is not known",
+    );
+    const forged = sourceRun({ ...account, username: "system:serviceaccount:agents:admin" });
+    assert.equal(
+      (await validateRun(as(operator, forged), deps)).status?.message,
+      "metadata.annotations[langgraph-jit.dev/requester] must be the pod's ServiceAccount, system:serviceaccount:agents:kb-server",
+    );
   });
 });

@@ -3,6 +3,7 @@
 // the run's spec never changes either; its pod template is reviewed as the requester; and
 // its status is written by the operator alone.
 import { isDeepStrictEqual } from "node:util";
+import type { V1Pod } from "@kubernetes/client-node";
 import { errorMessage } from "../../../api/errors.ts";
 import {
   type AccessPolicy,
@@ -10,10 +11,11 @@ import {
   type Connection,
   defaultRunServiceAccount,
   type LangGraphRun,
+  labels,
   type Requester,
 } from "../../../api/v1alpha1.ts";
 import { TemplateRefused } from "../runs/pod-rules.ts";
-import { requesterOf } from "../runs/requester.ts";
+import { requesterOf, serviceAccountRequester } from "../runs/requester.ts";
 import { reviewTemplate, type TemplateReviewDeps } from "../runs/template-review.ts";
 import {
   type AdmissionRequest,
@@ -36,10 +38,25 @@ export function requesterFrom(user: UserInfo): Requester {
   };
 }
 
-/** Mutating webhook: stamps the requester on CREATE and refuses a client-supplied one. */
-export function mutateRun(request: AdmissionRequest<LangGraphRun>): AdmissionResponse {
+const sourceRefused =
+  "spec.source: only langgraph-jit records a tagged pod as a run; write spec.template instead";
+
+/**
+ * Mutating webhook: stamps the requester on CREATE and refuses a client-supplied one. A tagged
+ * pod's run comes from the operator alone, stamped with the pod's ServiceAccount, which the
+ * validating webhook checks against the pod.
+ */
+export function mutateRun(
+  request: AdmissionRequest<LangGraphRun>,
+  operatorUsername: string,
+): AdmissionResponse {
   const run = request.object;
   if (request.operation !== "CREATE" || !run) return allow(request);
+  if (run.spec?.source) {
+    return request.userInfo.username === operatorUsername
+      ? allow(request)
+      : deny(request, sourceRefused);
+  }
   if (run.metadata?.annotations?.[annotations.requester] !== undefined) {
     return deny(
       request,
@@ -59,6 +76,10 @@ export interface RunAdmissionDeps {
   policies(namespace: string): AccessPolicy[];
   connections(namespace: string): Connection[];
   templateReview: TemplateReviewDeps;
+  /** A tagged pod, as the cache knows it. */
+  taggedPod(namespace: string, name: string): V1Pod | undefined;
+  /** The operator's own user name, the only one that records tagged pods as runs. */
+  operatorUsername: string;
 }
 
 /**
@@ -94,6 +115,7 @@ export async function validateRun(
     return allow(request);
   }
   if (request.operation !== "CREATE") return allow(request);
+  if (run.spec.source) return validateSourceRun(request, run, deps);
 
   const stamped = requesterOf(run);
   if (!stamped || !isDeepStrictEqual(stamped, requesterFrom(request.userInfo))) {
@@ -107,6 +129,7 @@ export async function validateRun(
     ...deps.policies(namespace).flatMap((p) => p.spec.runServiceAccountName ?? []),
   ]);
   try {
+    if (!run.spec.template) return deny(request, "spec.template: a run needs a pod template", 422);
     await reviewTemplate(
       {
         template: run.spec.template,
@@ -127,6 +150,31 @@ export async function validateRun(
       `the pod template could not be reviewed as ${stamped.username}: ${errorMessage(error)}`,
       503,
     );
+  }
+  return allow(request);
+}
+
+/** A tagged pod's run: the operator's, for a pod that exists, stamped as that pod's account. */
+function validateSourceRun(
+  request: AdmissionRequest<LangGraphRun>,
+  run: LangGraphRun,
+  deps: RunAdmissionDeps,
+): AdmissionResponse {
+  const source = run.spec.source;
+  if (!source || request.userInfo.username !== deps.operatorUsername) {
+    return deny(request, sourceRefused);
+  }
+  const namespace = request.namespace ?? run.metadata?.namespace ?? "";
+  const pod = deps.taggedPod(namespace, source.pod);
+  if (pod?.metadata?.uid !== source.uid || pod.metadata?.labels?.[labels.inject] !== "true") {
+    return deny(
+      request,
+      `spec.source: tagged pod ${namespace}/${source.pod} (uid ${source.uid}) is not known`,
+    );
+  }
+  const account = serviceAccountRequester(namespace, pod.spec?.serviceAccountName || "default");
+  if (!isDeepStrictEqual(requesterOf(run), account)) {
+    return deny(request, `${requesterField} must be the pod's ServiceAccount, ${account.username}`);
   }
   return allow(request);
 }

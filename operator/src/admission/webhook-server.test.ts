@@ -64,6 +64,8 @@ describe("admission webhook server", () => {
             rules: { sidecarUid: 17337, capture: false },
             requesterMay: async () => false,
           },
+          taggedPod: () => undefined,
+          operatorUsername: "system:serviceaccount:lgjit:operator",
         },
         approvals: {
           run: () => undefined,

@@ -98,7 +98,9 @@ export function admissionRoutes(options: AdmissionRoutesOptions): Record<string,
     },
   });
   return {
-    [webhookPaths.mutateRun]: route("mutate-run", mutateRun),
+    [webhookPaths.mutateRun]: route<LangGraphRun>("mutate-run", (request) =>
+      mutateRun(request, options.operatorUsername),
+    ),
     [webhookPaths.validateRun]: route<LangGraphRun>("validate-run", (request) =>
       validateRun(request, options.runs),
     ),

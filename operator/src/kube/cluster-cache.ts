@@ -38,6 +38,8 @@ export interface ClusterObjects {
   jobs: WatchedCache<V1Job>;
   pods: WatchedCache<V1Pod>;
   networkPolicies: WatchedCache<V1NetworkPolicy>;
+  /** Pods that asked for injection (label langgraph-jit.dev/inject=true): tagged workloads'. */
+  taggedPods: WatchedCache<V1Pod>;
 }
 
 export class ClusterCache implements ClusterObjects {
@@ -49,6 +51,7 @@ export class ClusterCache implements ClusterObjects {
   readonly jobs: ResilientInformer<V1Job>;
   readonly pods: ResilientInformer<V1Pod>;
   readonly networkPolicies: ResilientInformer<V1NetworkPolicy>;
+  readonly taggedPods: ResilientInformer<V1Pod>;
 
   constructor(kc: KubeConfig, logger: Logger) {
     const custom = kc.makeApiClient(CustomObjectsApi);
@@ -101,6 +104,13 @@ export class ClusterCache implements ClusterObjects {
       () => networking.listNetworkPolicyForAllNamespaces({ labelSelector: labels.run }),
       labels.run,
     );
+    const tagged = `${labels.inject}=true`;
+    this.taggedPods = informer<V1Pod>(
+      "tagged-pods",
+      "/api/v1/pods",
+      () => core.listPodForAllNamespaces({ labelSelector: tagged }),
+      tagged,
+    );
   }
 
   get #informers(): ResilientInformer<KubernetesObject>[] {
@@ -113,6 +123,7 @@ export class ClusterCache implements ClusterObjects {
       this.jobs,
       this.pods,
       this.networkPolicies,
+      this.taggedPods,
     ] as ResilientInformer<KubernetesObject>[];
   }
 

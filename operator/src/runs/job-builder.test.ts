@@ -18,7 +18,7 @@ const postgres = postgresConnection();
 const api = httpConnection();
 
 function run(
-  podSpec: Partial<NonNullable<LangGraphRun["spec"]["template"]["spec"]>> = {},
+  podSpec: Partial<NonNullable<NonNullable<LangGraphRun["spec"]["template"]>["spec"]>> = {},
 ): LangGraphRun {
   return {
     apiVersion: "langgraph-jit.dev/v1alpha1",

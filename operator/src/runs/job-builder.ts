@@ -286,10 +286,10 @@ export function buildJob({
   activeDeadlineSeconds,
 }: JobInput): V1Job {
   const template = run.spec.template;
-  const spec = template.spec;
+  const spec = template?.spec;
   if (!spec) throw new Error("spec.template.spec is missing");
   const [firstGraph] = spec.containers;
-  const podLabels = { ...template.metadata?.labels, ...runLabels(run) };
+  const podLabels = { ...template?.metadata?.labels, ...runLabels(run) };
   const { serviceAccount: _deprecatedAlias, ...podSpec } = spec;
   return {
     apiVersion: "batch/v1",
@@ -309,7 +309,7 @@ export function buildJob({
         metadata: {
           labels: podLabels,
           annotations: {
-            ...template.metadata?.annotations,
+            ...template?.metadata?.annotations,
             "kubectl.kubernetes.io/default-container": firstGraph?.name ?? "",
           },
         },

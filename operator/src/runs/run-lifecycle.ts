@@ -109,6 +109,7 @@ export class RunLifecycle {
     serviceAccount: string,
   ): Promise<string | undefined> {
     const namespace = run.metadata?.namespace ?? "";
+    if (!run.spec.template) return "spec.template: the run has no pod template";
     try {
       await reviewTemplate(
         {

@@ -229,6 +229,7 @@ describe("RunReconciler", () => {
   it("denies a pod template the requester could not run themselves", async () => {
     h = harness({ requesterMay: false });
     const run = testRun({ requester: alice });
+    assert.ok(run.spec.template);
     run.spec.template.spec = {
       containers: [{ name: "graph", image: "g" }],
       volumes: [{ name: "payroll", secret: { secretName: "payroll" } }],

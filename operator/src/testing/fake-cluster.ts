@@ -81,6 +81,7 @@ export class FakeCluster implements ClusterObjects {
   readonly jobs = new MemoryCache<V1Job>();
   readonly pods = new MemoryCache<V1Pod>();
   readonly networkPolicies = new MemoryCache<V1NetworkPolicy>();
+  readonly taggedPods = new MemoryCache<V1Pod>();
   readonly events: RecordedEvent[] = [];
   /** Every approval notice sent, with the policies it was sent for. */
   readonly notices: { policies: readonly string[]; notice: ApprovalNotice }[] = [];

@@ -30,6 +30,7 @@ import { followingVerifier } from "./credentials/run-token.ts";
 import { SigningKeys } from "./credentials/signing-keys.ts";
 import { PodTokenReviewer } from "./credentials/token-review.ts";
 import { UpstreamCredentials } from "./credentials/upstream-credentials.ts";
+import { KubePodRunWriter, podRunController } from "./injection/pod-runs.ts";
 import {
   applyWebhookConfigurations,
   trustSessionsApiService,
@@ -179,6 +180,15 @@ export async function startOperator(
     }),
     connectionProtectionController({ ...cache, finalizers }, logger),
     heldCommandController({ cache, store: heldCommands, events, notifier, seal }, logger),
+    ...(config.injectPods
+      ? [
+          podRunController({
+            cache,
+            writer: new KubePodRunWriter(custom, core),
+            logger: logger.child({ component: "tagged-pods" }),
+          }),
+        ]
+      : []),
     // Roles and tokens a crash left behind: their runs ended while no replica could revoke.
     new CredentialSweeper({
       connections: cache.connections,

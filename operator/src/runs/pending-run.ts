@@ -24,7 +24,9 @@ export async function authorize(
   }
   const decision = lifecycle.decide(run, requester);
   if (!decision.allowed) return lifecycle.deny(run, log, decision.reason, decision.message);
-  const refused = await lifecycle.reviewTemplate(run, requester, decision.serviceAccount);
+  // A tagged pod was reviewed when it was admitted; issuance checks the live pod again.
+  const refused =
+    !run.spec.source && (await lifecycle.reviewTemplate(run, requester, decision.serviceAccount));
   if (refused) return lifecycle.deny(run, log, "TemplateRefused", refused);
 
   const policies = [...new Set(decision.grants.map((g) => g.policy))].join(", ");

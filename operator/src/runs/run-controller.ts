@@ -52,6 +52,8 @@ export function runController({ deps, workers, metrics }: RunControllerOptions):
     controller.enqueue(`${approval.metadata?.namespace}/${approval.spec.run}`),
   );
   connections.onChange(enqueueNamespace);
+  // A tagged pod's run is named after it: its end, or its deletion, ends the run.
+  deps.cache.taggedPods.onChange((pod) => controller.enqueue(objectKey(pod)));
   return controller;
 }
 

@@ -57,7 +57,7 @@ export interface RunLifecycleDeps {
   logger: Logger;
   cache: Pick<
     ClusterObjects,
-    "runs" | "jobs" | "networkPolicies" | "policies" | "connections" | "approvals"
+    "runs" | "jobs" | "networkPolicies" | "policies" | "connections" | "approvals" | "taggedPods"
   >;
   status: RunStatusWriter;
   finalizers: Finalizers;
@@ -146,7 +146,14 @@ export class RunLifecycle {
       { ...fields, requester, startedAt: metaTime(now), deadline: metaTime(deadline) },
       [
         ...conditions,
-        { type: "Ready", status: "False", reason: "Starting", message: "creating the run's Job" },
+        {
+          type: "Ready",
+          status: "False",
+          reason: "Starting",
+          message: run.spec.source
+            ? "the pod's sidecar may fetch its credential"
+            : "creating the run's Job",
+        },
       ],
     );
     return { requeueAfterMs: 0 };

@@ -597,3 +597,108 @@ describe("RunReconciler", () => {
     });
   });
 });
+
+describe("a tagged pod's run", () => {
+  const account: Requester = {
+    username: "system:serviceaccount:agents:kb-server",
+    uid: "",
+    groups: ["system:serviceaccounts", "system:serviceaccounts:agents", "system:authenticated"],
+  };
+  let h: Harness;
+
+  function podRun(): LangGraphRun {
+    const { template: _none, ...spec } = testRun({ requester: account }).spec;
+    return {
+      ...testRun({ requester: account }),
+      spec: {
+        ...spec,
+        maxDuration: "20m",
+        source: { pod: "r", uid: "pod-1", owner: "ReplicaSet/kb" },
+      },
+    };
+  }
+  function pod(phase = "Running") {
+    return {
+      metadata: {
+        name: "r",
+        namespace: "agents",
+        uid: "pod-1",
+        labels: { "langgraph-jit.dev/inject": "true" },
+      },
+      spec: { serviceAccountName: "kb-server", containers: [] },
+      status: { phase },
+    };
+  }
+
+  beforeEach(() => {
+    h = harness();
+    h.cluster.policies.put(
+      policy({ subjects: [{ kind: "ServiceAccount", name: "kb-server" }], maxDuration: "30m" }),
+    );
+    h.cluster.taggedPods.put(pod());
+    h.cluster.runs.put(podRun());
+  });
+
+  it("runs with no Job while its pod runs, its deadline one credential's life ahead", async () => {
+    await settle(h);
+    const run = h.run();
+    assert.equal(run?.status?.phase, "Running");
+    assert.equal(jobOf(h), undefined, "the pod is the workload");
+    assert.equal(run?.status?.deadline, "2026-12-05T10:20:00Z");
+    assert.equal(condition(run, "Ready")?.reason, "PodRunning");
+    assert.deepEqual(h.accountsEnsured, [], "the pod keeps its own account");
+  });
+
+  it("rolls its deadline forward while the policy grants it", async () => {
+    await settle(h);
+    h.clock.now = new Date(start.getTime() + 9 * 60_000);
+    assert.deepEqual(await h.reconciler.reconcile(key), { requeueAfterMs: 60_000 });
+    assert.equal(h.run()?.status?.deadline, "2026-12-05T10:20:00Z", "more than half a life left");
+    h.clock.now = new Date(start.getTime() + 10 * 60_000);
+    await h.reconciler.reconcile(key);
+    assert.equal(h.run()?.status?.deadline, "2026-12-05T10:30:00Z");
+    assert.equal(h.run()?.status?.phase, "Running");
+    assert.ok(seal.statusIsTrusted(h.run() as LangGraphRun), "the new deadline is sealed");
+  });
+
+  it("cuts the pod off, revoked, when the grant is withdrawn", async () => {
+    await settle(h);
+    const withdrawn = h.cluster.policies.get("agents", "ml-platform") as AccessPolicy;
+    h.cluster.policies.put({
+      ...withdrawn,
+      spec: { ...withdrawn.spec, subjects: [{ kind: "Group", name: "x" }] },
+    });
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Failed");
+    assert.match(
+      condition(h.run(), "Complete")?.message ?? "",
+      /^the grant no longer holds, so pod r is cut off/,
+    );
+    assert.deepEqual(h.revoked, ["r:kb-postgres"]);
+    assert.deepEqual(h.order.slice(-2), ["revoke", "status Failed"]);
+  });
+
+  it("ends with its pod: Succeeded, Failed, or Cancelled when the pod is gone or replaced", async () => {
+    for (const [change, phase] of [
+      [() => h.cluster.taggedPods.put(pod("Succeeded")), "Succeeded"],
+      [() => h.cluster.taggedPods.put(pod("Failed")), "Failed"],
+      [() => h.cluster.taggedPods.remove(pod()), "Cancelled"],
+      [
+        () => h.cluster.taggedPods.put({ ...pod(), metadata: { ...pod().metadata, uid: "pod-2" } }),
+        "Cancelled",
+      ],
+    ] as const) {
+      h = harness();
+      h.cluster.policies.put(
+        policy({ subjects: [{ kind: "ServiceAccount", name: "kb-server" }], maxDuration: "30m" }),
+      );
+      h.cluster.taggedPods.put(pod());
+      h.cluster.runs.put(podRun());
+      await settle(h);
+      change();
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, phase);
+      assert.deepEqual(h.revoked, ["r:kb-postgres"], phase);
+    }
+  });
+});

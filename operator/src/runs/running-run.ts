@@ -11,6 +11,7 @@ import { runObjectName } from "./names.ts";
 import { buildNetworkPolicy, connectionEndpoint, egressRules } from "./network-policy.ts";
 import { requesterOf } from "./requester.ts";
 import type { RunLifecycle } from "./run-lifecycle.ts";
+import { trackPod } from "./running-pod.ts";
 import { isRunJob } from "./status-seal.ts";
 
 export async function track(
@@ -18,6 +19,7 @@ export async function track(
   run: LangGraphRun,
   log: Logger,
 ): Promise<ReconcileResult> {
+  if (run.spec.source) return trackPod(lifecycle, run, log);
   const { cache, seal, workloads } = lifecycle.deps;
   const namespace = run.metadata?.namespace ?? "";
   const now = lifecycle.now();

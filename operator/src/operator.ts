@@ -204,6 +204,15 @@ export async function startOperator(
   const issuer = new CredentialIssuer({
     readPod: (namespace, name) => unlessNotFound(core.readNamespacedPod({ namespace, name })),
     readJob: (namespace, name) => unlessNotFound(batch.readNamespacedJob({ namespace, name })),
+    ...(config.injectPods
+      ? {
+          tagged: {
+            connections: (namespace: string) => cache.connections.list(namespace),
+            sidecar: () => ({ ...sidecar, operatorCaPem: tls.caBundlePem }),
+            rules: templateReview.rules,
+          },
+        }
+      : {}),
     status,
     logger: credentialsLogger,
     events,

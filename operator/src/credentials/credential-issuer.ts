@@ -29,7 +29,7 @@ import { requesterOf } from "../runs/requester.ts";
 import type { RunStatusWriter } from "../runs/run-status-writer.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
 import { HttpError } from "../server/https-server.ts";
-import { credentialRefusal, runOfPod } from "./run-of-pod.ts";
+import { credentialRefusal, type OwnerChainDeps, runOfPod } from "./run-of-pod.ts";
 import type { SigningKeys } from "./signing-keys.ts";
 import type { PodIdentity, PodTokenReviewer } from "./token-review.ts";
 import { mintedPerRun, type UpstreamCredentials } from "./upstream-credentials.ts";
@@ -53,10 +53,13 @@ export interface CredentialIssuerOptions {
     runs: Cache<LangGraphRun>;
     jobs: Cache<V1Job>;
     pods: Cache<V1Pod>;
+    taggedPods?: Cache<V1Pod>;
     policies: Cache<AccessPolicy>;
     connections: Cache<Connection>;
   };
   seal: StatusSeal;
+  /** Set when the operator injects tagged pods (OwnerChainDeps.tagged). */
+  tagged?: OwnerChainDeps["tagged"];
   /** The run JWT's iss: the operator URL sidecars are given. */
   issuer: string;
   /** A run JWT lives at most this long (and never past the deadline); sidecars refresh. */
@@ -101,7 +104,9 @@ export class CredentialIssuer {
       ({ run } = await runOfPod(identity, {
         readPod: (namespace, name) => {
           // The watch removes a deleted pod from the cache; a miss asks the API server.
-          const cached = this.#o.caches.pods.get(namespace, name);
+          const cached =
+            this.#o.caches.pods.get(namespace, name) ??
+            this.#o.caches.taggedPods?.get(namespace, name);
           if (cached?.metadata?.uid === identity.podUid) return Promise.resolve(cached);
           return this.#o.readPod(namespace, name);
         },
@@ -109,6 +114,7 @@ export class CredentialIssuer {
         jobs: this.#o.caches.jobs,
         runs: this.#o.caches.runs,
         seal: this.#o.seal,
+        ...(this.#o.tagged ? { tagged: this.#o.tagged } : {}),
       }));
       return await this.#issueToRun(run, identity);
     } catch (error) {

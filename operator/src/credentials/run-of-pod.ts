@@ -2,9 +2,19 @@
 // every step, so a pod or run recreated under the same name is never mistaken for the old one;
 // the Job is the one the operator sealed for the run, and the pod is that Job's, unaltered.
 import type { V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
-import { apiVersion, finishedPhases, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
+import {
+  apiVersion,
+  type Connection,
+  finishedPhases,
+  type LangGraphRun,
+  labels,
+  RunPhase,
+} from "../../../api/v1alpha1.ts";
+import { taggedPodDeviation } from "../injection/tagged-pod.ts";
 import type { Cache } from "../kube/cache.ts";
+import type { SidecarSettings } from "../runs/job-builder.ts";
 import { runObjectName } from "../runs/names.ts";
+import type { PodRuleOptions } from "../runs/pod-rules.ts";
 import { podDeviation } from "../runs/run-pod.ts";
 import { isRunJob, type StatusSeal } from "../runs/status-seal.ts";
 import { HttpError } from "../server/https-server.ts";
@@ -16,6 +26,12 @@ export interface OwnerChainDeps {
   jobs: Cache<V1Job>;
   runs: Cache<LangGraphRun>;
   seal: StatusSeal;
+  /** Set when the operator injects tagged pods: what their live pods are checked against. */
+  tagged?: {
+    connections(namespace: string): Connection[];
+    sidecar(): SidecarSettings;
+    rules: PodRuleOptions;
+  };
 }
 
 function controllerOf(
@@ -37,6 +53,7 @@ export async function runOfPod(
     const why = pod ? `was replaced (uid ${pod.metadata?.uid}, token for ${podUid})` : "is gone";
     throw new HttpError(403, "PodNotFound", `pod ${namespace}/${podName} ${why}`);
   }
+  if (pod.metadata?.labels?.[labels.inject] === "true") return taggedRunOfPod(pod, deps);
   const jobRef = controllerOf(pod.metadata?.ownerReferences, "batch/v1", "Job");
   if (!jobRef) {
     throw new HttpError(403, "NotARunPod", `pod ${namespace}/${podName} is not owned by a Job`);
@@ -74,6 +91,39 @@ export async function runOfPod(
       403,
       "NotARunPod",
       `pod ${namespace}/${podName} is not the pod of Job ${jobRef.name}: ${deviation}`,
+    );
+  }
+  return { run, pod };
+}
+
+/**
+ * A tagged pod's run: the one the operator recorded for this pod (by uid), while the live pod
+ * is still exactly what the webhook injected.
+ */
+function taggedRunOfPod(pod: V1Pod, deps: OwnerChainDeps): { run: LangGraphRun; pod: V1Pod } {
+  const namespace = pod.metadata?.namespace ?? "";
+  const name = `pod ${namespace}/${pod.metadata?.name}`;
+  if (!deps.tagged) {
+    throw new HttpError(
+      403,
+      "NotARunPod",
+      `${name} is labelled for injection, which this operator does not do (--inject-pods)`,
+    );
+  }
+  const run = deps.runs.get(namespace, pod.metadata?.name ?? "");
+  if (!run || run.spec.source?.uid !== pod.metadata?.uid) {
+    throw new HttpError(403, "RunNotFound", `no LangGraphRun records ${name} (yet)`);
+  }
+  const available = deps.tagged.connections(namespace);
+  const connections = run.spec.access.flatMap(
+    (a) => available.find((c) => c.metadata?.name === a.connection) ?? [],
+  );
+  const deviation = taggedPodDeviation(pod, connections, deps.tagged.sidecar(), deps.tagged.rules);
+  if (deviation) {
+    throw new HttpError(
+      403,
+      "NotARunPod",
+      `${name} is not the pod langgraph-jit injected: ${deviation}`,
     );
   }
   return { run, pod };

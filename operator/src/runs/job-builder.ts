@@ -7,6 +7,7 @@ import type {
   V1OwnerReference,
   V1PodSpec,
   V1SecurityContext,
+  V1Volume,
 } from "@kubernetes/client-node";
 import { sidecarEnv } from "../../../api/sidecar-contract.ts";
 import { annotations, type Connection, type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
@@ -233,16 +234,27 @@ export function withSidecar(
 ): V1PodSpec {
   const env = graphEnvironment(connections);
   const graph = (c: V1Container) => graphContainer(c, env, sidecar.capture);
+  const injected = injectedParts(identity, connections, sidecar);
   return {
     ...spec,
+    initContainers: [...injected.initContainers, ...(spec.initContainers ?? []).map(graph)],
+    containers: spec.containers.map(graph),
+    volumes: [...(spec.volumes ?? []), ...injected.volumes],
+  };
+}
+
+/** What withSidecar adds of its own: the first init containers and the last volumes. */
+export function injectedParts(
+  identity: V1EnvVar[],
+  connections: Connection[],
+  sidecar: SidecarSettings,
+): { initContainers: V1Container[]; volumes: V1Volume[] } {
+  return {
     initContainers: [
       ...(sidecar.capture ? [captureContainer(sidecar)] : []),
       sidecarContainer(identity, connections, sidecar),
-      ...(spec.initContainers ?? []).map(graph),
     ],
-    containers: spec.containers.map(graph),
     volumes: [
-      ...(spec.volumes ?? []),
       {
         name: tokenVolume,
         projected: {

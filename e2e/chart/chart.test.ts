@@ -123,21 +123,26 @@ describe("the Helm chart", () => {
   it("renders the tagged pods' webhook the operator applies when podInjection is enabled", () => {
     const rendered = render("lgjit-system", "podInjection.enabled=true");
     const objects = parseAllDocuments(rendered.out).map((d) => d.toJS() as KubernetesObject);
-    const expected = mutatingConfiguration({
+    const target = {
       name: "lgjit-langgraph-jit",
       namespace: "lgjit-system",
       caBundlePem: "",
       service: { name: "lgjit-langgraph-jit", port: 8443 },
       injectPods: true,
-    });
-    const chartWebhook = objects.find((o) => o.kind === expected.kind) as typeof expected;
-    assert.deepEqual(
-      chartWebhook.webhooks,
-      expected.webhooks?.map(({ clientConfig, ...rest }) => ({
-        ...rest,
-        clientConfig: { service: clientConfig.service },
-      })),
-    );
+    };
+    const expected = mutatingConfiguration(target);
+    for (const configuration of [expected, validatingConfiguration(target)]) {
+      const chartWebhook = objects.find(
+        (o) => o.kind === configuration.kind,
+      ) as typeof configuration;
+      assert.deepEqual(
+        chartWebhook.webhooks,
+        configuration.webhooks?.map(({ clientConfig, ...rest }) => ({
+          ...rest,
+          clientConfig: { service: clientConfig.service },
+        })),
+      );
+    }
     const pods = expected.webhooks?.find((w) => w.name === "pods.langgraph-jit.dev");
     assert.deepEqual(pods?.objectSelector, { matchLabels: { "langgraph-jit.dev/inject": "true" } });
     assert.deepEqual(pods?.namespaceSelector?.matchLabels, {

@@ -63,7 +63,7 @@ describe("sidecar config", () => {
 
   it("names the variable that is missing or wrong", () => {
     const cases: Array<[Record<string, string | undefined>, RegExp]> = [
-      [{ LGJIT_RUN_UID: undefined }, /^LGJIT_RUN_UID is not set/],
+      [{ LGJIT_RUN: undefined }, /^LGJIT_RUN is not set/],
       [{ LGJIT_TOKEN_FILE: " " }, /^LGJIT_TOKEN_FILE is not set/],
       [
         { LGJIT_OPERATOR_URL: "http://operator:8080" },

@@ -9,7 +9,8 @@ import { sidecarEnv, sidecarPorts, stateDirectory } from "../../api/sidecar-cont
 export interface SidecarConfig {
   /** The LangGraphRun's name and uid; the uid is the run JWT's subject. */
   run: string;
-  runUid: string;
+  /** Unset for a tagged pod's sidecar, which learns it from its first credential. */
+  runUid: string | undefined;
   namespace: string | undefined;
   podName: string | undefined;
   podUid: string | undefined;
@@ -42,7 +43,7 @@ export function loadConfig(
 ): SidecarConfig {
   return {
     run: required(env, sidecarEnv.run),
-    runUid: required(env, sidecarEnv.runUid),
+    runUid: optional(env, sidecarEnv.runUid),
     namespace: optional(env, sidecarEnv.namespace),
     podName: optional(env, sidecarEnv.podName),
     podUid: optional(env, sidecarEnv.podUid),

@@ -24,7 +24,7 @@ function exited(child: ChildProcess): Promise<{ code: number | null; signal: str
 
 it("refuses an incomplete environment, naming the variable", async () => {
   const child = spawn(launcher, [], {
-    env: environment({ LGJIT_RUN: "kb-refresh" }),
+    env: environment({ LGJIT_RUN: "kb-refresh", LGJIT_RUN_UID: "run-uid" }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
@@ -33,7 +33,7 @@ it("refuses an incomplete environment, naming the variable", async () => {
   });
   const { code } = await exited(child);
   assert.equal(code, 2);
-  assert.match(output, /invalid configuration: LGJIT_RUN_UID is not set/);
+  assert.match(output, /invalid configuration: LGJIT_OPERATOR_URL is not set/);
 });
 
 describe("a running sidecar", () => {

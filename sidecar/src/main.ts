@@ -61,24 +61,35 @@ const credentials = new CredentialClient({
   metrics,
 });
 // Every request is a session event on disk before anything else; the shipper takes them to the
-// operator with the newest run JWT held (still valid for that after revocation).
-const events = new EventBuffer({
-  directory: join(config.stateDir, "events"),
-  run: { namespace: config.namespace ?? "", name: config.run, uid: config.runUid },
-});
-let runToken: string | undefined;
-credentials.subscribe((change) => {
-  if (change.credential) runToken = change.credential.token;
-});
+// operator with the newest run JWT held (still valid for that after revocation). A tagged pod's
+// sidecar records from its first credential on, which tells it its run's uid; nothing is
+// served before that.
 const eventsClient = new OperatorClient({ baseUrl: config.operatorUrl, ca: config.operatorCa });
-const shipper = new EventShipper({
-  buffer: events,
-  post: (token, batch, signal) => eventsClient.postEvents(token, batch, signal),
-  token: () => runToken,
-  logger,
+let runToken: string | undefined;
+let recording: { events: EventBuffer; shipper: EventShipper } | undefined;
+function startRecording(runUid: string): void {
+  const events = new EventBuffer({
+    directory: join(config.stateDir, "events"),
+    run: { namespace: config.namespace ?? "", name: config.run, uid: runUid },
+  });
+  const shipper = new EventShipper({
+    buffer: events,
+    post: (token, batch, signal) => eventsClient.postEvents(token, batch, signal),
+    token: () => runToken,
+    logger,
+  });
+  recording = { events, shipper };
+  if (started) shipper.start();
+}
+let started = false;
+if (config.runUid) startRecording(config.runUid);
+credentials.subscribe((change) => {
+  if (!change.credential) return;
+  runToken = change.credential.token;
+  if (!recording) startRecording(change.credential.claims.run.uid);
 });
 // Events queued for the end of the turn still reach the disk when the process exits early.
-process.on("exit", () => events.flush());
+process.on("exit", () => recording?.events.flush());
 function record(entry: SessionRecord): void {
   const connection = entry.connection ?? "";
   if (entry.sql)
@@ -86,7 +97,8 @@ function record(entry: SessionRecord): void {
   else
     metrics.httpRequests.inc({ connection, kind: entry.kind, status: String(entry.status ?? 0) });
   try {
-    events.record(entry);
+    if (!recording) throw new Error("no credential was held yet, so the run is not known");
+    recording.events.record(entry);
   } catch (error) {
     logger.error({ err: error, event: entry }, "a session event could not be recorded");
   }
@@ -115,7 +127,7 @@ const httpListeners = new HttpListeners({
   run: `${config.namespace ?? ""}/${config.run}`,
   credentials,
   record,
-  canRecord: () => events.accepting,
+  canRecord: () => recording?.events.accepting ?? false,
   logger,
 });
 const postgresListeners = new PostgresListeners({
@@ -124,7 +136,7 @@ const postgresListeners = new PostgresListeners({
   run: `${config.namespace ?? ""}/${config.run}`,
   credentials,
   record,
-  canRecord: () => events.accepting,
+  canRecord: () => recording?.events.accepting ?? false,
   logger,
 });
 
@@ -151,11 +163,14 @@ async function shutdown(signal: NodeJS.Signals): Promise<void> {
   }, shutdownDeadlineMs).unref();
   // No new events once the listeners are closed; then as many of the rest as time allows.
   await Promise.all([httpListeners.close(), postgresListeners.close()]);
-  await shipper.stop();
-  const flushed = await shipper.flush(shutdownFlushMs);
-  if (!flushed)
-    logger.warn({ pending: events.pending }, "session events left on disk for the next start");
-  events.close();
+  if (recording) {
+    const { events, shipper } = recording;
+    await shipper.stop();
+    const flushed = await shipper.flush(shutdownFlushMs);
+    if (!flushed)
+      logger.warn({ pending: events.pending }, "session events left on disk for the next start");
+    events.close();
+  }
   await Promise.allSettled([
     credentials.stop(),
     eventsClient.close(),
@@ -185,6 +200,7 @@ if (!stopping) {
     { admin: `${config.admin.host}:${config.admin.port}`, operator: config.operatorUrl },
     "sidecar started",
   );
+  started = true;
+  recording?.shipper.start();
   credentials.start();
-  shipper.start();
 }

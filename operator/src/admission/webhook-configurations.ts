@@ -156,16 +156,28 @@ export function validatingConfiguration(target: WebhookTarget): V1ValidatingWebh
         clientConfig: clientConfig(target, webhookPaths.validateEphemeralContainers),
         ...common(target),
         objectSelector: { matchExpressions: [{ key: labels.run, operator: "Exists" }] },
-        rules: [
-          {
-            apiGroups: [""],
-            apiVersions: ["v1"],
-            operations: ["UPDATE"],
-            resources: ["pods/ephemeralcontainers"],
-            scope: "Namespaced",
-          },
-        ],
+        rules: [ephemeralContainersRule],
       },
+      ...(target.injectPods
+        ? [
+            {
+              // The same for a tagged pod, whose sidecar holds the same credential.
+              name: `tagged-ephemeral-containers.${group}`,
+              clientConfig: clientConfig(target, webhookPaths.validateEphemeralContainers),
+              ...common(target),
+              objectSelector: { matchLabels: { [labels.inject]: "true" } },
+              rules: [ephemeralContainersRule],
+            },
+          ]
+        : []),
     ],
   };
 }
+
+const ephemeralContainersRule = {
+  apiGroups: [""],
+  apiVersions: ["v1"],
+  operations: ["UPDATE"],
+  resources: ["pods/ephemeralcontainers"],
+  scope: "Namespaced",
+};

@@ -138,7 +138,7 @@ describe("admission webhook server", () => {
     assert.ok(counted.values.some((v) => v.labels.decision === "denied" && v.value >= 1));
   });
 
-  it("refuses ephemeral containers in a run's pod, and only there", async () => {
+  it("refuses ephemeral containers in a run's or a tagged pod, and only there", async () => {
     const ephemeral = (labels: Record<string, string>) =>
       JSON.stringify({
         apiVersion: "admission.k8s.io/v1",
@@ -165,6 +165,10 @@ describe("admission webhook server", () => {
       refused.response.status.message,
       /belongs to a LangGraphRun: its pod takes no ephemeral containers/,
     );
+    const tagged = JSON.parse(
+      (await send(path, ephemeral({ "langgraph-jit.dev/inject": "true" }))).body,
+    );
+    assert.equal(tagged.response.allowed, false, "a tagged pod's sidecar holds a credential too");
     const other = JSON.parse((await send(path, ephemeral({ app: "web" }))).body);
     assert.equal(other.response.allowed, true);
   });

@@ -47,10 +47,15 @@ export interface AdmissionRoutesOptions {
 
 type Handler<T> = (request: AdmissionRequest<T>) => AdmissionResponse | Promise<AdmissionResponse>;
 
-/** A run's pod takes no ephemeral containers: they could read the sidecar's memory or token. */
+/**
+ * A run's pod, or a tagged pod, takes no ephemeral containers: they could read the sidecar's
+ * memory or token.
+ */
 export function validateEphemeralContainers(request: AdmissionRequest<V1Pod>): AdmissionResponse {
   const isRunPod = [request.object, request.oldObject].some(
-    (pod) => pod?.metadata?.labels?.[labels.run] !== undefined,
+    (pod) =>
+      pod?.metadata?.labels?.[labels.run] !== undefined ||
+      pod?.metadata?.labels?.[labels.inject] === "true",
   );
   if (!isRunPod) return allow(request);
   return deny(

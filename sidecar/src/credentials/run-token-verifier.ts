@@ -40,7 +40,11 @@ export class BundleRejectedError extends Error {
 /** Who this sidecar is: a bundle must name exactly this run and (when known) this pod. */
 export interface SidecarIdentity {
   run: string;
-  runUid: string;
+  /**
+   * The run's uid; a tagged pod's sidecar is not told it (its run is made after the pod) and
+   * takes it from the first bundle it verifies, then holds every later one to it.
+   */
+  runUid: string | undefined;
   namespace: string | undefined;
   podName: string | undefined;
   podUid: string | undefined;
@@ -68,12 +72,14 @@ export class RunTokenVerifier {
   #keys: KeyLookup | undefined;
   #fetchedAt = Number.NEGATIVE_INFINITY;
   #refetchedForKidAt = Number.NEGATIVE_INFINITY;
+  #runUid: string | undefined;
 
   constructor(options: RunTokenVerifierOptions) {
     this.#options = options;
     this.#jwksMaxAgeMs = options.jwksMaxAgeMs ?? 30_000;
     this.#cooldownMs = options.jwksRefetchCooldownMs ?? 10_000;
     this.#now = options.now ?? Date.now;
+    this.#runUid = options.identity.runUid;
   }
 
   /**
@@ -92,7 +98,7 @@ export class RunTokenVerifier {
         algorithms: [...runTokenAlgorithms],
         issuer,
         audience: runTokenAudience,
-        subject: identity.runUid,
+        ...(this.#runUid ? { subject: this.#runUid } : {}),
         requiredClaims: ["exp", "iat", "jti"],
         currentDate: new Date(this.#now()),
       });
@@ -103,6 +109,7 @@ export class RunTokenVerifier {
       });
     }
     const claims = checkClaims(verified.payload, identity);
+    this.#runUid ??= claims.run.uid;
     const expiresAt = Math.min(Date.parse(bundle.expiresAt), claims.exp * 1000);
     if (expiresAt <= this.#now()) {
       throw new BundleRejectedError(

@@ -152,6 +152,31 @@ describe("a tagged pod's admission", () => {
     ]);
   });
 
+  it("keeps the pod's own API token volume, but refuses one for the sidecar's audience", async () => {
+    const token = (audience?: string) => ({
+      name: "kube-api-access-x2x9q",
+      projected: {
+        sources: [
+          {
+            serviceAccountToken: {
+              expirationSeconds: 3607,
+              path: "token",
+              ...(audience ? { audience } : {}),
+            },
+          },
+          { configMap: { name: "kube-root-ca.crt", items: [{ key: "ca.crt", path: "ca.crt" }] } },
+        ],
+      },
+    });
+    const own = taggedPod(undefined, { volumes: [token()] });
+    assert.equal((await admitTaggedPod(review(own), deps())).allowed, true);
+    const forged = taggedPod(undefined, { volumes: [token("langgraph-jit")] });
+    assert.match(
+      refusal(await admitTaggedPod(review(forged), deps())),
+      /^422 spec\.volumes\[0\]\.projected\.sources\[0\]\.serviceAccountToken: a token for audience "langgraph-jit" is the sidecar's alone/,
+    );
+  });
+
   it("leaves alone a pod that is not tagged, and any update", async () => {
     const untagged = taggedPod(undefined, {}, { app: "kb-server" });
     assert.deepEqual(await admitTaggedPod(review(untagged), deps()), {

@@ -103,7 +103,7 @@ export function checkPodTemplate(template: V1PodTemplateSpec, options: PodRuleOp
   if (!spec) refuse("spec", "the pod template has no spec");
   checkPodWide(spec, options);
   for (const [index, volume] of (spec.volumes ?? []).entries()) {
-    checkVolume(volume, `spec.volumes[${index}]`);
+    checkVolume(volume, `spec.volumes[${index}]`, options.tagged === true);
   }
   const containers: [V1Container, string][] = [
     ...(spec.initContainers ?? []).map((c, i): [V1Container, string] => [
@@ -295,7 +295,7 @@ function checkHandler(handler: V1Probe | V1LifecycleHandler | undefined, path: s
   }
 }
 
-function checkVolume(volume: V1Volume, path: string): void {
+function checkVolume(volume: V1Volume, path: string, tagged: boolean): void {
   if (reservedVolumeNames.has(volume.name)) {
     refuse(`${path}.name`, `"${volume.name}" is reserved for langgraph-jit`);
   }
@@ -318,8 +318,9 @@ function checkVolume(volume: V1Volume, path: string): void {
     const kinds = Object.entries(projection)
       .filter(([, value]) => value != null)
       .map(([key]) => key);
-    if (projection.serviceAccountToken) {
-      const audience = projection.serviceAccountToken.audience;
+    // A tagged pod may keep its own API token (kube-api-access), never one for our audience.
+    const audience = projection.serviceAccountToken?.audience;
+    if (projection.serviceAccountToken && (!tagged || audience === tokenAudience)) {
       refuse(
         `${at}.serviceAccountToken`,
         audience === tokenAudience
@@ -327,7 +328,10 @@ function checkVolume(volume: V1Volume, path: string): void {
           : "a run's pod holds no Kubernetes API credential; only the sidecar gets a token, bound to langgraph-jit",
       );
     }
-    const other = kinds.find((kind) => !allowedProjectedSources.includes(kind));
+    const other = kinds.find(
+      (kind) =>
+        !allowedProjectedSources.includes(kind) && !(tagged && kind === "serviceAccountToken"),
+    );
     if (other) {
       refuse(
         `${at}.${other}`,

@@ -1,0 +1,365 @@
+// Tagged workloads on the real node, with the operator installed by Helm with pod injection on:
+// a Deployment's and a Job's pods, labelled and annotated only, get the sidecar, a run each
+// (stamped with their ServiceAccount) and a credential each that dies with the pod; untagged
+// pods and namespaces are untouched, an ungranted account is refused at admission, and an
+// operator outage blocks tagged pods alone.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import {
+  AppsV1Api,
+  BatchV1Api,
+  CoreV1Api,
+  type V1Pod,
+  type V1PodTemplateSpec,
+} from "@kubernetes/client-node";
+import type { LangGraphRun } from "../../api/v1alpha1.ts";
+import { patchAs } from "../../operator/src/kube/meta.ts";
+import {
+  createTestNamespace,
+  eventually,
+  kubeConfigFor,
+  statusOf,
+  type TestNamespace,
+} from "../lib/cluster.ts";
+import { installChart, localImages, uninstallChart } from "../lib/helm.ts";
+import { type KbDb, startKbDb } from "../lib/kb-db.ts";
+import { createObject, customObjects } from "../lib/runs.ts";
+
+const release = "tagged";
+const fullName = "tagged-langgraph-jit";
+const admin = kubeConfigFor("admin");
+const core = admin.makeApiClient(CoreV1Api);
+const apps = admin.makeApiClient(AppsV1Api);
+const batch = admin.makeApiClient(BatchV1Api);
+
+/** A pod template a platform team tags: a label, an annotation, nothing else of ours. */
+function taggedTemplate(
+  app: string,
+  account: string,
+  restartPolicy: "Always" | "Never",
+  workSeconds: number,
+): V1PodTemplateSpec {
+  return {
+    metadata: {
+      labels: { app, "langgraph-jit.dev/inject": "true" },
+      annotations: { "langgraph-jit.dev/access": "kb-postgres=read" },
+    },
+    spec: {
+      // Its own API token stays (kube-api-access): the webhook checks what that token reaches.
+      serviceAccountName: account,
+      restartPolicy,
+      containers: [
+        {
+          name: "graph",
+          image: localImages.graph,
+          imagePullPolicy: "Never",
+          env: [
+            { name: "GRAPH_SQL", value: JSON.stringify(["SELECT title FROM docs ORDER BY id"]) },
+            { name: "GRAPH_WORK_SECONDS", value: String(workSeconds) },
+          ],
+        },
+      ],
+    },
+  };
+}
+
+async function runsOf(namespace: string): Promise<LangGraphRun[]> {
+  const list = (await customObjects().listNamespacedCustomObject({
+    group: "langgraph-jit.dev",
+    version: "v1alpha1",
+    namespace,
+    plural: "langgraphruns",
+  })) as { items: LangGraphRun[] };
+  return list.items.filter((run) => run.spec.source);
+}
+
+async function podsOf(namespace: string, app: string): Promise<V1Pod[]> {
+  return (await core.listNamespacedPod({ namespace, labelSelector: `app=${app}` })).items.filter(
+    (pod) => !pod.metadata?.deletionTimestamp,
+  );
+}
+
+const sidecarOf = (pod: V1Pod) =>
+  pod.spec?.initContainers?.find((c) => c.name === "langgraph-jit-sidecar");
+
+describe("tagged workloads, on the real node", () => {
+  let system: TestNamespace;
+  let tagged: TestNamespace;
+  let db: KbDb;
+
+  /** The login roles the operator minted on the knowledge base, one per pod's run. */
+  async function runRoles(): Promise<string[]> {
+    const kb = await db.server.connect(db.server.adminUser, db.server.adminPassword, "kb");
+    try {
+      const roles = await kb.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'lgjit_%'");
+      return roles.rows.map((r) => r.rolname as string).sort();
+    } finally {
+      await kb.end();
+    }
+  }
+
+  before(async () => {
+    system = await createTestNamespace("tagged-system");
+    installChart(release, system.name, ["podInjection.enabled=true"]);
+    tagged = await createTestNamespace("tagged");
+    await core.patchNamespace(
+      {
+        name: tagged.name,
+        body: { metadata: { labels: { "langgraph-jit.dev/inject": "enabled" } } },
+      },
+      patchAs.merge,
+    );
+    db = await startKbDb(tagged.name);
+    await createObject("admin", tagged.name, "connections", db.connection);
+    await createObject("admin", tagged.name, "accesspolicies", {
+      apiVersion: "langgraph-jit.dev/v1alpha1",
+      kind: "AccessPolicy",
+      metadata: { name: "kb-server" },
+      spec: {
+        subjects: [{ kind: "ServiceAccount", name: "kb-server" }],
+        maxDuration: "30m",
+        grants: [{ connection: "kb-postgres", actions: ["read"] }],
+      },
+    });
+    for (const name of ["kb-server", "nobody"]) {
+      await core.createNamespacedServiceAccount({
+        namespace: tagged.name,
+        body: { metadata: { name } },
+      });
+    }
+  });
+
+  after(async () => {
+    await tagged?.remove(120_000);
+    await db?.stop();
+    if (system) uninstallChart(release, system.name);
+    await system?.remove(120_000);
+  });
+
+  it("gives each replica of a tagged Deployment its own run and credential, and revokes one when scaled down", async () => {
+    const ns = tagged.name;
+    await apps.createNamespacedDeployment({
+      namespace: ns,
+      body: {
+        metadata: { name: "kb-server" },
+        spec: {
+          replicas: 2,
+          selector: { matchLabels: { app: "kb-server" } },
+          template: taggedTemplate("kb-server", "kb-server", "Always", 600),
+        },
+      },
+    });
+    const running = await eventually(
+      "a Running run with a credential for each replica",
+      async () => {
+        const runs = (await runsOf(ns)).filter(
+          (r) => r.status?.phase === "Running" && r.status.credential?.issuedAt,
+        );
+        return runs.length === 2 && runs;
+      },
+      180_000,
+    );
+    const pods = await podsOf(ns, "kb-server");
+    assert.deepEqual(
+      running.map((r) => r.spec.source?.pod).sort(),
+      pods.map((p) => p.metadata?.name).sort(),
+      "one run per pod, named after it",
+    );
+    for (const run of running) {
+      assert.equal(run.status?.requester?.username, `system:serviceaccount:${ns}:kb-server`);
+      assert.match(run.spec.source?.owner ?? "", /^ReplicaSet\/kb-server-/);
+      assert.equal(run.metadata?.ownerReferences?.[0]?.kind, "Pod");
+    }
+    for (const pod of pods) {
+      assert.equal(sidecarOf(pod)?.restartPolicy, "Always", "a native sidecar was injected");
+      const graphEnv = pod.spec?.containers[0]?.env?.map((e) => e.name) ?? [];
+      assert.ok(graphEnv.includes("DATABASE_URL"), "the graph reaches the database through it");
+      assert.ok(
+        !pod.spec?.containers[0]?.volumeMounts?.some((m) => m.name === "langgraph-jit-token"),
+        "the graph never holds the sidecar's token",
+      );
+    }
+    const roles = await eventually("a role per pod", async () => {
+      const now = await runRoles();
+      return now.length === 2 && now;
+    });
+    assert.notEqual(roles[0], roles[1]);
+
+    await apps.patchNamespacedDeploymentScale(
+      { namespace: ns, name: "kb-server", body: { spec: { replicas: 1 } } },
+      patchAs.merge,
+    );
+    await eventually(
+      "the removed replica's role to be dropped",
+      async () => (await runRoles()).length === 1,
+      60_000,
+    );
+    const left = await eventually("one run left", async () => {
+      const runs = (await runsOf(ns)).filter((r) => !r.metadata?.deletionTimestamp);
+      return runs.length === 1 && runs;
+    });
+    assert.equal(left[0]?.status?.phase, "Running");
+    await apps.deleteNamespacedDeployment({ namespace: ns, name: "kb-server" });
+  });
+
+  it("records a tagged Job's pod as a run that ends Succeeded, its credential revoked", async () => {
+    const ns = tagged.name;
+    await batch.createNamespacedCronJob({
+      namespace: ns,
+      body: {
+        metadata: { name: "nightly" },
+        spec: {
+          schedule: "0 3 * * *",
+          jobTemplate: {
+            spec: { backoffLimit: 0, template: taggedTemplate("nightly", "kb-server", "Never", 1) },
+          },
+        },
+      },
+    });
+    // What `kubectl create job --from=cronjob/nightly` does: the CronJob's Job, now.
+    const cronJob = await batch.readNamespacedCronJob({ namespace: ns, name: "nightly" });
+    await batch.createNamespacedJob({
+      namespace: ns,
+      body: {
+        metadata: {
+          name: "nightly-manual",
+          ownerReferences: [
+            {
+              apiVersion: "batch/v1",
+              kind: "CronJob",
+              name: "nightly",
+              uid: cronJob.metadata?.uid ?? "",
+              controller: true,
+            },
+          ],
+        },
+        spec: cronJob.spec?.jobTemplate.spec as never,
+      },
+    });
+    const run = await eventually(
+      "the Job's pod's run to succeed",
+      async () => {
+        const [found] = (await runsOf(ns)).filter(
+          (r) => r.spec.source?.owner === "Job/nightly-manual",
+        );
+        return found?.status?.phase === "Succeeded" && found;
+      },
+      180_000,
+    );
+    assert.ok(run.status?.credential?.issuedAt, "the pod's sidecar held a credential");
+    assert.ok(run.status?.credential?.revokedAt, "and it was revoked when the pod ended");
+  });
+
+  it("leaves an untagged pod, and a tagged pod in an untagged namespace, untouched", async () => {
+    const plain = await createTestNamespace("untagged");
+    try {
+      const pod = (name: string, labels: Record<string, string>): V1Pod => ({
+        metadata: { name, labels },
+        spec: {
+          containers: [{ name: "graph", image: localImages.graph, imagePullPolicy: "Never" }],
+        },
+      });
+      const untagged = await core.createNamespacedPod({
+        namespace: tagged.name,
+        body: pod("untagged", { app: "x" }),
+      });
+      const elsewhere = await core.createNamespacedPod({
+        namespace: plain.name,
+        body: pod("elsewhere", { app: "x", "langgraph-jit.dev/inject": "true" }),
+      });
+      for (const created of [untagged, elsewhere]) {
+        assert.equal(sidecarOf(created), undefined, `${created.metadata?.name} was injected`);
+        assert.equal(created.spec?.containers.length, 1);
+      }
+      await core.deleteNamespacedPod({
+        namespace: tagged.name,
+        name: "untagged",
+        gracePeriodSeconds: 0,
+      });
+    } finally {
+      await plain.remove(120_000);
+    }
+  });
+
+  it("refuses at admission a pod whose ServiceAccount no policy grants, or that mounts a Connection's Secret", async () => {
+    const ns = tagged.name;
+    const refusal = async (template: V1PodTemplateSpec) => {
+      const error = await core
+        .createNamespacedPod({
+          namespace: ns,
+          body: { ...template, metadata: { ...template.metadata, name: "refused" } } as V1Pod,
+        })
+        .then(
+          () => assert.fail("the pod was admitted"),
+          (e: unknown) => e,
+        );
+      assert.equal(statusOf(error), 403);
+      return String((error as { body?: string }).body ?? error);
+    };
+    assert.match(
+      await refusal(taggedTemplate("refused", "nobody", "Never", 0)),
+      /metadata\.annotations\[langgraph-jit\.dev\/access\]: NotGranted: .*system:serviceaccount:[\w-]+:nobody/,
+    );
+    const mounting = taggedTemplate("refused", "kb-server", "Never", 0);
+    mounting.spec = {
+      ...mounting.spec,
+      volumes: [{ name: "creds", secret: { secretName: "kb-admin" } }],
+    } as never;
+    assert.match(
+      await refusal(mounting),
+      /Secret \\"kb-admin\\" holds the credentials of Connection \\"kb-postgres\\"/,
+    );
+  });
+
+  it("blocks tagged pods alone while the operator is down", async () => {
+    const ns = tagged.name;
+    const scale = (replicas: number) =>
+      apps.patchNamespacedDeploymentScale(
+        { namespace: system.name, name: fullName, body: { spec: { replicas } } },
+        patchAs.merge,
+      );
+    await scale(0);
+    try {
+      await eventually("the operator's pods to be gone", async () => {
+        const pods = await core.listNamespacedPod({
+          namespace: system.name,
+          labelSelector: `app.kubernetes.io/instance=${release}`,
+        });
+        return pods.items.length === 0;
+      });
+      const template = taggedTemplate("blocked", "kb-server", "Never", 0);
+      const blocked = await core
+        .createNamespacedPod({
+          namespace: ns,
+          body: { ...template, metadata: { ...template.metadata, name: "blocked" } } as V1Pod,
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      assert.ok(blocked, "a tagged pod was admitted without its sidecar");
+      assert.match(
+        String((blocked as { body?: string }).body),
+        /failed calling webhook "pods\.langgraph-jit\.dev"/,
+      );
+      const other = await core.createNamespacedPod({
+        namespace: ns,
+        body: {
+          metadata: { name: "unaffected", labels: { app: "y" } },
+          spec: { containers: [{ name: "c", image: localImages.graph, imagePullPolicy: "Never" }] },
+        },
+      });
+      assert.equal(other.metadata?.name, "unaffected", "every other pod is admitted");
+      await core.deleteNamespacedPod({ namespace: ns, name: "unaffected", gracePeriodSeconds: 0 });
+    } finally {
+      await scale(1);
+      await eventually(
+        "the operator to be back",
+        async () =>
+          (await apps.readNamespacedDeployment({ namespace: system.name, name: fullName })).status
+            ?.readyReplicas === 1,
+        120_000,
+      );
+    }
+  });
+});

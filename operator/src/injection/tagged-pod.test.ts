@@ -84,6 +84,27 @@ describe("a tagged pod, checked before it gets a credential", () => {
     assert.equal(check(injectedPod(), rotated), undefined);
   });
 
+  it("passes with the pod's own API token mounted into the sidecar, as the API server does", () => {
+    const mount = {
+      name: "kube-api-access-5tlsn",
+      mountPath: "/var/run/secrets/kubernetes.io/serviceaccount",
+      readOnly: true,
+    };
+    const withToken = withSidecarChange((c) => ({
+      ...c,
+      volumeMounts: [...(c.volumeMounts ?? []), mount],
+    }));
+    assert.equal(check(withToken), undefined);
+    const elsewhere = withSidecarChange((c) => ({
+      ...c,
+      volumeMounts: [
+        ...(c.volumeMounts ?? []),
+        { ...mount, mountPath: "/var/lib/langgraph-jit/x" },
+      ],
+    }));
+    assert.match(check(elsewhere) ?? "", /^spec\.initContainers\[0\]\.volumeMounts /);
+  });
+
   it("fails without the sidecar: a pod made without the webhook and labelled afterwards", () => {
     const bare = injectedPod((spec) => ({ ...spec, initContainers: [] }));
     assert.equal(check(bare), "spec.initContainers[0] is not as langgraph-jit injected it");

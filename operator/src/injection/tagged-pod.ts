@@ -94,7 +94,7 @@ export function taggedPodDeviation(
   for (const [i, container] of injected.initContainers.entries()) {
     const found = deviation(
       plain(withoutOperatorCa(container)),
-      plain(init[i] && withoutOperatorCa(init[i])),
+      plain(init[i] && withoutApiAccessMount(withoutOperatorCa(init[i]))),
       `spec.initContainers[${i}]`,
     );
     if (found) return `${found} is not as langgraph-jit injected it`;
@@ -119,6 +119,19 @@ export function taggedPodDeviation(
   }
   return undefined;
 }
+
+/**
+ * The API server's ServiceAccount admission runs again after the webhook changed the pod, and
+ * mounts the pod's own API token (kube-api-access-*) into the containers it added too.
+ */
+function withoutApiAccessMount(container: V1Container): V1Container {
+  const mounts = container.volumeMounts?.filter(
+    (m) => !(m.name.startsWith("kube-api-access-") && m.mountPath === serviceAccountMountPath),
+  );
+  return { ...container, volumeMounts: mounts };
+}
+
+const serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /** The graph's read-only view of the pod CA, which withSidecar adds to each of its containers. */
 function withoutTrustMount(container: V1Container): V1Container {

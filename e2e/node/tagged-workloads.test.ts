@@ -91,7 +91,9 @@ describe("tagged workloads, on the real node", () => {
   async function runRoles(): Promise<string[]> {
     const kb = await db.server.connect(db.server.adminUser, db.server.adminPassword, "kb");
     try {
-      const roles = await kb.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'lgjit_kb_server%'");
+      const roles = await kb.query(
+        "SELECT rolname FROM pg_roles WHERE rolname LIKE 'lgjit_kb_server%'",
+      );
       return roles.rows.map((r) => r.rolname as string).sort();
     } finally {
       await kb.end();
@@ -136,7 +138,7 @@ describe("tagged workloads, on the real node", () => {
     await system?.remove(120_000);
   });
 
-  it("gives each replica of a tagged Deployment its own run and credential, and revokes one when scaled down", async () => {
+  it("gives each replica of a tagged Deployment its own run and credential, revokes one when scaled down, and cuts the other off when its grant goes", async () => {
     const ns = tagged.name;
     await apps.createNamespacedDeployment({
       namespace: ns,
@@ -197,7 +199,41 @@ describe("tagged workloads, on the real node", () => {
       return runs.length === 1 && runs;
     });
     assert.equal(left[0]?.status?.phase, "Running");
+
+    // The platform team takes the account out of the policy: the running pod is cut off.
+    await customObjects().patchNamespacedCustomObject(
+      {
+        group: "langgraph-jit.dev",
+        version: "v1alpha1",
+        namespace: ns,
+        plural: "accesspolicies",
+        name: "kb-server",
+        body: { spec: { subjects: [{ kind: "ServiceAccount", name: "someone-else" }] } },
+      },
+      patchAs.merge,
+    );
+    const cut = await eventually("the remaining pod to be cut off", async () => {
+      const [run] = await runsOf(ns);
+      return run?.status?.phase === "Failed" && run;
+    });
+    assert.match(
+      cut.status?.conditions?.find((c) => c.type === "Complete")?.message ?? "",
+      /the grant no longer holds, so pod kb-server-[\w-]+ is cut off/,
+    );
+    assert.ok(cut.status?.credential?.revokedAt);
+    assert.deepEqual(await runRoles(), [], "its role is dropped");
     await apps.deleteNamespacedDeployment({ namespace: ns, name: "kb-server" });
+    await customObjects().patchNamespacedCustomObject(
+      {
+        group: "langgraph-jit.dev",
+        version: "v1alpha1",
+        namespace: ns,
+        plural: "accesspolicies",
+        name: "kb-server",
+        body: { spec: { subjects: [{ kind: "ServiceAccount", name: "kb-server" }] } },
+      },
+      patchAs.merge,
+    );
   });
 
   it("records a tagged Job's pod as a run that ends Succeeded, its credential revoked", async () => {
@@ -246,6 +282,33 @@ describe("tagged workloads, on the real node", () => {
     );
     assert.ok(run.status?.credential?.issuedAt, "the pod's sidecar held a credential");
     assert.ok(run.status?.credential?.revokedAt, "and it was revoked when the pod ended");
+  });
+
+  it("says why a tagged Deployment's pods are refused in its ReplicaSet's events", async () => {
+    const ns = tagged.name;
+    await apps.createNamespacedDeployment({
+      namespace: ns,
+      body: {
+        metadata: { name: "ungranted" },
+        spec: {
+          replicas: 1,
+          selector: { matchLabels: { app: "ungranted" } },
+          template: taggedTemplate("ungranted", "nobody", "Always", 600),
+        },
+      },
+    });
+    const event = await eventually("the ReplicaSet's FailedCreate event", async () => {
+      const events = await core.listNamespacedEvent({ namespace: ns });
+      return events.items.find(
+        (e) =>
+          e.involvedObject.kind === "ReplicaSet" &&
+          e.involvedObject.name?.startsWith("ungranted-") &&
+          e.reason === "FailedCreate",
+      );
+    });
+    assert.match(event.message ?? "", /NotGranted: .*system:serviceaccount:[\w-]+:nobody/);
+    assert.deepEqual(await podsOf(ns, "ungranted"), []);
+    await apps.deleteNamespacedDeployment({ namespace: ns, name: "ungranted" });
   });
 
   it("leaves an untagged pod, and a tagged pod in an untagged namespace, untouched", async () => {

@@ -6,7 +6,8 @@
 # real knowledge-base API and PostgreSQL through it (masked), keeps LangGraph's checkpoints in
 # that database, and is refused a write and a GRANT; the run ends Succeeded, its credentials are
 # revoked, and its session is counted and read back with `kubectl jit logs`. Then a run that
-# waits for bob's approval before it starts, and whose write bob approves mid-run.
+# waits for bob's approval before it starts, and whose write bob approves mid-run; and a tagged
+# Deployment whose pod gets the sidecar, a run and a credential of its own.
 set -euo pipefail
 # shellcheck source=../e2e/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/cluster/lib.sh"
@@ -30,6 +31,11 @@ session_events() { kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status
 session_complete() {
   local before; before="$(session_events "$1")"
   [[ "$before" == */2 ]] && sleep 2 && [[ "$(session_events "$1")" == "$before" ]]
+}
+run_gone_or_revoked() {
+  local revoked
+  revoked="$(kubectl_as admin -n agents get lgr "$1" -o jsonpath='{.status.credential.revokedAt}' 2>/dev/null)" || return 0
+  [[ -n "$revoked" ]]
 }
 is_phase() { [[ "$(phase_of "$1")" == "$2" ]]; }
 # The first held command waiting for a decision, as the approvers see it.
@@ -62,6 +68,7 @@ step "helm install langgraph-jit (the images the node has: localhost/lgjit/*:tes
   --set image.repository=localhost/lgjit/operator,image.tag=test,image.pullPolicy=Never \
   --set sidecar.image=localhost/lgjit/sidecar:test,sidecar.pullPolicy=Never \
   --set replicaCount=2,sessionStore.postgresSecret.name=session-store,sessionStore.postgresSecret.key=url \
+  --set podInjection.enabled=true \
   --wait --timeout 3m
 kubectl_as admin -n langgraph-jit get pods -o wide
 echo "leader: $(kubectl_as admin -n langgraph-jit get lease langgraph-jit -o jsonpath='{.spec.holderIdentity}')"
@@ -137,6 +144,23 @@ grep '^kb-api saw POST' "$logs/demo-services.log" | sed 's/^/  /'
 wait_for "the write run's session" 30 session_settled kb-update-alice
 echo "its session: who let it start, and the held write with its decision"
 jit_as alice logs kb-update-alice -n agents | sed 's/^/  /'
+
+step "a tagged Deployment: an existing service opted in with a label and an annotation"
+kubectl_as admin delete -f examples/tagged-deployment.yaml --ignore-not-found --wait >/dev/null
+kubectl_as admin apply -f examples/tagged-deployment.yaml
+kubectl_as admin -n agents rollout status deployment/kb-server --timeout=180s
+server="$(kubectl_as admin -n agents get pods -l app=kb-server -o jsonpath='{.items[0].metadata.name}')"
+echo "its pod, with the sidecar injected: $(kubectl_as admin -n agents get pod "$server" -o jsonpath='{.spec.initContainers[*].name} + {.spec.containers[*].name}')"
+echo "its run, the pod's ServiceAccount as requester:"
+kubectl_as admin -n agents get lgr "$server" | sed 's/^/  /'
+address="$(kubectl_as admin -n agents get pod "$server" -o jsonpath='{.status.podIP}')"
+echo "POST http://$address:8080/invoke (one run of the graph, through the pod's sidecar):"
+node -e 'fetch(process.argv[1], {method: "POST"}).then((r) => r.text()).then((t) => process.stdout.write(t))' "http://$address:8080/invoke" | sed 's/^/  /'
+wait_for "the served run's session" 30 session_settled "$server"
+jit_as alice logs "$server" -n agents | sed 's/^/  /'
+kubectl_as admin -n agents delete deployment kb-server --wait >/dev/null
+wait_for "the pod's credential to be revoked" 60 run_gone_or_revoked "$server"
+echo "the Deployment is deleted: its pod's run is gone with it, its credential revoked"
 
 step "a forged requester is refused by the admission webhook"
 kubectl_as mallory apply -f - <<'RUN' || true

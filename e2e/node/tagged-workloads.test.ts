@@ -9,6 +9,7 @@ import {
   AppsV1Api,
   BatchV1Api,
   CoreV1Api,
+  RbacAuthorizationV1Api,
   type V1Pod,
   type V1PodTemplateSpec,
 } from "@kubernetes/client-node";
@@ -138,7 +139,7 @@ describe("tagged workloads, on the real node", () => {
     await system?.remove(120_000);
   });
 
-  it("gives each replica of a tagged Deployment its own run and credential, revokes one when scaled down, and cuts the other off when its grant goes", async () => {
+  it("gives each replica of a tagged Deployment its own run and credential, revokes one when scaled down, and cuts the other off when its grant goes", async (t) => {
     const ns = tagged.name;
     await apps.createNamespacedDeployment({
       namespace: ns,
@@ -185,6 +186,7 @@ describe("tagged workloads, on the real node", () => {
     assert.equal(roles.length, 2, `roles: ${roles.join(", ")}`);
     assert.notEqual(roles[0], roles[1]);
 
+    const started = performance.now();
     await apps.patchNamespacedDeploymentScale(
       { namespace: ns, name: "kb-server", body: { spec: { replicas: 1 } } },
       patchAs.merge,
@@ -194,6 +196,10 @@ describe("tagged workloads, on the real node", () => {
       async () => (await runRoles()).length === 1,
       60_000,
     );
+    // From the scale-down, through the ReplicaSet's deletion of the pod, to the role dropped.
+    const elapsedMs = performance.now() - started;
+    t.diagnostic(`revoked in ${elapsedMs.toFixed(0)} ms`);
+    assert.ok(elapsedMs < 5_000, `took ${elapsedMs.toFixed(0)} ms`);
     const left = await eventually("one run left", async () => {
       const runs = (await runsOf(ns)).filter((r) => !r.metadata?.deletionTimestamp);
       return runs.length === 1 && runs;
@@ -342,7 +348,7 @@ describe("tagged workloads, on the real node", () => {
     }
   });
 
-  it("refuses at admission a pod whose ServiceAccount no policy grants, or that mounts a Connection's Secret", async () => {
+  it("refuses at admission a pod whose ServiceAccount no policy grants, whose account could read a Connection's Secret, or that mounts one", async () => {
     const ns = tagged.name;
     const refusal = async (template: V1PodTemplateSpec, code: number) => {
       const error = await core
@@ -364,6 +370,39 @@ describe("tagged workloads, on the real node", () => {
       await refusal(taggedTemplate("refused", "nobody", "Never", 0), 403),
       /metadata\.annotations\[langgraph-jit\.dev\/access\]: NotGranted: .*system:serviceaccount:[\w-]+:nobody/,
     );
+    // An account whose own API token could read a Connection's Secret: the graph would too.
+    const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
+    await rbac.createNamespacedRole({
+      namespace: ns,
+      body: {
+        metadata: { name: "secret-reader" },
+        rules: [
+          { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["kb-admin"] },
+        ],
+      },
+    });
+    await rbac.createNamespacedRoleBinding({
+      namespace: ns,
+      body: {
+        metadata: { name: "secret-reader" },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "secret-reader" },
+        subjects: [{ kind: "ServiceAccount", name: "kb-server", namespace: ns }],
+      },
+    });
+    try {
+      assert.match(
+        await eventually("the binding to take effect", async () => {
+          const message = await refusal(
+            taggedTemplate("refused", "kb-server", "Never", 0),
+            403,
+          ).catch(() => undefined);
+          return message;
+        }),
+        /ServiceAccount "kb-server" may get Secret "kb-admin" of Connection "kb-postgres", so the pod's graph could read the credentials/,
+      );
+    } finally {
+      await rbac.deleteNamespacedRoleBinding({ namespace: ns, name: "secret-reader" });
+    }
     const mounting = taggedTemplate("refused", "kb-server", "Never", 0);
     mounting.spec = {
       ...mounting.spec,

@@ -242,6 +242,58 @@ describe("tagged workloads, on the real node", () => {
     );
   });
 
+  it("re-issues a long-lived pod's credential while its policy grants it", async () => {
+    const ns = tagged.name;
+    const template = taggedTemplate("short-lived", "kb-server", "Always", 0);
+    template.metadata = {
+      ...template.metadata,
+      annotations: {
+        ...template.metadata?.annotations,
+        "langgraph-jit.dev/max-duration": "1m",
+      },
+    };
+    const graph = template.spec?.containers[0];
+    graph?.env?.push({ name: "GRAPH_SERVE_PORT", value: "8080" });
+    await apps.createNamespacedDeployment({
+      namespace: ns,
+      body: {
+        metadata: { name: "short-lived" },
+        spec: {
+          replicas: 1,
+          selector: { matchLabels: { app: "short-lived" } },
+          template,
+        },
+      },
+    });
+    const first = await eventually(
+      "the pod's run to hold a credential",
+      async () => {
+        const [run] = (await runsOf(ns)).filter((r) =>
+          r.spec.source?.pod.startsWith("short-lived-"),
+        );
+        return run?.status?.credential?.expiresAt ? run : undefined;
+      },
+      120_000,
+    );
+    assert.equal(first.spec.maxDuration, "1m", "one credential lives as long as the pod pins it");
+    const firstExpiry = Date.parse(first.status?.credential?.expiresAt ?? "");
+    // Past the first credential's expiry, the pod still reads the database with a new one.
+    await new Promise((resolve) =>
+      setTimeout(resolve, Math.max(0, firstExpiry - Date.now()) + 5_000),
+    );
+    const run = await eventually("the re-issued credential", async () => {
+      const [now] = (await runsOf(ns)).filter((r) => r.metadata?.uid === first.metadata?.uid);
+      return Date.parse(now?.status?.credential?.expiresAt ?? "") > firstExpiry && now;
+    });
+    assert.equal(run.status?.phase, "Running");
+    const [pod] = await podsOf(ns, "short-lived");
+    const answer = await fetch(`http://${pod?.status?.podIP}:8080/invoke`, { method: "POST" });
+    const summary = (await answer.json()) as { ok: boolean; queries: { rows?: unknown[] }[] };
+    assert.equal(answer.status, 200, JSON.stringify(summary));
+    assert.equal(summary.queries[0]?.rows?.length, 2, "the query ran with the new credential");
+    await apps.deleteNamespacedDeployment({ namespace: ns, name: "short-lived" });
+  });
+
   it("records a tagged Job's pod as a run that ends Succeeded, its credential revoked", async () => {
     const ns = tagged.name;
     await batch.createNamespacedCronJob({
@@ -398,7 +450,7 @@ describe("tagged workloads, on the real node", () => {
           ).catch(() => undefined);
           return message;
         }),
-        /ServiceAccount "kb-server" may get Secret "kb-admin" of Connection "kb-postgres", so the pod's graph could read the credentials/,
+        /ServiceAccount "kb-server" may get Secret "kb-admin" of Connection "kb-postgres", so the pod.s graph could reach the credentials/,
       );
     } finally {
       await rbac.deleteNamespacedRoleBinding({ namespace: ns, name: "secret-reader" });

@@ -161,7 +161,12 @@ export async function startOperator(
         cache,
         status,
         finalizers,
-        workloads: new KubeRunWorkloads(batch, kc.makeApiClient(NetworkingV1Api), fieldManager),
+        workloads: new KubeRunWorkloads(
+          batch,
+          kc.makeApiClient(NetworkingV1Api),
+          core,
+          fieldManager,
+        ),
         events,
         notifier,
         sessions: new StoredRunSessionLog(sessionStore, sessionStatus, logger),
@@ -210,6 +215,8 @@ export async function startOperator(
             connections: (namespace: string) => cache.connections.list(namespace),
             sidecar: () => ({ ...sidecar, operatorCaPem: tls.caBundlePem }),
             rules: templateReview.rules,
+            accountMay: (account, namespace, attributes) =>
+              userMay(authorization, account, { namespace, ...attributes }),
           },
         }
       : {}),
@@ -260,13 +267,8 @@ export async function startOperator(
                 connections: (namespace: string) => cache.connections.list(namespace),
                 rules: templateReview.rules,
                 sidecar: () => ({ ...sidecar, operatorCaPem: tls.caBundlePem }),
-                serviceAccountMay: (account, namespace, verb, secret) =>
-                  userMay(authorization, account, {
-                    namespace,
-                    verb,
-                    resource: "secrets",
-                    ...(secret ? { name: secret } : {}),
-                  }),
+                accountMay: (account, namespace, attributes) =>
+                  userMay(authorization, account, { namespace, ...attributes }),
               } satisfies PodAdmissionDeps,
             }
           : {}),

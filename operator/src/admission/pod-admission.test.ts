@@ -56,8 +56,10 @@ function deps(allowed: string[] = [], failing = false): PodAdmissionDeps & { ask
     connections: () => connections,
     rules: { sidecarUid: sidecar.uid, capture: false },
     sidecar: () => sidecar,
-    serviceAccountMay: async (account: Requester, _ns, verb, secret) => {
-      const what = secret ? `${verb} ${secret}` : verb;
+    accountMay: async (account: Requester, _ns, { verb, resource, subresource, name }) => {
+      const what = [verb, subresource ? `${resource}/${subresource}` : resource, name]
+        .filter(Boolean)
+        .join(" ");
       asked.push(`${account.username} ${what}`);
       if (failing) throw new Error("the authorizer did not answer");
       return allowed.includes(what);
@@ -146,9 +148,11 @@ describe("a tagged pod's admission", () => {
     const d = deps();
     assert.equal((await admitTaggedPod(review(pod), d)).allowed, true);
     assert.deepEqual(d.asked, [
-      "system:serviceaccount:agents:nightly list",
-      "system:serviceaccount:agents:nightly watch",
-      "system:serviceaccount:agents:nightly get kb-admin",
+      "system:serviceaccount:agents:nightly list secrets",
+      "system:serviceaccount:agents:nightly watch secrets",
+      "system:serviceaccount:agents:nightly create pods",
+      "system:serviceaccount:agents:nightly create serviceaccounts/token nightly",
+      "system:serviceaccount:agents:nightly get secrets kb-admin",
     ]);
   });
 
@@ -209,7 +213,7 @@ describe("a tagged pod's admission", () => {
     });
     assert.match(
       refusal(await admitTaggedPod(review(tooLong), deps())),
-      /^422 metadata\.annotations\[langgraph-jit\.dev\/max-duration\]: "200h" must be a positive duration of at most 168h/,
+      /^422 metadata\.annotations\[langgraph-jit\.dev\/max-duration\]: "200h" must be a duration from 1m to 168h/,
     );
   });
 
@@ -298,15 +302,17 @@ describe("a tagged pod's admission", () => {
     );
   });
 
-  it("refuses a ServiceAccount that could read a Connection's Secret itself", async () => {
+  it("refuses a ServiceAccount whose own token could reach a Connection's credentials", async () => {
     for (const [allowed, reach] of [
-      ["get kb-admin", 'get Secret "kb-admin" of Connection "kb-postgres"'],
-      ["list", "list the namespace's Secrets"],
-      ["watch", "watch the namespace's Secrets"],
+      ["get secrets kb-admin", 'get Secret "kb-admin" of Connection "kb-postgres"'],
+      ["list secrets", "list the namespace's Secrets"],
+      ["watch secrets", "watch the namespace's Secrets"],
+      ["create pods", "create pods, which may mount any Secret"],
+      ["create serviceaccounts/token nightly", "mint its own tokens, for any audience"],
     ]) {
       assert.equal(
         refusal(await admitTaggedPod(review(taggedPod()), deps([allowed as string]))),
-        `403 spec.serviceAccountName: ServiceAccount "nightly" may ${reach}, so the pod's graph could read the credentials the sidecar holds for it; run the pod as an account that may not read them`,
+        `403 spec.serviceAccountName: ServiceAccount "nightly" may ${reach}, so the pod's graph could reach the credentials the sidecar holds for it; run the pod as an account that may not`,
       );
     }
   });

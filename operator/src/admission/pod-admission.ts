@@ -6,21 +6,19 @@
 // must then not reach a Connection's Secret.
 import type { V1Pod } from "@kubernetes/client-node";
 import { errorMessage } from "../../../api/errors.ts";
-import {
-  type AccessPolicy,
-  annotations,
-  type Connection,
-  connectionSecretNames,
-  labels,
-  type Requester,
-} from "../../../api/v1alpha1.ts";
+import { type AccessPolicy, annotations, type Connection, labels } from "../../../api/v1alpha1.ts";
 import { AccessAnnotationError, parseAccessAnnotation } from "../injection/access-annotation.ts";
-import { maxDurationOf } from "../injection/tagged-pod.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
-import { referencedObjects } from "../runs/pod-references.ts";
 import { checkPodTemplate, type PodRuleOptions, TemplateRefused } from "../runs/pod-rules.ts";
-import { serviceAccountRequester } from "../runs/requester.ts";
+import {
+  type AccountMay,
+  accountOf,
+  accountReach,
+  maxDurationOf,
+  mountedConnectionSecret,
+  taggedPodRequester,
+} from "../runs/tagged-pod.ts";
 import {
   type AdmissionRequest,
   type AdmissionResponse,
@@ -37,13 +35,8 @@ export interface PodAdmissionDeps {
   connections(namespace: string): Connection[];
   rules: PodRuleOptions;
   sidecar: () => SidecarSettings;
-  /** Whether the API server's authorizer lets the ServiceAccount do verb on secrets. */
-  serviceAccountMay(
-    account: Requester,
-    namespace: string,
-    verb: "get" | "list" | "watch",
-    secret?: string,
-  ): Promise<boolean>;
+  /** Whether the API server's authorizer lets the pod's ServiceAccount do something. */
+  accountMay: AccountMay;
 }
 
 /** Mutating webhook on pods CREATE, reached only by tagged pods in tagged namespaces. */
@@ -70,8 +63,7 @@ export async function admitTaggedPod(
     return deny(request, `${field}: ${errorMessage(error)}`, 422);
   }
 
-  const account = pod.spec.serviceAccountName || "default";
-  const requester = serviceAccountRequester(namespace, account);
+  const requester = taggedPodRequester(pod);
   const connections = deps.connections(namespace);
   const decision = evaluateAccess({
     namespace,
@@ -85,35 +77,22 @@ export async function admitTaggedPod(
     return deny(request, `${accessField}: ${decision.reason}: ${decision.message}`);
   }
 
-  const secretOwners = owners(connections);
   try {
     checkPodTemplate({ metadata: pod.metadata, spec: pod.spec }, { ...deps.rules, tagged: true });
-    for (const ref of referencedObjects({ metadata: pod.metadata, spec: pod.spec })) {
-      const owner = ref.resource === "secrets" && ref.name ? secretOwners.get(ref.name) : undefined;
-      if (owner !== undefined) {
-        throw new TemplateRefused(
-          `${ref.field}: Secret "${ref.name}" holds the credentials of Connection "${owner}", which only langgraph-jit may read`,
-        );
-      }
-    }
   } catch (error) {
     if (error instanceof TemplateRefused) return deny(request, error.message, 422);
     throw error;
   }
-
+  const mounted = mountedConnectionSecret(pod, connections);
+  if (mounted) return deny(request, mounted, 422);
   // The graph would see what the sidecar exists to hide, through the pod's own API token.
   try {
-    const reach = await secretsReach(deps, requester, namespace, [...secretOwners]);
-    if (reach) {
-      return deny(
-        request,
-        `spec.serviceAccountName: ServiceAccount "${account}" may ${reach}, so the pod's graph could read the credentials the sidecar holds for it; run the pod as an account that may not read them`,
-      );
-    }
+    const reach = await accountReach(pod, connections, deps.accountMay);
+    if (reach) return deny(request, reach);
   } catch (error) {
     return deny(
       request,
-      `the access of ServiceAccount "${account}" could not be reviewed: ${errorMessage(error)}`,
+      `the access of ServiceAccount "${accountOf(pod)}" could not be reviewed: ${errorMessage(error)}`,
       503,
     );
   }
@@ -137,31 +116,4 @@ export async function admitTaggedPod(
     });
   }
   return allow(request, patch);
-}
-
-/** Each Connection's Secrets, to the Connection that holds them. */
-function owners(connections: Connection[]): Map<string, string> {
-  return new Map(
-    connections.flatMap((c) => connectionSecretNames(c).map((s) => [s, c.metadata?.name ?? ""])),
-  );
-}
-
-/** What the account may do to a Connection's Secret, if anything ("get Secret kb-api"). */
-async function secretsReach(
-  deps: PodAdmissionDeps,
-  account: Requester,
-  namespace: string,
-  secrets: [string, string][],
-): Promise<string | undefined> {
-  if (secrets.length === 0) return undefined;
-  const checks: [string, Promise<boolean>][] = [
-    ["list the namespace's Secrets", deps.serviceAccountMay(account, namespace, "list")],
-    ["watch the namespace's Secrets", deps.serviceAccountMay(account, namespace, "watch")],
-    ...secrets.map(([secret, connection]): [string, Promise<boolean>] => [
-      `get Secret "${secret}" of Connection "${connection}"`,
-      deps.serviceAccountMay(account, namespace, "get", secret),
-    ]),
-  ];
-  const answers = await Promise.all(checks.map(([, answer]) => answer));
-  return checks.find((_, index) => answers[index])?.[0];
 }

@@ -10,13 +10,18 @@ import {
   labels,
   RunPhase,
 } from "../../../api/v1alpha1.ts";
-import { taggedPodDeviation } from "../injection/tagged-pod.ts";
 import type { Cache } from "../kube/cache.ts";
-import type { SidecarSettings } from "../runs/job-builder.ts";
+import { runLabels, type SidecarSettings } from "../runs/job-builder.ts";
 import { runObjectName } from "../runs/names.ts";
 import type { PodRuleOptions } from "../runs/pod-rules.ts";
 import { podDeviation } from "../runs/run-pod.ts";
 import { isRunJob, type StatusSeal } from "../runs/status-seal.ts";
+import {
+  type AccountMay,
+  accountReach,
+  mountedConnectionSecret,
+  taggedPodDeviation,
+} from "../runs/tagged-pod.ts";
 import { HttpError } from "../server/https-server.ts";
 import type { PodIdentity } from "./token-review.ts";
 
@@ -31,6 +36,7 @@ export interface OwnerChainDeps {
     connections(namespace: string): Connection[];
     sidecar(): SidecarSettings;
     rules: PodRuleOptions;
+    accountMay: AccountMay;
   };
 }
 
@@ -100,7 +106,10 @@ export async function runOfPod(
  * A tagged pod's run: the one the operator recorded for this pod (by uid), while the live pod
  * is still exactly what the webhook injected.
  */
-function taggedRunOfPod(pod: V1Pod, deps: OwnerChainDeps): { run: LangGraphRun; pod: V1Pod } {
+async function taggedRunOfPod(
+  pod: V1Pod,
+  deps: OwnerChainDeps,
+): Promise<{ run: LangGraphRun; pod: V1Pod }> {
   const namespace = pod.metadata?.namespace ?? "";
   const name = `pod ${namespace}/${pod.metadata?.name}`;
   if (!deps.tagged) {
@@ -118,12 +127,25 @@ function taggedRunOfPod(pod: V1Pod, deps: OwnerChainDeps): { run: LangGraphRun; 
   const connections = run.spec.access.flatMap(
     (a) => available.find((c) => c.metadata?.name === a.connection) ?? [],
   );
-  const deviation = taggedPodDeviation(pod, connections, deps.tagged.sidecar(), deps.tagged.rules);
+  // What the webhook refused, checked again on the live pod: it may never have been asked.
+  const deviation =
+    taggedPodDeviation(pod, connections, deps.tagged.sidecar(), deps.tagged.rules) ??
+    mountedConnectionSecret(pod, available) ??
+    (await accountReach(pod, available, deps.tagged.accountMay));
   if (deviation) {
     throw new HttpError(
       403,
       "NotARunPod",
       `${name} is not the pod langgraph-jit injected: ${deviation}`,
+    );
+  }
+  // The run's label puts the pod under its NetworkPolicy: no credential before that.
+  const label = runLabels(run);
+  if (Object.entries(label).some(([key, value]) => pod.metadata?.labels?.[key] !== value)) {
+    throw new HttpError(
+      503,
+      "NotReadyYet",
+      `${name} is not under its run's NetworkPolicy yet; the sidecar asks again`,
     );
   }
   return { run, pod };

@@ -55,7 +55,7 @@ function setup(pod: V1Pod = taggedPod()) {
   });
   cluster.taggedPods.put(pod);
   const created: LangGraphRun[] = [];
-  const marks: string[] = [];
+  const enabled = new Set(["agents"]);
   let seq = 0;
   const reconciler = new PodRunReconciler({
     cache: cluster,
@@ -65,24 +65,15 @@ function setup(pod: V1Pod = taggedPod()) {
         created.push(run);
         return cluster.runs.put({ ...run, metadata: { ...run.metadata, uid: `run-${++seq}` } });
       },
-      markPod: async (pod, runUid) => {
-        marks.push(`${pod.metadata?.name} ${runUid}`);
-        cluster.taggedPods.put({
-          ...pod,
-          metadata: {
-            ...pod.metadata,
-            annotations: { ...pod.metadata?.annotations, "langgraph-jit.dev/run-uid": runUid },
-          },
-        });
-      },
+      injectionEnabled: async (namespace) => enabled.has(namespace),
     },
     logger: pino({ level: "silent" }),
   });
-  return { cluster, created, marks, reconcile: () => reconciler.reconcile(key) };
+  return { cluster, created, enabled, reconcile: () => reconciler.reconcile(key) };
 }
 
 describe("recording tagged pods as runs", () => {
-  it("records an injected pod as a run it owns, stamped with its ServiceAccount, and marks it", async () => {
+  it("records an injected pod as a run it owns, stamped with its ServiceAccount", async () => {
     const s = setup();
     assert.equal(await s.reconcile(), undefined);
     assert.deepEqual(s.created, [
@@ -125,7 +116,6 @@ describe("recording tagged pods as runs", () => {
         },
       },
     ]);
-    assert.deepEqual(s.marks, ["kb-server-7d9f8-x2x9q run-1"]);
     await s.reconcile();
     assert.equal(s.created.length, 1, "once");
   });
@@ -136,12 +126,33 @@ describe("recording tagged pods as runs", () => {
     assert.equal(s.created[0]?.spec.maxDuration, "10m");
   });
 
-  it("does not record a pod again after its run was deleted to cut it off", async () => {
+  it("does not record a pod again after the run that labelled it was deleted to cut it off", async () => {
     const s = setup();
     await s.reconcile();
+    const pod = s.cluster.taggedPods.get("agents", "kb-server-7d9f8-x2x9q") as V1Pod;
+    s.cluster.taggedPods.put({
+      ...pod,
+      metadata: {
+        ...pod.metadata,
+        labels: { ...pod.metadata?.labels, "langgraph-jit.dev/run": "kb-server-7d9f8-x2x9q" },
+      },
+    });
     s.cluster.runs.remove(s.cluster.runs.get("agents", "kb-server-7d9f8-x2x9q") as LangGraphRun);
     await s.reconcile();
     assert.equal(s.created.length, 1);
+  });
+
+  it("records nothing where the namespace does not allow injection", async () => {
+    const s = setup();
+    s.enabled.clear();
+    assert.equal(await s.reconcile(), undefined);
+    assert.deepEqual(s.created, []);
+  });
+
+  it("records nothing, and does not fail, when the annotation was broken after admission", async () => {
+    const s = setup(taggedPod({ annotations: { "langgraph-jit.dev/access": "kb-postgres:read" } }));
+    assert.equal(await s.reconcile(), undefined);
+    assert.deepEqual(s.created, []);
   });
 
   it("records nothing for a pod the webhook did not inject, or one that has ended", async () => {

@@ -1,6 +1,7 @@
 // Records each tagged pod as a LangGraphRun: named after the pod, owned by it (so deleted with
-// it), with spec.source instead of a template, stamped with the pod's ServiceAccount. Once per
-// pod: the pod is marked with its run's uid, so a run deleted to cut a pod off stays deleted.
+// it), with spec.source instead of a template, stamped with the pod's ServiceAccount. Only in a
+// namespace labelled for injection, and once per pod: the run labels its pod, so a run deleted
+// to cut a pod off stays deleted.
 import type { CoreV1Api, CustomObjectsApi, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { formatDuration, parseDuration } from "../../../api/duration.ts";
@@ -16,20 +17,19 @@ import {
 import { isConflict } from "../kube/api-errors.ts";
 import type { ClusterObjects } from "../kube/cluster-cache.ts";
 import { Controller, type ReconcileResult, type Reconciler } from "../kube/controller.ts";
-import { patchAs } from "../kube/meta.ts";
 import { objectKey } from "../kube/object-store.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { sidecarContainerName } from "../runs/pod-contract.ts";
 import { serviceAccountRequester } from "../runs/requester.ts";
+import { maxDurationOf } from "../runs/tagged-pod.ts";
 import { parseAccessAnnotation } from "./access-annotation.ts";
-import { maxDurationOf } from "./tagged-pod.ts";
 
-/** What the controller writes: the run, and the mark on its pod. */
+/** What the controller reads and writes beyond the cache. */
 export interface PodRunWriter {
   /** Creates the run; one that exists already fails with 409. */
   createRun(namespace: string, run: LangGraphRun): Promise<LangGraphRun>;
-  /** Annotates the pod with its run's uid (a merge patch, precondition: the pod's uid). */
-  markPod(pod: V1Pod, runUid: string): Promise<void>;
+  /** Whether the namespace is labelled langgraph-jit.dev/inject=enabled. */
+  injectionEnabled(namespace: string): Promise<boolean>;
 }
 
 export class KubePodRunWriter implements PodRunWriter {
@@ -51,18 +51,9 @@ export class KubePodRunWriter implements PodRunWriter {
     })) as LangGraphRun;
   }
 
-  async markPod(pod: V1Pod, runUid: string): Promise<void> {
-    await this.#core.patchNamespacedPod(
-      {
-        namespace: pod.metadata?.namespace ?? "",
-        name: pod.metadata?.name ?? "",
-        // The uid is a precondition: a pod recreated under the name is not marked.
-        body: {
-          metadata: { uid: pod.metadata?.uid, annotations: { [annotations.runUid]: runUid } },
-        },
-      },
-      patchAs.merge,
-    );
+  async injectionEnabled(namespace: string): Promise<boolean> {
+    const found = await this.#core.readNamespace({ name: namespace });
+    return found.metadata?.labels?.[labels.inject] === "enabled";
   }
 }
 
@@ -89,24 +80,29 @@ export class PodRunReconciler implements Reconciler {
     if (!pod || pod.metadata?.deletionTimestamp || finished.has(pod.status?.phase ?? "")) return;
     // Only a pod the webhook injected (issuance checks it again, field by field).
     if (!pod.spec?.initContainers?.some((c) => c.name === sidecarContainerName)) return;
-    const marked = pod.metadata?.annotations?.[annotations.runUid];
     const existing = cache.runs.get(namespace, name);
-    if (existing?.spec.source?.uid === uid) {
-      if (!marked) await writer.markPod(pod, existing.metadata?.uid ?? "");
-      return;
-    }
-    if (marked) return;
+    if (existing?.spec.source?.uid === uid) return;
+    // Its run labelled it: that run was deleted to cut the pod off.
+    if (pod.metadata?.labels?.[labels.run] !== undefined) return;
     // A run of an earlier pod of that name goes with that pod, by garbage collection.
     if (existing) return { requeueAfterMs: 2_000 };
+    // The label is the platform team's consent: the webhook asked it, and so do we.
+    if (!(await writer.injectionEnabled(namespace))) return;
     let run: LangGraphRun;
     try {
-      run = await writer.createRun(namespace, this.#runOf(pod));
+      run = this.#runOf(pod);
+    } catch (error) {
+      // The annotation was changed since admission: nothing to record.
+      this.#deps.logger.warn({ namespace, pod: name, err: error }, "tagged pod not recorded");
+      return;
+    }
+    try {
+      await writer.createRun(namespace, run);
     } catch (error) {
       if (isConflict(error)) return { requeueAfterMs: 1_000 };
       throw error;
     }
     this.#deps.logger.info({ namespace, pod: name }, "recorded a tagged pod as a run");
-    await writer.markPod(pod, run.metadata?.uid ?? "");
     return undefined;
   }
 

@@ -169,10 +169,12 @@ function post(target: WebhookTarget, body: string, timeoutMs: number): Promise<v
           "user-agent": "langgraph-jit-operator",
         },
         ...(target.ca ? { ca: target.ca } : {}),
-        timeout: timeoutMs,
+        // The whole exchange, not only an idle socket: a receiver that trickles is cut off too.
+        signal: AbortSignal.timeout(timeoutMs),
       },
       (response) => {
-        response.resume();
+        // Only the status counts: the body is not read, and the socket goes with it.
+        response.destroy();
         const status = response.statusCode ?? 0;
         if (status >= 200 && status < 300) return resolve();
         const retryAfter = Number(response.headers["retry-after"]);
@@ -185,14 +187,11 @@ function post(target: WebhookTarget, body: string, timeoutMs: number): Promise<v
         );
       },
     );
-    req.on("timeout", () =>
-      req.destroy(new DeliveryError(`no answer within ${timeoutMs} ms`, true)),
-    );
     // The code, not the message: a message names the host, which is part of the Secret.
     req.on("error", (error: NodeJS.ErrnoException) =>
       reject(
-        error instanceof DeliveryError
-          ? error
+        error.name === "AbortError"
+          ? new DeliveryError(`no answer within ${timeoutMs} ms`, true)
           : new DeliveryError(`could not reach the webhook (${error.code ?? "no code"})`, true),
       ),
     );
@@ -215,7 +214,7 @@ export function slackMessage(notice: ApprovalNotice): {
     notice.state === "Waiting"
       ? `*${what}* waits for approval.\nRequested by ${slackEscape(notice.requester)} (run ${notice.run}): ${request}\n${slackEscape(notice.message)}\nDecide with \`${decide}\` or \`kubectl jit deny\`.`
       : `*${what}* ${notice.state.toLowerCase()}: ${slackEscape(notice.message)}\nRequested by ${slackEscape(notice.requester)} (run ${notice.run}): ${request}`;
-  return { text, langgraphJit: notice };
+  return { text, langgraphJit: { ...notice, request: cut(notice.request) } };
 }
 
 /** The three characters Slack's mrkdwn reads as control ("<!channel>", "<url|label>"). */

@@ -167,8 +167,8 @@ export function buildNetworkPolicy(
     spec: {
       podSelector: { matchLabels: runLabels(run) },
       // Ingress without rules (the API server drops an empty list): nothing connects to a run's
-      // pod, so nothing leaves it as an answer.
-      policyTypes: ["Ingress", "Egress"],
+      // pod, so nothing leaves it as an answer. A tagged pod is a service others call.
+      policyTypes: run.spec.source ? ["Egress"] : ["Ingress", "Egress"],
       egress: [...connectionRules, operatorRule, dnsRule],
     },
   };

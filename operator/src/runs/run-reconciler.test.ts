@@ -3,6 +3,7 @@
 // the same lifecycle against the real API server.
 import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
+import type { V1Pod, V1PodSpec } from "@kubernetes/client-node";
 import pino from "pino";
 import {
   type AccessPolicy,
@@ -16,6 +17,7 @@ import { postgresConnection } from "../testing/connections.ts";
 import { apiError, FakeCluster } from "../testing/fake-cluster.ts";
 import { alice, testRun } from "../testing/runs.ts";
 import { findCondition } from "./conditions.ts";
+import { runIdentityEnv, withSidecar } from "./job-builder.ts";
 import type { RunLifecycleDeps } from "./run-lifecycle.ts";
 import { RunReconciler } from "./run-reconciler.ts";
 import { StatusSeal } from "./status-seal.ts";
@@ -617,7 +619,8 @@ describe("a tagged pod's run", () => {
       },
     };
   }
-  function pod(phase = "Running") {
+  /** The pod as the webhook injected it. */
+  function pod(phase = "Running"): V1Pod {
     return {
       metadata: {
         name: "r",
@@ -625,11 +628,15 @@ describe("a tagged pod's run", () => {
         uid: "pod-1",
         labels: { "langgraph-jit.dev/inject": "true" },
       },
-      spec: { serviceAccountName: "kb-server", containers: [] },
+      spec: withSidecar(
+        { serviceAccountName: "kb-server", containers: [{ name: "graph", image: "g" }] },
+        runIdentityEnv(undefined),
+        [connection()],
+        { ...h.deps.sidecar, operatorCaPem: h.deps.operatorCaPem() },
+      ),
       status: { phase },
     };
   }
-
   beforeEach(() => {
     h = harness();
     h.cluster.policies.put(
@@ -647,6 +654,36 @@ describe("a tagged pod's run", () => {
     assert.equal(run?.status?.deadline, "2026-12-05T10:20:00Z");
     assert.equal(condition(run, "Ready")?.reason, "PodRunning");
     assert.deepEqual(h.accountsEnsured, [], "the pod keeps its own account");
+    const policy = h.cluster.networkPolicies.list("agents")[0];
+    assert.deepEqual(
+      policy?.spec?.policyTypes,
+      ["Egress"],
+      "a service others call, whose egress is the sidecar's",
+    );
+    assert.deepEqual(policy?.spec?.podSelector, { matchLabels: { "langgraph-jit.dev/run": "r" } });
+    assert.equal(
+      h.cluster.taggedPods.get("agents", "r")?.metadata?.labels?.["langgraph-jit.dev/run"],
+      "r",
+      "the pod is labelled into it",
+    );
+  });
+
+  it("cuts the pod off, revoked, once it is no longer as injected", async () => {
+    await settle(h);
+    const running = h.cluster.taggedPods.get("agents", "r") as V1Pod;
+    h.cluster.taggedPods.put({
+      ...running,
+      spec: {
+        ...(running.spec as V1PodSpec),
+        ephemeralContainers: [
+          { name: "debug", image: "busybox", targetContainerName: "langgraph-jit-sidecar" },
+        ],
+      },
+    });
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Failed");
+    assert.equal(condition(h.run(), "Complete")?.reason, "PodAltered");
+    assert.deepEqual(h.revoked, ["r:kb-postgres"]);
   });
 
   it("rolls its deadline forward while the policy grants it", async () => {

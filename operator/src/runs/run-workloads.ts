@@ -1,6 +1,12 @@
 // What a run makes in its namespace besides itself: its Job and its NetworkPolicy. The
 // reconciler writes them through this interface; tests keep them in memory.
-import type { BatchV1Api, NetworkingV1Api, V1Job, V1NetworkPolicy } from "@kubernetes/client-node";
+import type {
+  BatchV1Api,
+  CoreV1Api,
+  NetworkingV1Api,
+  V1Job,
+  V1NetworkPolicy,
+} from "@kubernetes/client-node";
 import { unlessNotFound } from "../kube/api-errors.ts";
 import { patchAs } from "../kube/meta.ts";
 
@@ -14,17 +20,43 @@ export interface RunWorkloads {
   /** Makes the NetworkPolicy what is given (server-side apply, forced). */
   applyNetworkPolicy(namespace: string, policy: V1NetworkPolicy): Promise<void>;
   deleteNetworkPolicy(namespace: string, name: string): Promise<void>;
+  /** Adds the run's labels to a tagged pod (a merge patch; precondition: the pod's uid). */
+  labelPod(
+    namespace: string,
+    name: string,
+    uid: string,
+    labels: Record<string, string>,
+  ): Promise<void>;
 }
 
 export class KubeRunWorkloads implements RunWorkloads {
   readonly #batch: BatchV1Api;
   readonly #networking: NetworkingV1Api;
+  readonly #core: CoreV1Api;
   readonly #fieldManager: string;
 
-  constructor(batch: BatchV1Api, networking: NetworkingV1Api, fieldManager: string) {
+  constructor(
+    batch: BatchV1Api,
+    networking: NetworkingV1Api,
+    core: CoreV1Api,
+    fieldManager: string,
+  ) {
     this.#batch = batch;
     this.#networking = networking;
+    this.#core = core;
     this.#fieldManager = fieldManager;
+  }
+
+  async labelPod(
+    namespace: string,
+    name: string,
+    uid: string,
+    labels: Record<string, string>,
+  ): Promise<void> {
+    await this.#core.patchNamespacedPod(
+      { namespace, name, body: { metadata: { uid, labels } } },
+      patchAs.merge,
+    );
   }
 
   readJob(namespace: string, name: string): Promise<V1Job | undefined> {

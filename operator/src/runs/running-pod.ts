@@ -4,11 +4,15 @@
 // credentials revoked, leaving the pod running without access.
 import type { Logger } from "pino";
 import { parseDuration } from "../../../api/duration.ts";
-import { type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
+import { type Connection, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
 import { metaTime } from "../kube/meta.ts";
+import { runLabels } from "./job-builder.ts";
+import { runObjectName } from "./names.ts";
 import { requesterOf } from "./requester.ts";
 import type { RunLifecycle } from "./run-lifecycle.ts";
+import { ensureNetworkPolicy } from "./running-run.ts";
+import { taggedPodDeviation } from "./tagged-pod.ts";
 
 export async function trackPod(
   lifecycle: RunLifecycle,
@@ -30,6 +34,20 @@ export async function trackPod(
     const why = pod.status.message || pod.status.reason || "its containers failed";
     return finish(RunPhase.Failed, "PodFailed", `pod ${source.pod} failed: ${why}`);
   }
+  // The live pod is still what was injected: an ephemeral container, say, ends its access.
+  const altered = taggedPodDeviation(
+    pod,
+    connectionsOf(lifecycle, run),
+    { ...lifecycle.deps.sidecar, operatorCaPem: lifecycle.deps.operatorCaPem() },
+    lifecycle.deps.templateReview.rules,
+  );
+  if (altered) {
+    return finish(
+      RunPhase.Failed,
+      "PodAltered",
+      `pod ${source.pod} is no longer as injected: ${altered}`,
+    );
+  }
   const requester = requesterOf(run);
   if (!requester)
     return finish(RunPhase.Failed, "RequesterUnknown", "the run has no valid requester");
@@ -40,6 +58,13 @@ export async function trackPod(
       decision.reason,
       `the grant no longer holds, so pod ${source.pod} is cut off: ${decision.message}`,
     );
+  }
+  // Egress only through the sidecar, before the pod may hold a credential (issuance waits for
+  // the run's label on the pod, which selects it into the NetworkPolicy).
+  await ensureNetworkPolicy(lifecycle, run, runObjectName(run));
+  const label = runLabels(run);
+  if (Object.entries(label).some(([key, value]) => pod.metadata?.labels?.[key] !== value)) {
+    await lifecycle.deps.workloads.labelPod(namespace, source.pod, source.uid, label);
   }
   const lifeMs = parseDuration(run.spec.maxDuration);
   const now = lifecycle.now().getTime();
@@ -55,4 +80,10 @@ export async function trackPod(
     },
   ]);
   return { requeueAfterMs: Math.max(1_000, deadline - lifeMs / 2 - now) };
+}
+
+/** The run's Connections, in the order of its access, as the webhook injected them. */
+function connectionsOf(lifecycle: RunLifecycle, run: LangGraphRun): Connection[] {
+  const all = lifecycle.deps.cache.connections.list(run.metadata?.namespace ?? "");
+  return run.spec.access.flatMap((a) => all.find((c) => c.metadata?.name === a.connection) ?? []);
 }

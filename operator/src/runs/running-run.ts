@@ -122,7 +122,7 @@ async function createJob(
   return { requeueAfterMs: remainingMs };
 }
 
-async function ensureNetworkPolicy(
+export async function ensureNetworkPolicy(
   lifecycle: RunLifecycle,
   run: LangGraphRun,
   name: string,

@@ -176,6 +176,14 @@ export class FakeCluster implements ClusterObjects {
       const policy = this.networkPolicies.get(namespace, name);
       if (policy) this.networkPolicies.remove(policy);
     },
+    labelPod: async (namespace, name, uid, labels) => {
+      const pod = this.taggedPods.get(namespace, name);
+      if (pod?.metadata?.uid !== uid) throw apiError(409, "uid precondition failed");
+      this.taggedPods.put({
+        ...pod,
+        metadata: { ...pod.metadata, labels: { ...pod.metadata?.labels, ...labels } },
+      });
+    },
   };
 
   readonly eventSink: EventSink = {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { V1Container, V1Pod, V1PodSpec } from "@kubernetes/client-node";
-import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
 import { httpConnection, postgresConnection } from "../testing/connections.ts";
+import { runIdentityEnv, type SidecarSettings, withSidecar } from "./job-builder.ts";
 import { taggedPodDeviation } from "./tagged-pod.ts";
 
 const sidecar: SidecarSettings = {
@@ -118,6 +118,10 @@ describe("a tagged pod, checked before it gets a credential", () => {
       [
         (c) => ({ ...c, env: [...(c.env ?? []), { name: "NODE_OPTIONS", value: "--require /x" }] }),
         /\.env /,
+      ],
+      [
+        (c) => ({ ...c, terminationMessagePolicy: "FallbackToLogsOnError" }),
+        /\.terminationMessagePolicy /,
       ],
       [
         (c) => ({ ...c, securityContext: { ...c.securityContext, runAsUser: 0 } }),

@@ -14,6 +14,7 @@ import {
   expectApiError,
   kubeConfigFor,
   kubectlJit,
+  statusOf,
 } from "../lib/cluster.ts";
 import { useOperator } from "../lib/operator.ts";
 import {
@@ -117,6 +118,21 @@ describe("run approvals", () => {
     const again = kubectlJit("bob", "approve", "needs-bob", "-n", ns, "--reason", "twice");
     assert.equal(again.status, 1);
     assert.match(again.stderr, /is not waiting for approval \(phase Running\)/);
+  });
+
+  it("refuses alice a run that claims to record a tagged pod: only the operator makes those", async () => {
+    const sourced = runManifest("sourced");
+    delete sourced.spec.template;
+    sourced.spec.source = { pod: "kb-server-x", uid: "u-1" };
+    const error = await createRun("alice", suite.ns.name, sourced).then(
+      () => assert.fail("admitted"),
+      (e: unknown) => e,
+    );
+    assert.equal(statusOf(error), 403);
+    assert.match(
+      JSON.parse((error as { body: string }).body).message,
+      /spec\.source: only langgraph-jit records a tagged pod as a run; write spec\.template instead/,
+    );
   });
 
   it("refuses an approver the request writes itself", async () => {

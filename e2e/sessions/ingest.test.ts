@@ -91,7 +91,10 @@ describe("session event ingest", () => {
       ],
       { encoding: "utf8" },
     ).stdout;
-    assert.match(table, /^NAME\s+PHASE\s+REQUESTER\s+AGE\s+DEADLINE\s+CALLS\s+DENIED\s+REASON/m);
+    assert.match(
+      table,
+      /^NAME\s+PHASE\s+REQUESTER\s+SOURCE\s+AGE\s+DEADLINE\s+CALLS\s+DENIED\s+REASON/m,
+    );
     assert.match(table, /^recorded\s+Running\s+alice@example\.com\s+\S+\s+\S+\s+3\s+1\s/m);
     const store = new SqliteSessionStore(
       join(clusterDir, "logs", `sessions-${suite.system.name}.db`),

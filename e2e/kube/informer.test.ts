@@ -155,19 +155,23 @@ describe("ResilientInformer", () => {
   });
 
   it("re-lists when its watch goes silent, long before the client's 30 s watch timeout", async () => {
-    const { informer, logs } = await setUp({ relistIntervalMs: 1_500 });
+    const { informer, logs } = await setUp({ relistIntervalMs: 3_000 });
     await informer.start();
     await core.createNamespacedConfigMap({ namespace: ns(), body: configMap("before", "1") });
     await eventually("the watch to deliver", async () => dataValue(informer, "before"));
 
     const relists = () => logs.filter((line) => line.reason === "periodic re-list").length;
     const relistsBefore = relists();
-    // Stall right after a re-list, so the next one is still more than a second away.
+    // Stall right after a re-list, so the next one is still seconds away.
     await eventually("a periodic re-list", async () => relists() > relistsBefore);
     proxy.stall();
+    const relistsAtStall = relists();
     await core.createNamespacedConfigMap({ namespace: ns(), body: configMap("unseen", "1") });
     await sleep(300);
-    assert.equal(informer.get(ns(), "unseen"), undefined, "the stalled watch delivers nothing");
+    // On a loaded machine the next re-list may come within that; only a re-list may bring it.
+    if (relists() === relistsAtStall) {
+      assert.equal(informer.get(ns(), "unseen"), undefined, "the stalled watch delivers nothing");
+    }
     await eventually("the re-list", async () => dataValue(informer, "unseen"), 10_000);
   });
 });

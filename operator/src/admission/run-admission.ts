@@ -15,7 +15,8 @@ import {
   type Requester,
 } from "../../../api/v1alpha1.ts";
 import { TemplateRefused } from "../runs/pod-rules.ts";
-import { requesterOf, serviceAccountRequester } from "../runs/requester.ts";
+import { requesterOf } from "../runs/requester.ts";
+import { taggedPodRequester } from "../runs/tagged-pod.ts";
 import { reviewTemplate, type TemplateReviewDeps } from "../runs/template-review.ts";
 import {
   type AdmissionRequest,
@@ -172,7 +173,7 @@ function validateSourceRun(
       `spec.source: tagged pod ${namespace}/${source.pod} (uid ${source.uid}) is not known`,
     );
   }
-  const account = serviceAccountRequester(namespace, pod.spec?.serviceAccountName || "default");
+  const account = taggedPodRequester(pod);
   if (!isDeepStrictEqual(requesterOf(run), account)) {
     return deny(request, `${requesterField} must be the pod's ServiceAccount, ${account.username}`);
   }

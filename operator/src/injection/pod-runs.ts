@@ -20,8 +20,7 @@ import { Controller, type ReconcileResult, type Reconciler } from "../kube/contr
 import { objectKey } from "../kube/object-store.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
 import { sidecarContainerName } from "../runs/pod-contract.ts";
-import { serviceAccountRequester } from "../runs/requester.ts";
-import { maxDurationOf } from "../runs/tagged-pod.ts";
+import { maxDurationOf, taggedPodRequester } from "../runs/tagged-pod.ts";
 import { parseAccessAnnotation } from "./access-annotation.ts";
 
 /** What the controller reads and writes beyond the cache. */
@@ -109,8 +108,7 @@ export class PodRunReconciler implements Reconciler {
   #runOf(pod: V1Pod): LangGraphRun {
     const namespace = pod.metadata?.namespace ?? "";
     const name = pod.metadata?.name ?? "";
-    const account = pod.spec?.serviceAccountName || "default";
-    const requester = serviceAccountRequester(namespace, account);
+    const requester = taggedPodRequester(pod);
     const access = parseAccessAnnotation(pod.metadata?.annotations?.[annotations.access]);
     const owner = pod.metadata?.ownerReferences?.find((o) => o.controller);
     const pinned = maxDurationOf(pod);
@@ -142,7 +140,7 @@ export class PodRunReconciler implements Reconciler {
     const namespace = pod.metadata?.namespace ?? "";
     const decision = evaluateAccess({
       namespace,
-      requester: serviceAccountRequester(namespace, pod.spec?.serviceAccountName || "default"),
+      requester: taggedPodRequester(pod),
       access,
       maxDurationMs: 0,
       policies: cache.policies.list(namespace),

@@ -71,6 +71,47 @@ function graphRun(name: string, workSeconds: number, maxDuration = "5m"): LangGr
   });
 }
 
+/** Replaces the e2e suites' "approvers" binding with the chart's ClusterRoles, bound to these users. */
+async function bindChartRoles(namespace: string, roles: [string, string[]][]): Promise<void> {
+  const rbacApi = admin.makeApiClient(RbacAuthorizationV1Api);
+  await rbacApi.deleteNamespacedRoleBinding({ namespace, name: "approvers" });
+  for (const [role, users] of roles) {
+    await rbacApi.createNamespacedRoleBinding({
+      namespace,
+      body: {
+        metadata: { name: `chart-${role}` },
+        roleRef: {
+          apiGroup: "rbac.authorization.k8s.io",
+          kind: "ClusterRole",
+          name: `${fullName}-${role}`,
+        },
+        subjects: users.map((name) => ({
+          apiGroup: "rbac.authorization.k8s.io",
+          kind: "User",
+          name,
+        })),
+      },
+    });
+  }
+}
+
+/** The held command waiting for bob now, as `kubectl jit approvals -o json` shows it. */
+function nextHeldCommand(namespace: string, seen: string[]) {
+  return eventually(
+    "a command held for bob",
+    async () => {
+      const listed = kubectlJit("bob", "approvals", "-n", namespace, "-o", "json");
+      const waiting = JSON.parse(listed.stdout || "[]") as {
+        kind: string;
+        name: string;
+        request: string;
+      }[];
+      return waiting.find((w) => w.kind === "command" && !seen.includes(w.name));
+    },
+    90_000,
+  );
+}
+
 function containerStatus(pod: V1Pod, name: string) {
   const all = [
     ...(pod.status?.initContainerStatuses ?? []),
@@ -381,24 +422,7 @@ describe("the operator installed with helm, on the real node", () => {
       [],
     );
     // Approvers decide with the chart's approver role alone; the webhook still refuses alice's own.
-    const rbacApi = admin.makeApiClient(RbacAuthorizationV1Api);
-    await rbacApi.deleteNamespacedRoleBinding({ namespace: ns.name, name: "approvers" });
-    await rbacApi.createNamespacedRoleBinding({
-      namespace: ns.name,
-      body: {
-        metadata: { name: "chart-approvers" },
-        roleRef: {
-          apiGroup: "rbac.authorization.k8s.io",
-          kind: "ClusterRole",
-          name: `${fullName}-approver`,
-        },
-        subjects: ["alice@example.com", "bob@example.com"].map((name) => ({
-          apiGroup: "rbac.authorization.k8s.io",
-          kind: "User",
-          name,
-        })),
-      },
-    });
+    await bindChartRoles(ns.name, [["approver", ["alice@example.com", "bob@example.com"]]]);
     const api = await startKbApi(ns.name);
     try {
       await createObject("admin", ns.name, "connections", api.connection);
@@ -410,21 +434,7 @@ describe("the operator installed with helm, on the real node", () => {
       });
       await createRun("alice", ns.name, run);
       const posts = () => api.requests.filter((r) => r.method === "POST").length;
-      /** The held command waiting for bob now, as `kubectl jit approvals -o json` shows it. */
-      const nextHeld = (seen: string[]) =>
-        eventually(
-          "a write held for bob",
-          async () => {
-            const listed = kubectlJit("bob", "approvals", "-n", ns.name, "-o", "json");
-            const waiting = JSON.parse(listed.stdout || "[]") as {
-              kind: string;
-              name: string;
-              request: string;
-            }[];
-            return waiting.find((w) => w.kind === "command" && !seen.includes(w.name));
-          },
-          90_000,
-        );
+      const nextHeld = (seen: string[]) => nextHeldCommand(ns.name, seen);
 
       const first = await nextHeld([]);
       assert.match(
@@ -781,25 +791,10 @@ describe("the operator installed with helm, on the real node", () => {
       [],
     );
     // bob decides with the chart's approver role alone; alice reads the session with its reader role.
-    const rbacApi = admin.makeApiClient(RbacAuthorizationV1Api);
-    await rbacApi.deleteNamespacedRoleBinding({ namespace: ns.name, name: "approvers" });
-    for (const [role, user] of [
-      ["approver", "bob@example.com"],
-      ["session-reader", "alice@example.com"],
-    ] as const) {
-      await rbacApi.createNamespacedRoleBinding({
-        namespace: ns.name,
-        body: {
-          metadata: { name: `chart-${role}` },
-          roleRef: {
-            apiGroup: "rbac.authorization.k8s.io",
-            kind: "ClusterRole",
-            name: `${fullName}-${role}`,
-          },
-          subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
-        },
-      });
-    }
+    await bindChartRoles(ns.name, [
+      ["approver", ["bob@example.com"]],
+      ["session-reader", ["alice@example.com"]],
+    ]);
     const database = await startKbDb(ns.name);
     const { adminUser, adminPassword } = database.server;
     const kbAdmin = await database.server.connect(adminUser, adminPassword, "kb");
@@ -816,21 +811,7 @@ describe("the operator installed with helm, on the real node", () => {
       /** The row's note as PostgreSQL has it now: each UPDATE that ran added one "+". */
       const note = async () =>
         (await kbAdmin.query("SELECT note FROM docs WHERE title = 'Run budgets'")).rows[0]?.note;
-      /** The held command waiting for bob now, as `kubectl jit approvals -o json` shows it. */
-      const nextHeld = (seen: string[]) =>
-        eventually(
-          "an UPDATE held for bob",
-          async () => {
-            const listed = kubectlJit("bob", "approvals", "-n", ns.name, "-o", "json");
-            const waiting = JSON.parse(listed.stdout || "[]") as {
-              kind: string;
-              name: string;
-              request: string;
-            }[];
-            return waiting.find((w) => w.kind === "command" && !seen.includes(w.name));
-          },
-          90_000,
-        );
+      const nextHeld = (seen: string[]) => nextHeldCommand(ns.name, seen);
 
       const first = await nextHeld([]);
       assert.equal(first.request, `kb-postgres: ${update}`);

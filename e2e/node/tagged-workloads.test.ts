@@ -64,6 +64,21 @@ function taggedTemplate(
   };
 }
 
+/** Makes the kb-server policy's one subject this ServiceAccount. */
+async function grantTo(namespace: string, account: string): Promise<void> {
+  await customObjects().patchNamespacedCustomObject(
+    {
+      group: "langgraph-jit.dev",
+      version: "v1alpha1",
+      namespace,
+      plural: "accesspolicies",
+      name: "kb-server",
+      body: { spec: { subjects: [{ kind: "ServiceAccount", name: account }] } },
+    },
+    patchAs.merge,
+  );
+}
+
 async function runsOf(namespace: string): Promise<LangGraphRun[]> {
   const list = (await customObjects().listNamespacedCustomObject({
     group: "langgraph-jit.dev",
@@ -207,17 +222,7 @@ describe("tagged workloads, on the real node", () => {
     assert.equal(left[0]?.status?.phase, "Running");
 
     // The platform team takes the account out of the policy: the running pod is cut off.
-    await customObjects().patchNamespacedCustomObject(
-      {
-        group: "langgraph-jit.dev",
-        version: "v1alpha1",
-        namespace: ns,
-        plural: "accesspolicies",
-        name: "kb-server",
-        body: { spec: { subjects: [{ kind: "ServiceAccount", name: "someone-else" }] } },
-      },
-      patchAs.merge,
-    );
+    await grantTo(ns, "someone-else");
     const cut = await eventually("the remaining pod to be cut off", async () => {
       const [run] = await runsOf(ns);
       return run?.status?.phase === "Failed" && run;
@@ -229,17 +234,7 @@ describe("tagged workloads, on the real node", () => {
     assert.ok(cut.status?.credential?.revokedAt);
     assert.deepEqual(await runRoles(), [], "its role is dropped");
     await apps.deleteNamespacedDeployment({ namespace: ns, name: "kb-server" });
-    await customObjects().patchNamespacedCustomObject(
-      {
-        group: "langgraph-jit.dev",
-        version: "v1alpha1",
-        namespace: ns,
-        plural: "accesspolicies",
-        name: "kb-server",
-        body: { spec: { subjects: [{ kind: "ServiceAccount", name: "kb-server" }] } },
-      },
-      patchAs.merge,
-    );
+    await grantTo(ns, "kb-server");
   });
 
   it("re-issues a long-lived pod's credential while its policy grants it", async () => {

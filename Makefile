@@ -63,7 +63,7 @@ test: lint unit e2e
 cluster-build:
 	e2e/cluster/build.sh >/dev/null
 
-cluster-up: host-check
+cluster-up: node-check host-check
 	e2e/cluster/up.sh
 
 cluster-down:

@@ -9,9 +9,10 @@ source "$here/versions.env"
 cache_root="${LGJIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/langgraph-jit}"
 bin="$cache_root/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 k8s_components=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-# The node's tools have their own cache folders (linked into bin), so bumping one rebuilds only it.
+# The node's tools and the OpenID provider have their own cache folders (linked into bin), so
+# bumping one rebuilds only it.
 node_tools=(coredns crictl kube-router)
-wanted=("${k8s_components[@]}" etcd helm "${node_tools[@]}")
+wanted=("${k8s_components[@]}" etcd helm "${node_tools[@]}" dex)
 
 log() { printf '[cluster-build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -109,6 +110,7 @@ build_tool coredns "$COREDNS_VERSION" github.com/coredns/coredns github.com/core
 build_tool crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl
 build_tool kube-router "$KUBE_ROUTER_VERSION" github.com/cloudnativelabs/kube-router/v2 \
   github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+build_tool dex "$DEX_VERSION" github.com/dexidp/dex github.com/dexidp/dex/cmd/dex
 [[ -x "$bin/etcd" ]] || build_etcd
 [[ -x "$bin/helm" ]] || build_helm
 for c in "${k8s_components[@]}"; do [[ -x "$bin/$c" ]] || { build_kubernetes; break; }; done

@@ -11,6 +11,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # errors about a vanished peer.
 stop demo-services
 "$cluster_scripts/node-down.sh"
-for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
+for name in kube-scheduler kube-controller-manager kube-apiserver dex etcd; do stop "$name"; done
 rm -rf "$state"
 log "down"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Generates the test cluster's PKI with openssl: a cluster CA, the apiserver's serving
-# certificate, the service-account signing key pair, and client certificates (groups as O).
+# certificate, the service-account signing key pair, client certificates (groups as O), and the
+# OpenID provider's CA and serving certificate.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,6 +18,11 @@ openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days
 # The front proxy's own CA: the headers it sends name any user, so no cluster client may hold it.
 openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
   -subj "/CN=langgraph-jit-test-front-proxy-ca" -keyout front-proxy-ca.key -out front-proxy-ca.crt \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+
+# The OpenID provider's own CA: the API server trusts it for the issuer alone.
+openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
+  -subj "/CN=langgraph-jit-test-oidc-ca" -keyout oidc-ca.key -out oidc-ca.crt \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
 
 # sign NAME SUBJECT EXTENSIONS [CA]: a P-256 key and a certificate signed by the CA (the cluster's).
@@ -55,6 +61,12 @@ sign apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client/O=system:master
 
 # The aggregator's identity towards extension API servers (the operator's session API).
 sign front-proxy-client "/CN=front-proxy-client" "$client" front-proxy-ca
+
+# The OpenID provider (Dex) on loopback.
+sign dex "/CN=dex" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost" oidc-ca
 
 # Test identities: what the product sees as requesters and approvers.
 sign alice "/CN=alice@example.com/O=ml-platform" "$client"

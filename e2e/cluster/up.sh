@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Starts the test cluster: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
-# built from upstream, with kubeconfigs for admin and the test identities, then the node
-# (node-up.sh; NODE=0 leaves it out and keeps everything on loopback).
+# built from upstream, with kubeconfigs for admin and the test identities (client certificates,
+# and OIDC users of a Dex the API server trusts), then the node (node-up.sh; NODE=0 leaves it out
+# and keeps everything on loopback).
 # Idempotent: when the cluster is already up it says so and changes nothing.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+components=(etcd dex kube-apiserver kube-controller-manager kube-scheduler)
 ((with_node)) && components+=(containerd kubelet kube-proxy)
 export SERVICE_IP=10.96.0.1
 # Tokens live no longer than the run they serve; this is the issuer pods' tokens carry.
@@ -40,11 +41,13 @@ etcd_peer_port="$(free_port)"
 api_port="$(free_port)"
 kcm_port="$(free_port)"
 scheduler_port="$(free_port)"
+dex_port="$(free_port)"
 cat >"$state/ports.env" <<PORTS
 ETCD_PORT=$etcd_port
 API_PORT=$api_port
 KUBE_CONTROLLER_MANAGER_PORT=$kcm_port
 KUBE_SCHEDULER_PORT=$scheduler_port
+DEX_PORT=$dex_port
 PORTS
 api_address=127.0.0.1
 if ((with_node)); then
@@ -82,6 +85,12 @@ for identity in admin kube-controller-manager kube-scheduler kubelet kube-proxy 
   write_kubeconfig "$identity"
 done
 
+# OIDC users: Dex's configuration, the API server's AuthenticationConfiguration, a kubeconfig each.
+issuer="https://127.0.0.1:$dex_port/dex"
+node="$repo_root/node_modules/.bin/node"
+[[ -x "$node" ]] || die "the project's Node 24 is not installed: run npm ci first"
+"$node" "$repo_root/e2e/cluster/oidc-setup.ts" --state "$state" --issuer "$issuer" --server "$server"
+
 log "starting etcd on 127.0.0.1:$etcd_port"
 # --unsafe-no-fsync: a throwaway test store on a shared VM disk; durability buys nothing here.
 start etcd --name lgjit --data-dir "$state/etcd" \
@@ -92,6 +101,11 @@ start etcd --name lgjit --data-dir "$state/etcd" \
   --log-level warn --unsafe-no-fsync
 wait_until "etcd" 60 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
+# The API server checks the issuer's discovery document on start: the provider comes first.
+log "starting Dex (the OpenID provider) at $issuer"
+start dex serve "$state/oidc/dex.json"
+wait_until "Dex" 30 curl -fsS --cacert "$pki/oidc-ca.crt" "$issuer/.well-known/openid-configuration"
+
 # The front-proxy (requestheader) flags let it proxy to extension API servers such as the
 # operator's session API; aggregator routing dials their endpoints, not the Service IP.
 log "starting kube-apiserver on $server"
@@ -101,6 +115,7 @@ start kube-apiserver \
   --cert-dir "$state/apiserver-certs" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
+  --authentication-config "$state/authentication-config.yaml" \
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
   --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
   --kubelet-certificate-authority "$pki/ca.crt" \

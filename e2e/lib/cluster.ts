@@ -6,12 +6,16 @@ import { join } from "node:path";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { statusOf } from "../../operator/src/kube/api-errors.ts";
 import { loadKubeConfig } from "../../operator/src/kube/kube-config.ts";
+import type { OidcUserName } from "./dex.ts";
 
 export const repoRoot = join(import.meta.dirname, "..", "..");
 export const clusterDir = process.env.LGJIT_CLUSTER_DIR ?? join(repoRoot, ".cluster");
 
-/** Identities with a kubeconfig in the cluster directory (client certificates, groups as O). */
-export type Identity = "admin" | "alice" | "bob" | "mallory";
+/**
+ * Identities with a kubeconfig in the cluster directory: client certificates (groups as O), and
+ * `oidc/<user>`, Dex's users, whose kubeconfig gets an ID token from Dex (e2e/cluster/oidc-token.ts).
+ */
+export type Identity = "admin" | "alice" | "bob" | "mallory" | `oidc/${OidcUserName}`;
 
 export function kubeConfigFor(identity: Identity): KubeConfig {
   const file = join(clusterDir, `${identity}.kubeconfig`);

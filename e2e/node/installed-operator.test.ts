@@ -524,6 +524,7 @@ describe("the operator installed with helm, on the real node", () => {
         },
         subjects: [
           { apiGroup: "rbac.authorization.k8s.io", kind: "User", name: "alice@example.com" },
+          { apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "oidc:ml-platform" },
         ],
       },
     });
@@ -580,10 +581,20 @@ describe("the operator installed with helm, on the real node", () => {
       ],
     );
 
+    // The same for alice from the identity provider, allowed by her IdP group.
+    const oidcAlice = kubectlJit("oidc/alice", "logs", "kb-reader", "-n", kb.name);
+    assert.equal(oidcAlice.stdout, text, oidcAlice.stderr);
+
     // bob may not: the API server refuses him before the operator is asked.
     const bob = kubectlJit("bob", "logs", "kb-reader", "-n", kb.name);
     assert.equal(bob.status, 1);
     assert.match(bob.stderr, /^Error from server \(Forbidden\): .*bob@example\.com/);
+    const oidcMallory = kubectlJit("oidc/mallory", "logs", "kb-reader", "-n", kb.name);
+    assert.equal(oidcMallory.status, 1);
+    assert.match(
+      oidcMallory.stderr,
+      /^Error from server \(Forbidden\): .*oidc:mallory@example\.com/,
+    );
     const missing = kubectlJit("alice", "logs", "never-ran", "-n", kb.name);
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /Error from server \(NotFound\): no session of run "never-ran"/);

@@ -1,5 +1,5 @@
 // Proves the test cluster gives what the product relies on: CRDs, bound service-account
-// tokens with pod extras in TokenReview, and RBAC that tells identities apart.
+// tokens with pod extras in TokenReview, RBAC that tells identities apart, and OIDC users.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
@@ -16,6 +16,7 @@ import {
   kubeConfigFor,
   statusOf,
 } from "../lib/cluster.ts";
+import { oidcGroup, oidcUsername, oidcUsers } from "../lib/dex.ts";
 
 const admin = kubeConfigFor("admin");
 const core = admin.makeApiClient(CoreV1Api);
@@ -166,5 +167,17 @@ describe("test cluster", () => {
     const review = await alice.createSelfSubjectReview({ body: {} });
     assert.equal(review.status?.userInfo?.username, "alice@example.com");
     assert.ok(review.status?.userInfo?.groups?.includes("ml-platform"));
+  });
+
+  it("authenticates Dex's users through their kubeconfig's exec plugin, prefixed", async () => {
+    for (const user of oidcUsers.filter((u) => u.emailVerified)) {
+      const api = kubeConfigFor(`oidc/${user.name}`).makeApiClient(AuthenticationV1Api);
+      const review = await api.createSelfSubjectReview({ body: {} });
+      assert.equal(review.status?.userInfo?.username, oidcUsername(user.name));
+      assert.deepEqual(review.status?.userInfo?.groups, [
+        ...user.groups.map(oidcGroup),
+        "system:authenticated",
+      ]);
+    }
   });
 });

@@ -7,7 +7,9 @@
 # that database, and is refused a write and a GRANT; the run ends Succeeded, its credentials are
 # revoked, and its session is counted and read back with `kubectl jit logs`. Then a run that
 # waits for bob's approval before it starts, and whose write bob approves mid-run; and a tagged
-# Deployment whose pod gets the sidecar, a run and a credential of its own.
+# Deployment whose pod gets the sidecar, a run and a credential of its own. The people are the
+# identity provider's (the test cluster's Dex): alice and bob sign in through an exec credential
+# helper, and Kubernetes knows them as oidc:alice@example.com in group oidc:ml-platform, and so on.
 set -euo pipefail
 # shellcheck source=../e2e/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/cluster/lib.sh"
@@ -15,9 +17,11 @@ cd "$repo_root"
 export PATH="$repo_root/node_modules/.bin:$PATH"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-kubectl_as() { local who="$1"; shift; "$state/bin/kubectl" --kubeconfig "$state/$who.kubeconfig" "$@"; }
+# admin holds the cluster's client certificate; everyone else signs in at the identity provider.
+kubeconfig_of() { if [[ "$1" == admin ]]; then echo "$state/admin.kubeconfig"; else echo "$state/oidc/$1.kubeconfig"; fi; }
+kubectl_as() { local who="$1"; shift; "$state/bin/kubectl" --kubeconfig "$(kubeconfig_of "$who")" "$@"; }
 # The kubectl plugin, found on PATH as users install it (plugins take no flags before their name).
-jit_as() { local who="$1"; shift; PATH="$PWD/cli/bin:$PATH" KUBECONFIG="$state/$who.kubeconfig" "$state/bin/kubectl" jit "$@"; }
+jit_as() { local who="$1"; shift; PATH="$PWD/cli/bin:$PATH" KUBECONFIG="$(kubeconfig_of "$who")" "$state/bin/kubectl" jit "$@"; }
 # wait_for WHAT SECONDS COMMAND...: polls COMMAND until it succeeds.
 wait_for() {
   local what="$1" seconds="$2"; shift 2
@@ -73,11 +77,16 @@ step "helm install langgraph-jit (the images the node has: localhost/lgjit/*:tes
 kubectl_as admin -n langgraph-jit get pods -o wide
 echo "leader: $(kubectl_as admin -n langgraph-jit get lease langgraph-jit -o jsonpath='{.spec.holderIdentity}')"
 
-step "the platform team: namespace, Connections and an AccessPolicy for group ml-platform (as admin)"
+step "who is who: alice, bob and mallory sign in at the identity provider (Dex)"
+for who in alice bob mallory; do
+  echo "  $who: $(kubectl_as "$who" auth whoami -o jsonpath='{.status.userInfo.username} in {.status.userInfo.groups}')"
+done
+
+step "the platform team: namespace, Connections and an AccessPolicy for IdP group ml-platform (as admin)"
 kubectl_as admin apply -f examples/namespace.yaml -f examples/connections.yaml \
   -f examples/accesspolicy.yaml
 
-step "alice (group ml-platform) and mallory (no groups) each apply a LangGraphRun"
+step "alice (IdP group ml-platform) and mallory (no groups) each apply a LangGraphRun"
 kubectl_as alice delete -f examples/run-alice.yaml --ignore-not-found --wait >/dev/null
 kubectl_as mallory delete -f examples/run-mallory.yaml --ignore-not-found --wait >/dev/null
 kubectl_as alice apply -f examples/run-alice.yaml
@@ -126,7 +135,7 @@ kubectl_as admin apply -f examples/accesspolicy-writers.yaml
 kubectl_as alice delete -f examples/run-alice-write.yaml --ignore-not-found --wait >/dev/null
 kubectl_as alice apply -f examples/run-alice-write.yaml
 wait_for "the run to wait for approval" 30 is_phase kb-update-alice AwaitingApproval
-echo "what waits for bob (group security):"
+echo "what waits for bob (IdP group security):"
 jit_as bob approvals -n agents | sed 's/^/  /'
 echo "alice may not approve her own run (RBAC refuses her first; the webhook would too):"
 jit_as alice approve kb-update-alice -n agents --reason "mine" 2>&1 | sed 's/^/  /' || true
@@ -170,7 +179,7 @@ metadata:
   name: kb-refresh-forged
   namespace: agents
   annotations:
-    langgraph-jit.dev/requester: '{"username":"alice@example.com","groups":["ml-platform"]}'
+    langgraph-jit.dev/requester: '{"username":"oidc:alice@example.com","groups":["oidc:ml-platform"]}'
 spec:
   template: {spec: {containers: [{name: graph, image: localhost/lgjit/graph:test}]}}
   access: [{connection: kb-postgres, actions: [read]}]
@@ -196,5 +205,6 @@ RUN
 cat <<DONE
 
 The cluster and the operator keep running: export KUBECONFIG=$state/admin.kubeconfig
-(or alice.kubeconfig, bob.kubeconfig, mallory.kubeconfig) and explore; \`make cluster-down\` stops both.
+(or the identity provider's users: oidc/alice.kubeconfig, oidc/bob.kubeconfig, oidc/carol.kubeconfig,
+oidc/mallory.kubeconfig) and explore; \`make cluster-down\` stops both.
 DONE

@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
-import { dexConfig, kubernetesClientId, oidcPrefix, oidcUsers } from "../lib/dex.ts";
+import { dexConfig, kubernetesClientId, oidcPrefix, oidcUsers } from "./dex-config.ts";
 
 const { values: flags } = parseArgs({
   options: {

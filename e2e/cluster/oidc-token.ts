@@ -8,8 +8,8 @@ import { parseArgs } from "node:util";
 import * as oidc from "openid-client";
 import { Agent, fetch as undiciFetch } from "undici";
 
-// Handed out only while this much of its life is left, and reported as ending this much early:
-// a client never sends a token in the last seconds before the API server stops accepting it.
+// A token is reported as ending this much before it does, and reused only while twice this is
+// left: a client never sends one in its last seconds, when the API server may refuse it on arrival.
 const marginMs = 20_000;
 
 interface CachedToken {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { statusOf } from "../../operator/src/kube/api-errors.ts";
 import { loadKubeConfig } from "../../operator/src/kube/kube-config.ts";
-import type { OidcUserName } from "./dex.ts";
+import type { OidcUserName } from "../cluster/dex-config.ts";
 
 export const repoRoot = join(import.meta.dirname, "..", "..");
 export const clusterDir = process.env.LGJIT_CLUSTER_DIR ?? join(repoRoot, ".cluster");

@@ -1,137 +1,62 @@
-// The test cluster's OpenID provider: Dex built from source (e2e/cluster/build.sh), with static
-// users and groups. e2e/cluster/oidc-setup.ts configures the one the API server trusts; tests
-// start others (startDex) whose tokens the API server must refuse.
-import { type ChildProcess, spawn } from "node:child_process";
+// The test cluster's OpenID provider, Dex (e2e/cluster/dex-config.ts), from the tests' side: the
+// one the API server trusts, tokens from it, and Dexes of a test's own whose tokens the API
+// server must refuse.
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import bcrypt from "bcryptjs";
 import { Agent, fetch } from "undici";
 import {
   generateCertificateAuthority,
   issueServingCertificate,
 } from "../../operator/src/admission/webhook-certs.ts";
+import {
+  dexConfig,
+  kubernetesClientId,
+  type OidcUserName,
+  oidcUser,
+  oidcUsers,
+} from "../cluster/dex-config.ts";
 import { clusterDir, eventually } from "./cluster.ts";
+import { freePort, killOnExit } from "./operator.ts";
 
-/** What the API server puts before an OIDC user's e-mail and each of their groups. */
-export const oidcPrefix = "oidc:";
-/** The client kubectl signs in as: its ID tokens are the ones the API server accepts. */
-export const kubernetesClientId = "kubernetes";
-/** Another application at the same provider: its ID tokens are for someone else. */
-export const otherClientId = "wiki";
-/** Short enough that the exec helper's refresh is exercised and an expired token is a test. */
-export const idTokenLifetimeSeconds = 120;
-
-export interface OidcUser {
-  name: string;
-  email: string;
-  groups: string[];
-  emailVerified: boolean;
-}
-
-export const oidcUsers = [
-  { name: "alice", email: "alice@example.com", groups: ["ml-platform"], emailVerified: true },
-  { name: "bob", email: "bob@example.com", groups: ["security"], emailVerified: true },
-  { name: "carol", email: "carol@example.com", groups: ["ml-platform"], emailVerified: true },
-  { name: "mallory", email: "mallory@example.com", groups: [], emailVerified: true },
-  // In ml-platform, but the provider never verified her address: the API server refuses her.
-  { name: "eve", email: "eve@example.com", groups: ["ml-platform"], emailVerified: false },
-] as const satisfies readonly OidcUser[];
-
-export type OidcUserName = (typeof oidcUsers)[number]["name"];
-
-/** How an OIDC user appears to Kubernetes, and so in `requester` and AccessPolicy subjects. */
-export const oidcUsername = (name: OidcUserName) => `${oidcPrefix}${name}@example.com`;
-export const oidcGroup = (group: string) => `${oidcPrefix}${group}`;
-
-export interface DexSettings {
+/** Where an OpenID provider hands out tokens, and the CA its certificate chains to. */
+export interface OidcIssuer {
+  /** The issuer its tokens name. */
   issuer: string;
-  /** host:port of the HTTPS listener. */
-  listen: string;
-  tlsCertFile: string;
-  tlsKeyFile: string;
-  /** Each user's password, by name. */
-  passwords: ReadonlyMap<string, string>;
-}
-
-/** Dex's configuration (JSON, which Dex reads as the YAML it is). */
-export function dexConfig(settings: DexSettings): string {
-  const client = (id: string, name: string) => ({
-    id,
-    name,
-    // A command-line client keeps no secret (kubelogin's redirect, should anyone sign in by browser).
-    public: true,
-    redirectURIs: ["http://localhost:8000"],
-  });
-  return JSON.stringify(
-    {
-      issuer: settings.issuer,
-      storage: { type: "memory" },
-      web: {
-        https: settings.listen,
-        tlsCert: settings.tlsCertFile,
-        tlsKey: settings.tlsKeyFile,
-        tlsMinVersion: "1.2",
-      },
-      logger: { level: "warn" },
-      expiry: { idTokens: `${idTokenLifetimeSeconds}s` },
-      oauth2: { passwordConnector: "local", skipApprovalScreen: true },
-      staticClients: [
-        client(kubernetesClientId, "kubectl"),
-        client(otherClientId, "the team wiki"),
-      ],
-      enablePasswordDB: true,
-      staticPasswords: oidcUsers.map((user) => {
-        const password = settings.passwords.get(user.name);
-        if (!password) throw new Error(`no password for OIDC user ${user.name}`);
-        return {
-          email: user.email,
-          // Dex refuses a bcrypt cost below 10.
-          hash: bcrypt.hashSync(password, 10),
-          username: user.name,
-          userID: `user-${user.name}`,
-          groups: user.groups,
-          emailVerified: user.emailVerified,
-        };
-      }),
-    },
-    null,
-    2,
-  );
-}
-
-export interface IdTokenRequest {
   tokenUrl: string;
-  /** PEM of the CA the provider's certificate chains to. */
   caPem: string;
-  clientId: string;
-  username: string;
-  password: string;
 }
 
 /**
- * An ID token from the password grant, requested directly at a token endpoint: a test needs
- * tokens from providers a careful client (openid-client's discovery) would refuse to talk to.
+ * An ID token for a user of the test cluster's Dex, by the password grant, requested directly
+ * at a token endpoint: tests need tokens from providers a careful client (openid-client's
+ * discovery, as in e2e/cluster/oidc-token.ts) would refuse to talk to.
  */
-export async function requestIdToken(request: IdTokenRequest): Promise<string> {
-  const dispatcher = new Agent({ connect: { ca: request.caPem } });
+export async function requestIdToken(
+  at: OidcIssuer,
+  user: OidcUserName,
+  password: string,
+  clientId = kubernetesClientId,
+): Promise<string> {
+  const dispatcher = new Agent({ connect: { ca: at.caPem } });
   try {
-    const response = await fetch(request.tokenUrl, {
+    const response = await fetch(at.tokenUrl, {
       method: "POST",
       dispatcher,
       headers: { "content-type": "application/x-www-form-urlencoded" },
       body: new URLSearchParams({
         grant_type: "password",
-        client_id: request.clientId,
-        username: request.username,
-        password: request.password,
+        client_id: clientId,
+        username: oidcUser(user).email,
+        password,
         scope: "openid email profile groups",
       }),
     });
     const body = (await response.json()) as { id_token?: string; error?: string };
     if (!response.ok || !body.id_token)
-      throw new Error(`${request.tokenUrl} answered ${response.status}: ${JSON.stringify(body)}`);
+      throw new Error(`${at.tokenUrl} answered ${response.status}: ${JSON.stringify(body)}`);
     return body.id_token;
   } finally {
     await dispatcher.destroy();
@@ -139,11 +64,8 @@ export async function requestIdToken(request: IdTokenRequest): Promise<string> {
 }
 
 /** The test cluster's provider, as e2e/cluster/oidc-setup.ts wrote it down. */
-export interface ClusterProvider {
-  issuer: string;
-  tokenUrl: string;
-  caPem: string;
-  password(name: OidcUserName): string;
+export interface ClusterProvider extends OidcIssuer {
+  passwords: ReadonlyMap<string, string>;
 }
 
 export async function clusterProvider(): Promise<ClusterProvider> {
@@ -154,29 +76,19 @@ export async function clusterProvider(): Promise<ClusterProvider> {
     const file = join(clusterDir, "oidc", `${user.name}.password`);
     passwords.set(user.name, (await readFile(file, "utf8")).trim());
   }
-  return {
-    issuer,
-    tokenUrl: `${issuer}/token`,
-    caPem,
-    password: (name) => passwords.get(name) ?? "",
-  };
+  return { issuer, tokenUrl: `${issuer}/token`, caPem, passwords };
 }
 
-export interface DexProcess {
-  /** The issuer its tokens name. */
-  issuer: string;
-  tokenUrl: string;
-  caPem: string;
+export interface DexProcess extends OidcIssuer {
   stop(): Promise<void>;
 }
 
 /**
- * Starts a Dex of the test's own, with the cluster provider's users and passwords, its own CA
- * and its own signing keys, listening on `port`. `issuer` defaults to its own URL; a test gives
- * the cluster provider's issuer to make an impostor.
+ * Starts a Dex of the test's own on a free loopback port, with the given users' passwords, its
+ * own CA and its own signing keys. `issuer` defaults to its own URL; a test gives the cluster
+ * provider's issuer to make an impostor.
  */
 export async function startDex(options: {
-  port: number;
   passwords: ReadonlyMap<string, string>;
   issuer?: string;
 }): Promise<DexProcess> {
@@ -192,29 +104,33 @@ export async function startDex(options: {
   });
   writeFileSync(join(dir, "tls.crt"), serving.certPem);
   writeFileSync(join(dir, "tls.key"), serving.keyPem, { mode: 0o600 });
-  const listen = `127.0.0.1:${options.port}`;
+  const listen = `127.0.0.1:${await freePort()}`;
   const issuer = options.issuer ?? `https://${listen}/dex`;
-  writeFileSync(
-    join(dir, "dex.json"),
-    dexConfig({
-      issuer,
-      listen,
-      tlsCertFile: join(dir, "tls.crt"),
-      tlsKeyFile: join(dir, "tls.key"),
-      passwords: options.passwords,
-    }),
-  );
-  const child: ChildProcess = spawn(
-    join(clusterDir, "bin", "dex"),
-    ["serve", join(dir, "dex.json")],
-    {
+  const config = dexConfig({
+    issuer,
+    listen,
+    tlsCertFile: join(dir, "tls.crt"),
+    tlsKeyFile: join(dir, "tls.key"),
+    passwords: options.passwords,
+  });
+  writeFileSync(join(dir, "dex.json"), config, { mode: 0o600 });
+  const child = killOnExit(
+    spawn(join(clusterDir, "bin", "dex"), ["serve", join(dir, "dex.json")], {
       stdio: ["ignore", "ignore", "pipe"],
-    },
+    }),
   );
   let stderr = "";
   child.stderr?.on("data", (chunk) => {
     stderr += chunk;
   });
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
   // Dex serves under the issuer's path, wherever it listens.
   const base = `https://${listen}${new URL(issuer).pathname}`;
   const dispatcher = new Agent({ connect: { ca: ca.certPem } });
@@ -224,20 +140,11 @@ export async function startDex(options: {
       const response = await fetch(`${base}/.well-known/openid-configuration`, { dispatcher });
       return response.ok;
     });
+  } catch (error) {
+    await stop();
+    throw error;
   } finally {
     await dispatcher.destroy();
   }
-  return {
-    issuer,
-    tokenUrl: `${base}/token`,
-    caPem: ca.certPem,
-    stop: async () => {
-      if (child.exitCode === null) {
-        const exited = new Promise((resolve) => child.once("exit", resolve));
-        child.kill("SIGTERM");
-        await exited;
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { issuer, tokenUrl: `${base}/token`, caPem: ca.certPem, stop };
 }

@@ -22,6 +22,14 @@ const operatorCommand = join(repoRoot, "operator", "bin", "operator");
 // An operator must not outlive the test process that started it, even when that process
 // crashes: a stray one would keep its fail-closed webhooks answering for a finished test.
 const children = new Set<ChildProcess>();
+
+/** A child process of the test (an operator, a Dex) that must not outlive it. */
+export function killOnExit<T extends ChildProcess>(child: T): T {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
 const killChildren = () => {
   for (const child of children) child.kill("SIGKILL");
 };
@@ -180,8 +188,9 @@ export async function startOperator(
 
   const launch = async () => {
     const log = createWriteStream(logFile, { flags: "a" });
-    child = spawn(operatorCommand, ["run", ...runArgs], { stdio: ["ignore", "pipe", "pipe"] });
-    children.add(child);
+    child = killOnExit(
+      spawn(operatorCommand, ["run", ...runArgs], { stdio: ["ignore", "pipe", "pipe"] }),
+    );
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
     const started = child;

@@ -9,6 +9,7 @@ import {
   CustomObjectsApi,
   type V1CustomResourceDefinition,
 } from "@kubernetes/client-node";
+import { oidcGroup, oidcUsername, oidcUsers } from "../cluster/dex-config.ts";
 import {
   createTestNamespace,
   eventually,
@@ -16,7 +17,6 @@ import {
   kubeConfigFor,
   statusOf,
 } from "../lib/cluster.ts";
-import { oidcGroup, oidcUsername, oidcUsers } from "../lib/dex.ts";
 
 const admin = kubeConfigFor("admin");
 const core = admin.makeApiClient(CoreV1Api);

@@ -93,10 +93,14 @@ export async function eventually<T>(
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
 }
 
-/** `kubectl jit ...` as a test identity: the plugin found on PATH, as users install it. */
-export function kubectlJit(identity: Identity, ...args: string[]) {
-  const result = spawnSync(join(clusterDir, "bin", "kubectl"), ["jit", ...args], {
+/**
+ * `kubectl ...` as a test identity, stopped after timeoutMs (status null then: a command that
+ * keeps running, like a port-forward that was let through).
+ */
+export function kubectlAs(identity: Identity, args: string[], timeoutMs = 60_000) {
+  const result = spawnSync(join(clusterDir, "bin", "kubectl"), args, {
     encoding: "utf8",
+    timeout: timeoutMs,
     env: {
       ...process.env,
       PATH: `${join(repoRoot, "cli", "bin")}:${process.env.PATH}`,
@@ -104,4 +108,9 @@ export function kubectlJit(identity: Identity, ...args: string[]) {
     },
   });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** `kubectl jit ...` as a test identity: the plugin found on PATH, as users install it. */
+export function kubectlJit(identity: Identity, ...args: string[]) {
+  return kubectlAs(identity, ["jit", ...args]);
 }

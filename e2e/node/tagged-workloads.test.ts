@@ -19,6 +19,7 @@ import {
   createTestNamespace,
   eventually,
   kubeConfigFor,
+  kubectlAs,
   statusOf,
   type TestNamespace,
 } from "../lib/cluster.ts";
@@ -289,6 +290,63 @@ describe("tagged workloads, on the real node", () => {
     await apps.deleteNamespacedDeployment({ namespace: ns, name: "short-lived" });
   });
 
+  it("lets a member of the team with edit exec into the graph, never into the sidecar, and forward no port of the pod", async () => {
+    const ns = tagged.name;
+    const template = taggedTemplate("debuggable", "kb-server", "Always", 0);
+    template.spec?.containers[0]?.env?.push({ name: "GRAPH_SERVE_PORT", value: "8080" });
+    await apps.createNamespacedDeployment({
+      namespace: ns,
+      body: {
+        metadata: { name: "debuggable" },
+        spec: { replicas: 1, selector: { matchLabels: { app: "debuggable" } }, template },
+      },
+    });
+    await admin.makeApiClient(RbacAuthorizationV1Api).createNamespacedRoleBinding({
+      namespace: ns,
+      body: {
+        metadata: { name: "carol-edits" },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "edit" },
+        subjects: [
+          { apiGroup: "rbac.authorization.k8s.io", kind: "User", name: "oidc:carol@example.com" },
+        ],
+      },
+    });
+    const pod = await eventually(
+      "the tagged pod to run",
+      async () => {
+        const [running] = (await podsOf(ns, "debuggable")).filter((p) =>
+          p.status?.containerStatuses?.every((c) => c.ready),
+        );
+        return running?.metadata?.name;
+      },
+      120_000,
+    );
+    const carol = (args: string[], timeoutMs?: number) =>
+      kubectlAs("oidc/carol", ["-n", ns, ...args], timeoutMs);
+
+    const intoGraph = carol(["exec", pod, "-c", "graph", "--", "true"]);
+    assert.equal(intoGraph.status, 0, `edit lets carol exec into the graph: ${intoGraph.stderr}`);
+    for (const verb of [
+      ["exec", pod, "-c", "langgraph-jit-sidecar", "--", "true"],
+      ["attach", pod, "-c", "langgraph-jit-sidecar"],
+    ]) {
+      const refused = carol(verb);
+      assert.equal(refused.status, 1, `${verb[0]}: ${refused.stdout}${refused.stderr}`);
+      assert.match(
+        refused.stderr,
+        /admission webhook "sidecar-exec\.langgraph-jit\.dev" denied the request: .*container langgraph-jit-sidecar holds run .*'s credential/,
+      );
+    }
+    // Let through, it would keep forwarding until killed (status null).
+    const forward = carol(["port-forward", pod, "15432:15432"], 20_000);
+    assert.equal(forward.status, 1, `port-forward: ${forward.stdout}${forward.stderr}`);
+    assert.match(
+      forward.stderr,
+      /pod-port-forward\.langgraph-jit\.dev.*no port of it may be forwarded/,
+    );
+    await apps.deleteNamespacedDeployment({ namespace: ns, name: "debuggable" });
+  });
+
   it("records a tagged Job's pod as a run that ends Succeeded, its credential revoked", async () => {
     const ns = tagged.name;
     await batch.createNamespacedCronJob({
@@ -470,13 +528,18 @@ describe("tagged workloads, on the real node", () => {
       );
     await scale(0);
     try {
-      await eventually("the operator's pods to be gone", async () => {
-        const pods = await core.listNamespacedPod({
-          namespace: system.name,
-          labelSelector: `app.kubernetes.io/instance=${release}`,
-        });
-        return pods.items.length === 0;
-      });
+      // Past the pods' 30 s grace period: what is tested is the outage, not how fast it began.
+      await eventually(
+        "the operator's pods to be gone",
+        async () => {
+          const pods = await core.listNamespacedPod({
+            namespace: system.name,
+            labelSelector: `app.kubernetes.io/instance=${release}`,
+          });
+          return pods.items.length === 0;
+        },
+        45_000,
+      );
       const template = taggedTemplate("blocked", "kb-server", "Never", 0);
       const blocked = await core
         .createNamespacedPod({

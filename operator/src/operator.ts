@@ -252,6 +252,9 @@ export async function startOperator(
           taggedPod: (namespace, name) => cache.taggedPods.get(namespace, name),
           operatorUsername,
         },
+        podConnect: {
+          pod: (namespace, name) => unlessNotFound(core.readNamespacedPod({ namespace, name })),
+        },
         approvals: {
           run: (namespace, name) => cache.runs.get(namespace, name),
           heldCommand: (namespace, name) => cache.heldCommands.get(namespace, name),

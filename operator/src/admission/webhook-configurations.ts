@@ -5,6 +5,7 @@ import type {
   V1ValidatingWebhookConfiguration,
 } from "@kubernetes/client-node";
 import { group, labels, resources, version } from "../../../api/v1alpha1.ts";
+import { sidecarContainerName } from "../runs/pod-contract.ts";
 
 export const webhookPaths = {
   mutateRun: "/admission/mutate/langgraphruns",
@@ -15,6 +16,7 @@ export const webhookPaths = {
   validateHeldCommand: "/admission/validate/heldcommands",
   validateEphemeralContainers: "/admission/validate/pods/ephemeralcontainers",
   mutateTaggedPod: "/admission/mutate/pods",
+  validatePodConnect: "/admission/validate/pods/connect",
 } as const;
 
 export interface WebhookTarget {
@@ -158,6 +160,28 @@ export function validatingConfiguration(target: WebhookTarget): V1ValidatingWebh
         objectSelector: { matchExpressions: [{ key: labels.run, operator: "Exists" }] },
         rules: [ephemeralContainersRule],
       },
+      {
+        // An exec or attach into the sidecar would read its memory and credential. Only
+        // requests naming its container are sent, so an outage refuses no other exec.
+        name: `sidecar-exec.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.validatePodConnect),
+        ...common(target),
+        matchConditions: [
+          {
+            name: "names-the-sidecar",
+            expression: `has(object.container) && object.container == '${sidecarContainerName}'`,
+          },
+        ],
+        rules: [connectRule(["pods/exec", "pods/attach"])],
+      },
+      {
+        // A port-forward reaches the sidecar's listeners, which act with the run's access. A
+        // CONNECT carries no pod labels and, over SPDY, not even its ports: every one is sent.
+        name: `pod-port-forward.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.validatePodConnect),
+        ...common(target),
+        rules: [connectRule(["pods/portforward"])],
+      },
       ...(target.injectPods
         ? [
             {
@@ -181,3 +205,11 @@ const ephemeralContainersRule = {
   resources: ["pods/ephemeralcontainers"],
   scope: "Namespaced",
 };
+
+const connectRule = (subresources: string[]) => ({
+  apiGroups: [""],
+  apiVersions: ["v1"],
+  operations: ["CONNECT"],
+  resources: subresources,
+  scope: "Namespaced",
+});

@@ -75,6 +75,7 @@ describe("admission webhook server", () => {
           policies: () => [],
           connections: () => [],
         },
+        podConnect: { pod: async () => undefined },
         operatorUsername: "system:serviceaccount:lgjit:operator",
         logger,
         metrics,

@@ -24,6 +24,7 @@ import {
   validateHeldCommand,
 } from "./approval-admission.ts";
 import { admitTaggedPod, type PodAdmissionDeps } from "./pod-admission.ts";
+import { type PodConnectDeps, type PodConnectOptions, validatePodConnect } from "./pod-connect.ts";
 import {
   mutateRun,
   type RunAdmissionDeps,
@@ -39,6 +40,7 @@ export interface AdmissionRoutesOptions {
   approvals: ApprovalAdmissionDeps;
   /** Tagged workloads' pods, when the operator injects them. */
   pods?: PodAdmissionDeps;
+  podConnect: PodConnectDeps;
   /** The operator's own user name, the only one that may write a run's status. */
   operatorUsername: string;
   logger: Logger;
@@ -124,6 +126,9 @@ export function admissionRoutes(options: AdmissionRoutesOptions): Record<string,
     [webhookPaths.validateEphemeralContainers]: route(
       "validate-ephemeral-containers",
       validateEphemeralContainers,
+    ),
+    [webhookPaths.validatePodConnect]: route<PodConnectOptions>("validate-pod-connect", (request) =>
+      validatePodConnect(request, options.podConnect),
     ),
     ...(options.pods
       ? {

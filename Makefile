@@ -92,4 +92,5 @@ clean:
 	rm -rf dist
 
 generate: node-check
+	node api/generate-crds.ts
 	node api/generate-types.ts

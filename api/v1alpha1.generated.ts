@@ -116,6 +116,112 @@ export type ApprovalSpec = {
   reason: string;
 };
 
+/** A downstream resource the platform holds for the namespaces it selects: its credentials live in the operator's credentials namespace, which no team reads, and AccessPolicies grant it by name only where namespaceSelector selects their namespace. */
+export interface ClusterConnection {
+  apiVersion?: "langgraph-jit.dev/v1alpha1";
+  kind?: "ClusterConnection";
+  metadata?: V1ObjectMeta;
+  spec: ClusterConnectionSpec;
+  status?: ClusterConnectionStatus;
+}
+
+export type ClusterConnectionSpec = {
+  /** The namespaces whose AccessPolicies may grant this connection (a label selector; {} selects every namespace). Select on labels only the platform may set, such as kubernetes.io/metadata.name. */
+  namespaceSelector: {
+    matchLabels?: Record<string, string>;
+    matchExpressions?: Array<{
+      key: string;
+      operator: "In" | "NotIn" | "Exists" | "DoesNotExist";
+      values?: Array<string>;
+    }>;
+  };
+  /** A PostgreSQL database. */
+  postgres?: {
+    /** Host name or IP address of the server. */
+    host: string;
+    /** TCP port of the server. */
+    port: number;
+    /** Database name the run connects to. */
+    database: string;
+    /** TLS towards the server: disable, require (encrypted, unverified) or verify-full (encrypted, certificate and host name verified). */
+    sslMode: "disable" | "require" | "verify-full";
+    /** A key of a Secret in the operator's credentials namespace. */
+    caSecretRef?: {
+      name: string;
+      key: string;
+    };
+    /** The admin credential, and how run credentials are derived from it. */
+    credentials: {
+      /** Secret in the operator's credentials namespace with keys username and password. */
+      secretRef: {
+        name: string;
+      };
+      /** Mint a login role per run that is a member of the roles named here for the actions the run was granted, and drop it when the run ends. */
+      dynamic?: {
+        /** Existing role to grant membership in, per action. */
+        actionRoles: {
+          read?: string;
+          write?: string;
+          ddl?: string;
+          admin?: string;
+        };
+      };
+    };
+  };
+  /** An HTTP API. */
+  http?: {
+    /** Base URL of the API (http or https). */
+    url: string;
+    /** Whether the API's Set-Cookie reaches the graph. A session cookie is a credential derived from the connection's, so unless this is true it is dropped. */
+    allowCookies?: boolean;
+    /** A key of a Secret in the operator's credentials namespace. */
+    caSecretRef?: {
+      name: string;
+      key: string;
+    };
+    /** How the sidecar authenticates to the API; exactly one method. */
+    auth?: {
+      /** Sends Authorization Bearer with the Secret's value. */
+      bearer?: {
+        /** A key of a Secret in the operator's credentials namespace. */
+        secretRef: {
+          name: string;
+          key: string;
+        };
+      };
+      /** Sends the Secret's value in the named header. */
+      header?: {
+        /** Header name, e.g. X-Api-Key. */
+        name: string;
+        /** A key of a Secret in the operator's credentials namespace. */
+        secretRef: {
+          name: string;
+          key: string;
+        };
+      };
+      /** Mints a token per run with the OAuth 2.0 client credentials grant. */
+      oauth2ClientCredentials?: {
+        tokenUrl: string;
+        /** The server's RFC 7009 token revocation endpoint; tokens are revoked there when the run ends. Without it a token lives until it expires. */
+        revocationUrl?: string;
+        clientId: string;
+        /** A key of a Secret in the operator's credentials namespace. */
+        clientSecretRef: {
+          name: string;
+          key: string;
+        };
+        scopes?: Array<string>;
+      };
+    };
+  };
+};
+
+export type ClusterConnectionStatus = {
+  observedGeneration?: number;
+  /** Current state, per the Kubernetes API conventions. */
+  conditions?: Condition[];
+};
+
 /** A downstream resource (a PostgreSQL database or an HTTP API) whose credential only the operator holds. Runs reach it through the sidecar, never with the credential. */
 export interface Connection {
   apiVersion?: "langgraph-jit.dev/v1alpha1";

@@ -1,0 +1,74 @@
+// Which connections a namespace may name (ADR 0011): its own Connections, and the
+// ClusterConnections the platform offers it through their namespaceSelector. A name both define
+// is ambiguous and names neither, so a team's Connection can never quietly stand in for the
+// platform's. Pure: callers feed it from the shared cache.
+import type { ClusterConnection, Connection } from "../../../api/v1alpha1.ts";
+
+export type AnyConnection = Connection | ClusterConnection;
+
+export interface NamespaceConnections {
+  usable: AnyConnection[];
+  /** Names a Connection of the namespace and an offered ClusterConnection both use. */
+  ambiguous: ReadonlySet<string>;
+}
+
+/** Only a ClusterConnection has a namespaceSelector (its schema requires one). */
+export const isClusterConnection = (connection: AnyConnection): connection is ClusterConnection =>
+  "namespaceSelector" in connection.spec;
+
+/**
+ * Whether a label selector selects these labels, as Kubernetes reads one: every matchLabels
+ * pair and every expression must hold; an empty selector selects everything. An operator it
+ * does not know selects nothing.
+ */
+export function selectorMatches(
+  selector: ClusterConnection["spec"]["namespaceSelector"],
+  labels: Readonly<Record<string, string>>,
+): boolean {
+  const pairs = Object.entries(selector.matchLabels ?? {});
+  if (!pairs.every(([key, value]) => labels[key] === value)) return false;
+  return (selector.matchExpressions ?? []).every(({ key, operator, values = [] }) => {
+    const value = labels[key];
+    switch (operator) {
+      case "In":
+        return value !== undefined && values.includes(value);
+      case "NotIn":
+        return value === undefined || !values.includes(value);
+      case "Exists":
+        return value !== undefined;
+      case "DoesNotExist":
+        return value === undefined;
+      default:
+        return false;
+    }
+  });
+}
+
+/**
+ * The connections `namespace` may name. `namespaceLabels` is undefined when the namespace is
+ * not known (yet): then no ClusterConnection is offered to it.
+ */
+export function namespaceConnections(
+  namespace: string,
+  namespaceLabels: Readonly<Record<string, string>> | undefined,
+  own: readonly Connection[],
+  cluster: readonly ClusterConnection[],
+): NamespaceConnections {
+  const local = own.filter((c) => c.metadata?.namespace === namespace);
+  const offered = namespaceLabels
+    ? cluster.filter((c) => selectorMatches(c.spec.namespaceSelector, namespaceLabels))
+    : [];
+  const localNames = new Set(local.map((c) => c.metadata?.name));
+  const ambiguous = new Set(
+    offered.map((c) => c.metadata?.name ?? "").filter((name) => localNames.has(name)),
+  );
+  const usable = [...local, ...offered].filter((c) => !ambiguous.has(c.metadata?.name ?? ""));
+  return { usable, ambiguous };
+}
+
+/** Where a connection's Secrets are read: its own namespace, or the credentials namespace. */
+export function secretNamespaceOf(connection: AnyConnection, credentialsNamespace: string): string {
+  return isClusterConnection(connection)
+    ? credentialsNamespace
+    : (connection.metadata?.namespace ?? credentialsNamespace);
+}

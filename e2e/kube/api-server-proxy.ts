@@ -9,6 +9,7 @@ export class ApiServerProxy {
   readonly #server: Server;
   readonly #connections = new Set<{ client: Socket; upstream: Socket; stalled: boolean }>();
   #refusing = false;
+  #openedSinceStall = 0;
 
   private constructor(server: Server, kubeConfig: KubeConfig) {
     this.#server = server;
@@ -54,7 +55,13 @@ export class ApiServerProxy {
 
   /** Open connections stay open but carry nothing more, like a half-dead NAT entry. */
   stall(): void {
+    this.#openedSinceStall = 0;
     for (const connection of this.#connections) connection.stalled = true;
+  }
+
+  /** Connections opened since the last stall(): only these can carry anything new. */
+  get openedSinceStall(): number {
+    return this.#openedSinceStall;
   }
 
   async close(): Promise<void> {
@@ -68,6 +75,7 @@ export class ApiServerProxy {
       return;
     }
     const upstream = tcpConnect(Number(target.port || 443), target.hostname);
+    this.#openedSinceStall++;
     const connection = { client, upstream, stalled: false };
     this.#connections.add(connection);
     client.on("data", (chunk) => connection.stalled || upstream.write(chunk));

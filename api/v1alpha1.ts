@@ -1,6 +1,7 @@
 // The langgraph-jit.dev/v1alpha1 API: generated resource types plus the contract's names.
 import type {
   AccessPolicySpec,
+  ClusterConnection,
   Connection,
   LangGraphRun,
   LangGraphRunSpec,
@@ -8,6 +9,9 @@ import type {
 } from "./v1alpha1.generated.ts";
 
 export type * from "./v1alpha1.generated.ts";
+
+/** What a grant's `connection` may name: a namespace's own, or one the platform offers it. */
+export type AnyConnection = Connection | ClusterConnection;
 
 export const group = "langgraph-jit.dev";
 export const version = "v1alpha1";
@@ -17,6 +21,7 @@ export const apiVersion = `${group}/${version}`;
 export const resources = {
   runs: "langgraphruns",
   connections: "connections",
+  clusterConnections: "clusterconnections",
   policies: "accesspolicies",
   approvals: "approvals",
   heldCommands: "heldcommands",
@@ -86,7 +91,7 @@ export function typedRun(run: LangGraphRun): LangGraphRun {
 }
 
 /** The names of every Secret a Connection reads: they exist for the operator alone. */
-export function connectionSecretNames(connection: Connection): string[] {
+export function connectionSecretNames(connection: AnyConnection): string[] {
   const { postgres, http } = connection.spec;
   const auth = http?.auth;
   return [

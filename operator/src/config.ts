@@ -9,6 +9,10 @@ export interface OperatorConfig {
   command: "run" | "install";
   kubeconfig: string | undefined;
   namespace: string;
+  /** Where ClusterConnections' Secrets are read (ADR 0011). */
+  credentialsNamespace: string;
+  /** Whether namespaced Connections' Secrets are read in their own namespaces. */
+  namespacedConnections: boolean;
   listen: { host: string; port: number };
   metricsListen: { host: string; port: number };
   webhookUrl: string | undefined;
@@ -44,6 +48,16 @@ export const options = {
     "LGJIT_NAMESPACE",
     "langgraph-jit",
     "the operator's own namespace (webhook Secret, Lease)",
+  ],
+  "credentials-namespace": [
+    "LGJIT_CREDENTIALS_NAMESPACE",
+    "",
+    "namespace of the ClusterConnections' Secrets, which no team should read; empty: the operator's own",
+  ],
+  "namespaced-connections": [
+    "LGJIT_NAMESPACED_CONNECTIONS",
+    "true",
+    "read namespaced Connections' Secrets in their own namespaces; false: refuse their credentials (the operator then needs Secrets only in its own and the credentials namespace)",
   ],
   listen: ["LGJIT_LISTEN", "0.0.0.0:8443", "HTTPS address of the webhooks and the sidecar API"],
   "metrics-listen": [
@@ -265,6 +279,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     command,
     kubeconfig: value("kubeconfig") || undefined,
     namespace,
+    credentialsNamespace: value("credentials-namespace")
+      ? objectName("credentials-namespace", value("credentials-namespace"), "label")
+      : namespace,
+    namespacedConnections: boolean("namespaced-connections", value("namespaced-connections")),
     listen,
     metricsListen: address("metrics-listen", value("metrics-listen")),
     webhookUrl,

@@ -45,6 +45,7 @@ import { CustomObjectFinalizers } from "./kube/finalizers.ts";
 import { LeaderElector } from "./kube/leader-election.ts";
 import { fieldManager } from "./kube/meta.ts";
 import { WebhookNotifier } from "./notifications/approval-notices.ts";
+import { connectionsIn } from "./policy/namespace-connections.ts";
 import { connectionProtectionController } from "./runs/connection-protection.ts";
 import { clusterResolver, operatorEgress, runController } from "./runs/run-controller.ts";
 import { RunServiceAccounts } from "./runs/run-service-account.ts";
@@ -122,7 +123,7 @@ export async function startOperator(
   const finalizers = new CustomObjectFinalizers(custom);
   const heldCommands = new KubeHeldCommands(custom);
 
-  const cache = new ClusterCache(kc, logger);
+  const cache = new ClusterCache(kc, logger, { roleBindings: config.namespacedConnections });
   await cache.sync();
 
   const notifier = new WebhookNotifier({
@@ -153,7 +154,15 @@ export async function startOperator(
   };
   const credentialsLogger = logger.child({ component: "credentials" });
   const tokens = new MintedTokens(core, config.namespace);
-  const upstream = new UpstreamCredentials(core, tokens, credentialsLogger);
+  const upstream = new UpstreamCredentials(
+    core,
+    tokens,
+    {
+      credentialsNamespace: config.credentialsNamespace,
+      namespacedConnections: config.namespacedConnections,
+    },
+    credentialsLogger,
+  );
   const leaderTasks: LeaderTask[] = [
     runController({
       deps: {
@@ -197,6 +206,7 @@ export async function startOperator(
     // Roles and tokens a crash left behind: their runs ended while no replica could revoke.
     new CredentialSweeper({
       connections: cache.connections,
+      clusterConnections: cache.clusterConnections,
       runs: cache.runs,
       upstream,
       tokens,
@@ -212,7 +222,7 @@ export async function startOperator(
     ...(config.injectPods
       ? {
           tagged: {
-            connections: (namespace: string) => cache.connections.list(namespace),
+            connections: (namespace: string) => connectionsIn(cache, namespace).connections,
             sidecar: () => ({ ...sidecar, operatorCaPem: tls.caBundlePem }),
             rules: templateReview.rules,
             accountMay: (account, namespace, attributes) =>
@@ -252,6 +262,10 @@ export async function startOperator(
           taggedPod: (namespace, name) => cache.taggedPods.get(namespace, name),
           operatorUsername,
         },
+        policies: {
+          connections: (namespace) => connectionsIn(cache, namespace),
+          clusterConnection: (name) => cache.clusterConnections.get("", name),
+        },
         podConnect: {
           pod: (namespace, name) => unlessNotFound(core.readNamespacedPod({ namespace, name })),
         },
@@ -261,13 +275,13 @@ export async function startOperator(
           seal,
           approvals: (namespace) => cache.approvals.list(namespace),
           policies: (namespace) => cache.policies.list(namespace),
-          connections: (namespace) => cache.connections.list(namespace),
+          connections: (namespace) => connectionsIn(cache, namespace),
         },
         ...(config.injectPods
           ? {
               pods: {
                 policies: (namespace: string) => cache.policies.list(namespace),
-                connections: (namespace: string) => cache.connections.list(namespace),
+                connections: (namespace: string) => connectionsIn(cache, namespace),
                 rules: templateReview.rules,
                 sidecar: () => ({ ...sidecar, operatorCaPem: tls.caBundlePem }),
                 accountMay: (account, namespace, attributes) =>

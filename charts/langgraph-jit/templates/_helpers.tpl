@@ -20,3 +20,8 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{/* Where ClusterConnections' Secrets are read: credentials.namespace, else the release's. */}}
+{{- define "langgraph-jit.credentialsNamespace" -}}
+{{- .Values.credentials.namespace | default .Release.Namespace -}}
+{{- end -}}

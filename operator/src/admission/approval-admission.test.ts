@@ -10,7 +10,7 @@ import {
   type LangGraphRun,
 } from "../../../api/v1alpha1.ts";
 import { StatusSeal } from "../runs/status-seal.ts";
-import { postgresConnection } from "../testing/connections.ts";
+import { offered, postgresConnection } from "../testing/connections.ts";
 import { alice, testRun } from "../testing/runs.ts";
 import type { AdmissionRequest, UserInfo } from "./admission-review.ts";
 import {
@@ -43,9 +43,8 @@ function deps(run = waitingRun(), approvals: Approval[] = []): ApprovalAdmission
     seal: new StatusSeal(Buffer.alloc(32, 9)),
     approvals: () => approvals,
     policies: () => [policy],
-    connections: () => [
-      { ...postgresConnection(), metadata: { name: "kb-postgres", namespace: "agents" } },
-    ],
+    connections: () =>
+      offered({ ...postgresConnection(), metadata: { name: "kb-postgres", namespace: "agents" } }),
   };
 }
 

@@ -17,6 +17,7 @@ import {
 import { heldCommandView } from "../approvals/held-command-state.ts";
 import { whyNotApprover } from "../policy/approval-rules.ts";
 import { evaluateAccess, type RunApprovalRule } from "../policy/evaluate-access.ts";
+import type { NamespaceConnections } from "../policy/namespace-connections.ts";
 import { stampedUser } from "../policy/stamped-user.ts";
 import { requesterOf } from "../runs/requester.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
@@ -38,7 +39,7 @@ export interface ApprovalAdmissionDeps {
   seal: StatusSeal;
   approvals(namespace: string): Approval[];
   policies(namespace: string): AccessPolicy[];
-  connections(namespace: string): Connection[];
+  connections(namespace: string): NamespaceConnections;
 }
 
 /** Mutating webhook: stamps the approver and the run's uid on CREATE; a client may set neither. */
@@ -153,7 +154,7 @@ export function validateApproval(
       access: run.spec.access,
       maxDurationMs: parseDuration(run.spec.maxDuration),
       policies: deps.policies(namespace),
-      connections: deps.connections(namespace),
+      ...deps.connections(namespace),
     });
     rules = decision.allowed ? decision.runApprovals : [];
   }

@@ -4,7 +4,12 @@ import type { V1Pod, V1PodSpec } from "@kubernetes/client-node";
 import { sidecarEnv } from "../../../api/sidecar-contract.ts";
 import type { AccessPolicy, Requester } from "../../../api/v1alpha1.ts";
 import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
-import { httpConnection, postgresConnection } from "../testing/connections.ts";
+import {
+  clusterConnection,
+  httpConnection,
+  offered,
+  postgresConnection,
+} from "../testing/connections.ts";
 import type { AdmissionRequest, AdmissionResponse } from "./admission-review.ts";
 import { admitTaggedPod, type PodAdmissionDeps } from "./pod-admission.ts";
 
@@ -48,12 +53,16 @@ function taggedPod(
 }
 
 /** The account's answers, by "verb" or "verb name"; everything else is refused. */
-function deps(allowed: string[] = [], failing = false): PodAdmissionDeps & { asked: string[] } {
+function deps(
+  allowed: string[] = [],
+  failing = false,
+  named = offered(...connections),
+): PodAdmissionDeps & { asked: string[] } {
   const asked: string[] = [];
   return {
     asked,
     policies: () => [nightly],
-    connections: () => connections,
+    connections: () => named,
     rules: { sidecarUid: sidecar.uid, capture: false },
     sidecar: () => sidecar,
     accountMay: async (account: Requester, _ns, { verb, resource, subresource, name }) => {
@@ -154,6 +163,24 @@ describe("a tagged pod's admission", () => {
       "system:serviceaccount:agents:nightly create serviceaccounts/token nightly",
       "system:serviceaccount:agents:nightly get secrets kb-admin",
     ]);
+  });
+
+  it("with a ClusterConnection, checks only that the account cannot mint its tokens: its Secret is elsewhere", async () => {
+    const platform = offered(clusterConnection(postgresConnection(), {}), httpConnection());
+    // A Secret of the namespace that happens to share the ClusterConnection's Secret's name.
+    const mountsNamesake = taggedPod(undefined, {
+      volumes: [{ name: "x", secret: { secretName: "kb-admin" } }],
+    });
+    const d = deps(["get secrets kb-admin", "list secrets"], false, platform);
+    assert.equal((await admitTaggedPod(review(mountsNamesake), d)).allowed, true);
+    assert.deepEqual(d.asked, [
+      "system:serviceaccount:agents:nightly create serviceaccounts/token nightly",
+    ]);
+    const minting = deps(["create serviceaccounts/token nightly"], false, platform);
+    assert.match(
+      refusal(await admitTaggedPod(review(taggedPod()), minting)),
+      /^403 spec.serviceAccountName: ServiceAccount "nightly" may mint its own tokens/,
+    );
   });
 
   it("keeps the pod's own API token volume, but refuses one for the sidecar's audience", async () => {

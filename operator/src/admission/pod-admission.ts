@@ -9,6 +9,7 @@ import { errorMessage } from "../../../api/errors.ts";
 import { type AccessPolicy, annotations, type Connection, labels } from "../../../api/v1alpha1.ts";
 import { AccessAnnotationError, parseAccessAnnotation } from "../injection/access-annotation.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
+import type { NamespaceConnections } from "../policy/namespace-connections.ts";
 import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
 import { checkPodTemplate, type PodRuleOptions, TemplateRefused } from "../runs/pod-rules.ts";
 import {
@@ -32,7 +33,8 @@ const defaultContainer = "kubectl.kubernetes.io/default-container";
 
 export interface PodAdmissionDeps {
   policies(namespace: string): AccessPolicy[];
-  connections(namespace: string): Connection[];
+  /** The connections the namespace may name (connectionsIn). */
+  connections(namespace: string): NamespaceConnections;
   rules: PodRuleOptions;
   sidecar: () => SidecarSettings;
   /** Whether the API server's authorizer lets the pod's ServiceAccount do something. */
@@ -64,14 +66,15 @@ export async function admitTaggedPod(
   }
 
   const requester = taggedPodRequester(pod);
-  const connections = deps.connections(namespace);
+  const named = deps.connections(namespace);
+  const { connections } = named;
   const decision = evaluateAccess({
     namespace,
     requester,
     access,
     maxDurationMs,
     policies: deps.policies(namespace),
-    connections,
+    ...named,
   });
   if (!decision.allowed) {
     return deny(request, `${accessField}: ${decision.reason}: ${decision.message}`);

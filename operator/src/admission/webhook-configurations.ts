@@ -14,6 +14,7 @@ export const webhookPaths = {
   mutateApproval: "/admission/mutate/approvals",
   validateApproval: "/admission/validate/approvals",
   validateHeldCommand: "/admission/validate/heldcommands",
+  validatePolicy: "/admission/validate/accesspolicies",
   validateEphemeralContainers: "/admission/validate/pods/ephemeralcontainers",
   mutateTaggedPod: "/admission/mutate/pods",
   validatePodConnect: "/admission/validate/pods/connect",
@@ -145,6 +146,13 @@ export function validatingConfiguration(target: WebhookTarget): V1ValidatingWebh
           runRule(["CREATE", "UPDATE"], resources.heldCommands),
           runRule(["UPDATE"], `${resources.heldCommands}/status`),
         ],
+      },
+      {
+        // A grant may name only what the platform offers the policy's namespace.
+        name: `accesspolicies.${group}`,
+        clientConfig: clientConfig(target, webhookPaths.validatePolicy),
+        ...common(target),
+        rules: [runRule(["CREATE", "UPDATE"], resources.policies)],
       },
       {
         name: `status.runs.${group}`,

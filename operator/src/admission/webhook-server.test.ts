@@ -8,6 +8,7 @@ import { pino } from "pino";
 import { StatusSeal } from "../runs/status-seal.ts";
 import { createApiServer } from "../server/https-server.ts";
 import { createMetrics } from "../server/metrics.ts";
+import { offered } from "../testing/connections.ts";
 import { generateCertificateAuthority, issueServingCertificate } from "./webhook-certs.ts";
 import { webhookPaths } from "./webhook-configurations.ts";
 import { admissionRoutes } from "./webhook-server.ts";
@@ -73,8 +74,9 @@ describe("admission webhook server", () => {
           seal: new StatusSeal(Buffer.alloc(32, 9)),
           approvals: () => [],
           policies: () => [],
-          connections: () => [],
+          connections: () => offered(),
         },
+        policies: { connections: () => offered(), clusterConnection: () => undefined },
         podConnect: { pod: async () => undefined },
         operatorUsername: "system:serviceaccount:lgjit:operator",
         logger,

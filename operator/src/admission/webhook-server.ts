@@ -3,6 +3,7 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
+  type AccessPolicy,
   type Approval,
   type HeldCommand,
   type LangGraphRun,
@@ -25,6 +26,7 @@ import {
 } from "./approval-admission.ts";
 import { admitTaggedPod, type PodAdmissionDeps } from "./pod-admission.ts";
 import { type PodConnectDeps, type PodConnectOptions, validatePodConnect } from "./pod-connect.ts";
+import { type PolicyAdmissionDeps, validatePolicy } from "./policy-admission.ts";
 import {
   mutateRun,
   type RunAdmissionDeps,
@@ -38,6 +40,7 @@ const maxBodyBytes = 3 * 1024 * 1024;
 export interface AdmissionRoutesOptions {
   runs: RunAdmissionDeps;
   approvals: ApprovalAdmissionDeps;
+  policies: PolicyAdmissionDeps;
   /** Tagged workloads' pods, when the operator injects them. */
   pods?: PodAdmissionDeps;
   podConnect: PodConnectDeps;
@@ -119,6 +122,9 @@ export function admissionRoutes(options: AdmissionRoutesOptions): Record<string,
     ),
     [webhookPaths.validateHeldCommand]: route<HeldCommand>("validate-held-command", (request) =>
       validateHeldCommand(request, options.operatorUsername),
+    ),
+    [webhookPaths.validatePolicy]: route<AccessPolicy>("validate-policy", (request) =>
+      validatePolicy(request, options.policies),
     ),
     [webhookPaths.validateRunStatus]: route<LangGraphRun>("validate-run-status", (request) =>
       validateRunStatus(request, options.operatorUsername),

@@ -29,6 +29,7 @@ import {
   type VerifiedRunToken,
 } from "../credentials/run-token.ts";
 import type { WatchedCache } from "../kube/cache.ts";
+import { type ConnectionCaches, connectionsIn } from "../policy/namespace-connections.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
 import { HttpError, type Route, readBody } from "../server/https-server.ts";
 import { heldCommandView, holdRule } from "./held-command-state.ts";
@@ -40,12 +41,11 @@ const actions: ReadonlySet<string> = new Set(["read", "write", "ddl", "admin"]);
 
 export interface HeldCommandRoutesOptions {
   verify: RunTokenVerify;
-  cache: {
+  cache: ConnectionCaches & {
     runs: WatchedCache<LangGraphRun>;
     heldCommands: WatchedCache<HeldCommand>;
     approvals: WatchedCache<Approval>;
     policies: WatchedCache<AccessPolicy>;
-    connections: WatchedCache<Connection>;
   };
   store: HeldCommands;
   seal: StatusSeal;
@@ -89,7 +89,7 @@ export function heldCommandRoutes(options: HeldCommandRoutesOptions): Record<str
       command,
       run,
       policies: cache.policies.list(command.metadata?.namespace),
-      connections: cache.connections.list(command.metadata?.namespace),
+      connections: connectionsIn(cache, command.metadata?.namespace ?? ""),
       approvals: cache.approvals.list(command.metadata?.namespace),
       seal,
       nowMs: now(),
@@ -109,7 +109,7 @@ export function heldCommandRoutes(options: HeldCommandRoutesOptions): Record<str
           hold.connection,
           hold.action,
           cache.policies.list(namespace),
-          cache.connections.list(namespace),
+          connectionsIn(cache, namespace),
         );
         if (!claim?.approval?.actions.includes(hold.action) || !rule) {
           throw new HttpError(

@@ -15,13 +15,23 @@ import { Controller, type ReconcileResult, type Reconciler } from "../kube/contr
 import type { EventSink } from "../kube/events.ts";
 import { objectKey } from "../kube/object-store.ts";
 import type { ApprovalNotifier } from "../notifications/approval-notices.ts";
+import { connectionsIn } from "../policy/namespace-connections.ts";
 import { requesterOf } from "../runs/requester.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
 import { heldCommandView } from "./held-command-state.ts";
 import type { HeldCommands } from "./held-commands.ts";
 
 export interface HeldCommandDeps {
-  cache: Pick<ClusterObjects, "runs" | "heldCommands" | "approvals" | "policies" | "connections">;
+  cache: Pick<
+    ClusterObjects,
+    | "runs"
+    | "heldCommands"
+    | "approvals"
+    | "policies"
+    | "connections"
+    | "clusterConnections"
+    | "namespaces"
+  >;
   store: HeldCommands;
   events: EventSink;
   /** Tells the webhook of the policy holding a command that it waits, and how it ended. */
@@ -51,7 +61,7 @@ export class HeldCommandReconciler implements Reconciler {
       command,
       run,
       policies: cache.policies.list(namespace),
-      connections: cache.connections.list(namespace),
+      connections: connectionsIn(cache, namespace),
       approvals: cache.approvals.list(namespace),
       seal: this.#deps.seal,
       nowMs: now,

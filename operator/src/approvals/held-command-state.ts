@@ -9,13 +9,13 @@ import {
   type Approval,
   type ApprovalDecision,
   annotations,
-  type Connection,
   type HeldCommand,
   type LangGraphRun,
 } from "../../../api/v1alpha1.ts";
 import { credentialRefusal } from "../credentials/run-of-pod.ts";
 import { type ApprovalOutcome, decideApproval } from "../policy/approval-rules.ts";
 import { evaluateAccess, type RunApprovalRule } from "../policy/evaluate-access.ts";
+import type { NamespaceConnections } from "../policy/namespace-connections.ts";
 import { requesterOf } from "../runs/requester.ts";
 import type { StatusSeal } from "../runs/status-seal.ts";
 
@@ -29,7 +29,7 @@ export interface HeldCommandInput {
   command: HeldCommand;
   run: LangGraphRun | undefined;
   policies: AccessPolicy[];
-  connections: Connection[];
+  connections: NamespaceConnections;
   approvals: Approval[];
   seal: StatusSeal;
   nowMs: number;
@@ -41,7 +41,7 @@ export function holdRule(
   connection: string,
   action: string,
   policies: AccessPolicy[],
-  connections: Connection[],
+  connections: NamespaceConnections,
 ): RunApprovalRule | undefined {
   const requester = requesterOf(run);
   if (!requester) return undefined;
@@ -51,7 +51,7 @@ export function holdRule(
     access: run.spec.access,
     maxDurationMs: parseDuration(run.spec.maxDuration),
     policies,
-    connections,
+    ...connections,
   });
   if (!decision.allowed) return undefined;
   const granted = decision.grants.find((g) => g.connection.metadata?.name === connection);

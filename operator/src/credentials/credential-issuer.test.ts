@@ -13,6 +13,7 @@ import {
 } from "../../../api/credentials.ts";
 import {
   type AccessPolicy,
+  type AnyConnection,
   annotations,
   apiVersion,
   type Connection,
@@ -21,10 +22,11 @@ import {
   type RunAccess,
 } from "../../../api/v1alpha1.ts";
 import { metaTime } from "../kube/meta.ts";
+import { isClusterConnection } from "../policy/namespace-connections.ts";
 import { findCondition } from "../runs/conditions.ts";
 import { StatusSeal } from "../runs/status-seal.ts";
 import { HttpError } from "../server/https-server.ts";
-import { httpConnection, postgresConnection } from "../testing/connections.ts";
+import { clusterConnection, httpConnection, postgresConnection } from "../testing/connections.ts";
 import { apiError, FakeCluster } from "../testing/fake-cluster.ts";
 import { alice, testRun } from "../testing/runs.ts";
 import { CredentialIssuer } from "./credential-issuer.ts";
@@ -135,7 +137,7 @@ interface HarnessOptions {
   requester?: boolean;
   access?: RunAccess[];
   policy?: AccessPolicy;
-  connections?: Connection[];
+  connections?: AnyConnection[];
   now?: number;
   /** When an http credential stops working (a minted OAuth 2.0 token). */
   httpExpiresAt?: string;
@@ -176,8 +178,10 @@ function harness(options: HarnessOptions = {}): Harness {
   cluster.jobs.put(runJob(run));
   cluster.pods.put(jobPod(pods.first));
   cluster.policies.put(options.policy ?? policy());
+  cluster.namespaces.put({ metadata: { name: "agents", labels: { team: "ml" } } });
   for (const connection of options.connections ?? [staticPostgres]) {
-    cluster.connections.put(connection);
+    if (isClusterConnection(connection)) cluster.clusterConnections.put(connection);
+    else cluster.connections.put(connection);
   }
 
   const identities = new Map(Object.values(pods).map((p) => [p.token, identityOf(p)]));
@@ -219,6 +223,8 @@ function harness(options: HarnessOptions = {}): Harness {
       pods: cluster.pods,
       policies: cluster.policies,
       connections: cluster.connections,
+      clusterConnections: cluster.clusterConnections,
+      namespaces: cluster.namespaces,
     },
     seal,
     issuer: issuerUrl,
@@ -452,6 +458,19 @@ describe("CredentialIssuer: the grant is evaluated again at every issuance", () 
     assert.match(error.message, /^the run's grant no longer holds: .*alice@example\.com/);
     assert.equal(h.minted.length, 1, "nothing more was minted");
     assert.equal(h.signed.length, 1, "no second token was signed");
+  });
+
+  it("issues on a ClusterConnection offered to the namespace, and refuses once it is not", async () => {
+    const h = harness({
+      connections: [clusterConnection(postgresConnection(), { matchLabels: { team: "ml" } })],
+    });
+    await h.issuer.issue(pods.first.token);
+    assert.equal(h.minted.length, 1);
+    h.cluster.namespaces.put({ metadata: { name: "agents", labels: {} } });
+    const error = await refusal(h.issuer.issue(pods.first.token));
+    assert.deepEqual([error.status, error.reason], [403, "AccessRevoked"]);
+    assert.match(error.message, /nor a ClusterConnection offered to it/);
+    assert.equal(h.minted.length, 1, "nothing more was minted");
   });
 
   it("refuses with AccessRevoked once the policy's subjects no longer include the requester", async () => {

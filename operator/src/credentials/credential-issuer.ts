@@ -15,7 +15,7 @@ import { parseDuration } from "../../../api/duration.ts";
 import { errorMessage } from "../../../api/errors.ts";
 import {
   type AccessPolicy,
-  type Connection,
+  type AnyConnection,
   type LangGraphRun,
   typedRun,
 } from "../../../api/v1alpha1.ts";
@@ -24,6 +24,7 @@ import type { Cache } from "../kube/cache.ts";
 import type { EventSink } from "../kube/events.ts";
 import { metaTime } from "../kube/meta.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
+import { type ConnectionCaches, connectionsIn } from "../policy/namespace-connections.ts";
 import { type ConditionUpdate, findCondition, setCondition } from "../runs/conditions.ts";
 import { requesterOf } from "../runs/requester.ts";
 import type { RunStatusWriter } from "../runs/run-status-writer.ts";
@@ -49,13 +50,12 @@ export interface CredentialIssuerOptions {
   signingKeys: Pick<SigningKeys, "sign">;
   reviewer: Pick<PodTokenReviewer, "review">;
   upstream: Pick<UpstreamCredentials, "issue" | "revoke">;
-  caches: {
+  caches: ConnectionCaches & {
     runs: Cache<LangGraphRun>;
     jobs: Cache<V1Job>;
     pods: Cache<V1Pod>;
     taggedPods?: Cache<V1Pod>;
     policies: Cache<AccessPolicy>;
-    connections: Cache<Connection>;
   };
   seal: StatusSeal;
   /** Set when the operator injects tagged pods (OwnerChainDeps.tagged). */
@@ -140,7 +140,7 @@ export class CredentialIssuer {
       throw new HttpError(403, "DeadlineExceeded", `${runName(run)} reaches its deadline now`);
     }
     const credentials: Record<string, UpstreamCredential> = {};
-    const minted: Connection[] = [];
+    const minted: AnyConnection[] = [];
     try {
       const settled = await Promise.allSettled(
         grants.map(async ({ claim, connection }) => {
@@ -217,7 +217,7 @@ export class CredentialIssuer {
   }
 
   /** The grants in force now: the policy is evaluated again, so a withdrawn grant stops issuance. */
-  #grants(run: LangGraphRun): { claim: GrantClaim; connection: Connection }[] {
+  #grants(run: LangGraphRun): { claim: GrantClaim; connection: AnyConnection }[] {
     const namespace = run.metadata?.namespace ?? "";
     const requester = requesterOf(run);
     if (!requester) throw new HttpError(403, "AccessRevoked", "the run has no valid requester");
@@ -227,7 +227,7 @@ export class CredentialIssuer {
       access: run.spec.access,
       maxDurationMs: parseDuration(run.spec.maxDuration),
       policies: this.#o.caches.policies.list(namespace),
-      connections: this.#o.caches.connections.list(namespace),
+      ...connectionsIn(this.#o.caches, namespace),
     });
     if (!decision.allowed) {
       throw new HttpError(

@@ -3,6 +3,7 @@
 // the Lease mid-revocation). The leader sweeps on start and then periodically.
 import type { Logger } from "pino";
 import {
+  type ClusterConnection,
   type Connection,
   finishedPhases,
   type LangGraphRun,
@@ -10,12 +11,14 @@ import {
 } from "../../../api/v1alpha1.ts";
 import type { Cache } from "../kube/cache.ts";
 import type { LeaderTask } from "../kube/controller.ts";
+import { objectKey } from "../kube/object-store.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import { dropRunRole, listRunRoles } from "./postgres-roles.ts";
 import type { UpstreamCredentials } from "./upstream-credentials.ts";
 
 export interface CredentialSweeperOptions {
   connections: Cache<Connection>;
+  clusterConnections: Cache<ClusterConnection>;
   runs: Cache<LangGraphRun>;
   upstream: UpstreamCredentials;
   tokens: MintedTokens;
@@ -54,37 +57,40 @@ export class CredentialSweeper implements LeaderTask {
     });
   }
 
-  /** One pass over every Connection's run roles and every minted token's owner. Never throws. */
+  /** One pass over every connection's run roles and every minted token's owner. Never throws. */
   async sweep(): Promise<void> {
-    const { connections, upstream, tokens, logger } = this.#o;
-    for (const connection of connections.list()) {
-      const namespace = connection.metadata?.namespace ?? "";
+    const { connections, clusterConnections, upstream, tokens, logger } = this.#o;
+    for (const connection of [...connections.list(), ...clusterConnections.list()]) {
+      // A ClusterConnection's runs may be in any namespace.
+      const namespace = connection.metadata?.namespace;
       const name = connection.metadata?.name ?? "";
       try {
         const admin = await upstream.postgresAdmin(connection);
         if (!admin) continue;
         for (const role of await listRunRoles(admin)) {
           const owner = role.comment;
-          if (owner?.run.namespace !== namespace || owner.connection !== name) continue;
+          if (!owner || owner.connection !== name) continue;
+          if (namespace && owner.run.namespace !== namespace) continue;
           if (this.#live(owner.run)) continue;
           await dropRunRole(admin, role.name);
           logger.info(
-            { connection: `${namespace}/${name}`, role: role.name },
+            { connection: objectKey(connection), role: role.name },
             "dropped an orphaned run role",
           );
         }
       } catch (error) {
-        logger.warn(
-          { err: error, connection: `${namespace}/${name}` },
-          "sweeping run roles failed",
-        );
+        logger.warn({ err: error, connection: objectKey(connection) }, "sweeping run roles failed");
       }
     }
     for (const owner of await tokens.owners().catch(() => [])) {
       if (this.#live(owner)) continue;
       const run = { metadata: { ...owner } } as LangGraphRun;
       try {
-        for (const connection of connections.list(owner.namespace)) {
+        // What the run's namespace may have named: its own, and any ClusterConnection.
+        for (const connection of [
+          ...connections.list(owner.namespace),
+          ...clusterConnections.list(),
+        ]) {
           if (connection.spec.http?.auth?.oauth2ClientCredentials)
             await upstream.revoke(run, connection);
         }

@@ -3,8 +3,8 @@
 // the Job is the one the operator sealed for the run, and the pod is that Job's, unaltered.
 import type { V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
 import {
+  type AnyConnection,
   apiVersion,
-  type Connection,
   finishedPhases,
   type LangGraphRun,
   labels,
@@ -33,7 +33,8 @@ export interface OwnerChainDeps {
   seal: StatusSeal;
   /** Set when the operator injects tagged pods: what their live pods are checked against. */
   tagged?: {
-    connections(namespace: string): Connection[];
+    /** The connections the namespace may name now. */
+    connections(namespace: string): AnyConnection[];
     sidecar(): SidecarSettings;
     rules: PodRuleOptions;
     accountMay: AccountMay;

@@ -9,9 +9,10 @@ import type {
   UpstreamCredential,
 } from "../../../api/credentials.ts";
 import { errorMessage } from "../../../api/errors.ts";
-import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
+import type { AnyConnection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { apiErrorMessage, isNotFound } from "../kube/api-errors.ts";
 import { rememberFor } from "../kube/ttl-cache.ts";
+import { isClusterConnection, secretNamespaceOf } from "../policy/namespace-connections.ts";
 import { HttpError } from "../server/https-server.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import {
@@ -30,9 +31,9 @@ import {
   runRoleComment,
 } from "./postgres-roles.ts";
 
-type PostgresSpec = NonNullable<Connection["spec"]["postgres"]>;
+type PostgresSpec = NonNullable<AnyConnection["spec"]["postgres"]>;
 type OAuth2Spec = NonNullable<
-  NonNullable<NonNullable<Connection["spec"]["http"]>["auth"]>["oauth2ClientCredentials"]
+  NonNullable<NonNullable<AnyConnection["spec"]["http"]>["auth"]>["oauth2ClientCredentials"]
 >;
 
 /** A Connection whose credential cannot be produced now; the sidecar retries. */
@@ -76,20 +77,30 @@ export function upstreamFailure(connection: string, error: unknown): HttpError {
 const secretTtlMs = 5_000;
 
 /** Whether the Connection's credential is minted for each run, and so must be revoked. */
-export function mintedPerRun(connection: Connection): boolean {
+export function mintedPerRun(connection: AnyConnection): boolean {
   return Boolean(
     connection.spec.postgres?.credentials.dynamic ||
       connection.spec.http?.auth?.oauth2ClientCredentials,
   );
 }
 
+/** Where connections' Secrets are read (ADR 0011). */
+export interface SecretPlaces {
+  /** ClusterConnections' Secrets are read here. */
+  credentialsNamespace: string;
+  /** Whether a namespaced Connection's Secrets are read in its own namespace, or refused. */
+  namespacedConnections: boolean;
+}
+
 export class UpstreamCredentials {
   readonly #readSecret: (namespace: string, name: string) => Promise<V1Secret>;
   readonly #tokens: MintedTokens;
+  readonly #places: SecretPlaces;
   readonly #logger: Logger;
 
-  constructor(core: CoreV1Api, tokens: MintedTokens, logger: Logger) {
+  constructor(core: CoreV1Api, tokens: MintedTokens, places: SecretPlaces, logger: Logger) {
     this.#tokens = tokens;
+    this.#places = places;
     this.#logger = logger;
     this.#readSecret = rememberFor(secretTtlMs, (namespace: string, name: string) =>
       core.readNamespacedSecret({ namespace, name }),
@@ -99,7 +110,7 @@ export class UpstreamCredentials {
   /** The credential for one granted connection, valid no longer than the run's deadline. */
   async issue(
     run: LangGraphRun,
-    connection: Connection,
+    connection: AnyConnection,
     grant: GrantClaim,
     deadline: Date,
   ): Promise<UpstreamCredential> {
@@ -117,7 +128,7 @@ export class UpstreamCredentials {
    * Ends what was minted for the run on a Connection: drops its dynamic role, revokes its OAuth
    * 2.0 tokens. A no-op for static credentials. Idempotent.
    */
-  async revoke(run: LangGraphRun, connection: Connection): Promise<void> {
+  async revoke(run: LangGraphRun, connection: AnyConnection): Promise<void> {
     const postgres = connection.spec.postgres;
     if (postgres?.credentials.dynamic) {
       const admin = await this.#postgresAdmin(connection, postgres);
@@ -132,7 +143,7 @@ export class UpstreamCredentials {
     await this.#tokens.remove(run.metadata?.uid ?? "");
   }
 
-  async #revokeTokens(run: LangGraphRun, connection: Connection, oauth2: OAuth2Spec) {
+  async #revokeTokens(run: LangGraphRun, connection: AnyConnection, oauth2: OAuth2Spec) {
     const name = connection.metadata?.name ?? "";
     const uid = run.metadata?.uid ?? "";
     const tokens = await this.#tokens.list(uid, name);
@@ -157,7 +168,7 @@ export class UpstreamCredentials {
     );
   }
 
-  async #oauth2Client(connection: Connection, oauth2: OAuth2Spec) {
+  async #oauth2Client(connection: AnyConnection, oauth2: OAuth2Spec) {
     const { name, key } = oauth2.clientSecretRef;
     const caPem = await this.#caPem(connection, connection.spec.http?.caSecretRef);
     return {
@@ -168,14 +179,14 @@ export class UpstreamCredentials {
   }
 
   /** The admin login a dynamic Connection mints roles with. */
-  async postgresAdmin(connection: Connection): Promise<PostgresAdmin | undefined> {
+  async postgresAdmin(connection: AnyConnection): Promise<PostgresAdmin | undefined> {
     const postgres = connection.spec.postgres;
     return postgres?.credentials.dynamic ? this.#postgresAdmin(connection, postgres) : undefined;
   }
 
   async #postgres(
     run: LangGraphRun,
-    connection: Connection,
+    connection: AnyConnection,
     spec: PostgresSpec,
     grant: GrantClaim,
     deadline: Date,
@@ -200,7 +211,7 @@ export class UpstreamCredentials {
     return { type: "postgres", ...admin, username: name, password, dynamic: true };
   }
 
-  async #postgresAdmin(connection: Connection, spec: PostgresSpec): Promise<PostgresAdmin> {
+  async #postgresAdmin(connection: AnyConnection, spec: PostgresSpec): Promise<PostgresAdmin> {
     const secret = spec.credentials.secretRef.name;
     const [username, password] = await Promise.all([
       this.#secretValue(connection, secret, "username"),
@@ -218,7 +229,11 @@ export class UpstreamCredentials {
     };
   }
 
-  async #http(run: LangGraphRun, connection: Connection, deadline: Date): Promise<HttpCredential> {
+  async #http(
+    run: LangGraphRun,
+    connection: AnyConnection,
+    deadline: Date,
+  ): Promise<HttpCredential> {
     const spec = connection.spec.http;
     if (!spec) throw new Error("not an http Connection");
     const caPem = await this.#caPem(connection, spec.caSecretRef);
@@ -259,15 +274,22 @@ export class UpstreamCredentials {
   }
 
   /** The CA a Connection names, as PEM; undefined when it names none. */
-  async #caPem(connection: Connection, ref: { name: string; key: string } | undefined) {
+  async #caPem(connection: AnyConnection, ref: { name: string; key: string } | undefined) {
     return ref ? this.#secretValue(connection, ref.name, ref.key) : undefined;
   }
 
-  /** One key of a Secret in the Connection's namespace, as text. */
-  async #secretValue(connection: Connection, name: string, key: string): Promise<string> {
-    const namespace = connection.metadata?.namespace ?? "";
+  /** One key of a connection's Secret, as text: in its namespace, or the credentials namespace. */
+  async #secretValue(connection: AnyConnection, name: string, key: string): Promise<string> {
+    const { credentialsNamespace, namespacedConnections } = this.#places;
+    const namespace = secretNamespaceOf(connection, credentialsNamespace);
     const where = `key "${key}" in Secret ${namespace}/${name}`;
     const connectionName = connection.metadata?.name ?? "";
+    if (!isClusterConnection(connection) && !namespacedConnections) {
+      throw misconfigured(
+        connectionName,
+        `is a namespaced Connection, whose Secret ${namespace}/${name} this operator does not read (namespaced connections are off): make it a ClusterConnection`,
+      );
+    }
     const secret = await this.#readSecret(namespace, name).catch((error: unknown) => {
       if (isNotFound(error))
         throw misconfigured(connectionName, `Secret ${namespace}/${name} does not exist`);

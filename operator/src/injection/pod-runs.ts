@@ -19,6 +19,7 @@ import type { ClusterObjects } from "../kube/cluster-cache.ts";
 import { Controller, type ReconcileResult, type Reconciler } from "../kube/controller.ts";
 import { objectKey } from "../kube/object-store.ts";
 import { evaluateAccess } from "../policy/evaluate-access.ts";
+import { connectionsIn } from "../policy/namespace-connections.ts";
 import { sidecarContainerName } from "../runs/pod-contract.ts";
 import { maxDurationOf, taggedPodRequester } from "../runs/tagged-pod.ts";
 import { parseAccessAnnotation } from "./access-annotation.ts";
@@ -57,7 +58,10 @@ export class KubePodRunWriter implements PodRunWriter {
 }
 
 export interface PodRunDeps {
-  cache: Pick<ClusterObjects, "taggedPods" | "runs" | "policies" | "connections">;
+  cache: Pick<
+    ClusterObjects,
+    "taggedPods" | "runs" | "policies" | "connections" | "clusterConnections" | "namespaces"
+  >;
   writer: PodRunWriter;
   logger: Logger;
 }
@@ -144,7 +148,7 @@ export class PodRunReconciler implements Reconciler {
       access,
       maxDurationMs: 0,
       policies: cache.policies.list(namespace),
-      connections: cache.connections.list(namespace),
+      ...connectionsIn(cache, namespace),
     });
     if (!decision.allowed) return undefined;
     const granting = new Set(decision.grants.map((g) => g.policy));

@@ -8,14 +8,18 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
   NetworkingV1Api,
+  RbacAuthorizationV1Api,
   type V1Job,
+  type V1Namespace,
   type V1NetworkPolicy,
   type V1Pod,
+  type V1RoleBinding,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
   type AccessPolicy,
   type Approval,
+  type ClusterConnection,
   type Connection,
   group,
   type HeldCommand,
@@ -32,6 +36,12 @@ export interface ClusterObjects {
   runs: WatchedCache<LangGraphRun>;
   policies: WatchedCache<AccessPolicy>;
   connections: WatchedCache<Connection>;
+  /** The platform's connections, offered to namespaces by their selector (ADR 0011). */
+  clusterConnections: WatchedCache<ClusterConnection>;
+  /** Namespaces, for their labels: what a ClusterConnection's namespaceSelector reads. */
+  namespaces: WatchedCache<V1Namespace>;
+  /** Who may read a namespaced Connection's Secret: what CredentialsExposed reviews. */
+  roleBindings: WatchedCache<V1RoleBinding>;
   approvals: WatchedCache<Approval>;
   heldCommands: WatchedCache<HeldCommand>;
   /** Only the Jobs, pods and NetworkPolicies of runs: they carry the run label. */
@@ -46,18 +56,25 @@ export class ClusterCache implements ClusterObjects {
   readonly runs: ResilientInformer<LangGraphRun>;
   readonly policies: ResilientInformer<AccessPolicy>;
   readonly connections: ResilientInformer<Connection>;
+  readonly clusterConnections: ResilientInformer<ClusterConnection>;
+  readonly namespaces: ResilientInformer<V1Namespace>;
+  readonly roleBindings: ResilientInformer<V1RoleBinding>;
   readonly approvals: ResilientInformer<Approval>;
   readonly heldCommands: ResilientInformer<HeldCommand>;
   readonly jobs: ResilientInformer<V1Job>;
   readonly pods: ResilientInformer<V1Pod>;
   readonly networkPolicies: ResilientInformer<V1NetworkPolicy>;
   readonly taggedPods: ResilientInformer<V1Pod>;
+  readonly #withRoleBindings: boolean;
 
-  constructor(kc: KubeConfig, logger: Logger) {
+  /** `roleBindings`: whether RoleBindings are read (CredentialsExposed, namespaced Connections only). */
+  constructor(kc: KubeConfig, logger: Logger, options: { roleBindings: boolean }) {
     const custom = kc.makeApiClient(CustomObjectsApi);
     const batch = kc.makeApiClient(BatchV1Api);
     const core = kc.makeApiClient(CoreV1Api);
     const networking = kc.makeApiClient(NetworkingV1Api);
+    const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+    this.#withRoleBindings = options.roleBindings;
     const informer = <T extends KubernetesObject>(
       name: string,
       path: string,
@@ -84,6 +101,15 @@ export class ClusterCache implements ClusterObjects {
     this.runs = ours<LangGraphRun>(resources.runs);
     this.policies = ours<AccessPolicy>(resources.policies);
     this.connections = ours<Connection>(resources.connections);
+    this.clusterConnections = ours<ClusterConnection>(resources.clusterConnections);
+    this.namespaces = informer<V1Namespace>("namespaces", "/api/v1/namespaces", () =>
+      core.listNamespace(),
+    );
+    this.roleBindings = informer<V1RoleBinding>(
+      "rolebindings",
+      "/apis/rbac.authorization.k8s.io/v1/rolebindings",
+      () => rbac.listRoleBindingForAllNamespaces(),
+    );
     this.approvals = ours<Approval>(resources.approvals);
     this.heldCommands = ours<HeldCommand>(resources.heldCommands);
     this.jobs = informer<V1Job>(
@@ -118,6 +144,9 @@ export class ClusterCache implements ClusterObjects {
       this.runs,
       this.policies,
       this.connections,
+      this.clusterConnections,
+      this.namespaces,
+      ...(this.#withRoleBindings ? [this.roleBindings] : []),
       this.approvals,
       this.heldCommands,
       this.jobs,

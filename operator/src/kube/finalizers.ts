@@ -44,16 +44,16 @@ export class CustomObjectFinalizers implements Finalizers {
   }
 
   async #patch(plural: string, obj: KubernetesObject, body: object[]): Promise<void> {
-    await this.#custom.patchNamespacedCustomObject(
-      {
-        group,
-        version,
-        namespace: obj.metadata?.namespace ?? "",
-        plural,
-        name: obj.metadata?.name ?? "",
-        body,
-      },
-      patchAs.json,
-    );
+    const name = obj.metadata?.name ?? "";
+    const namespace = obj.metadata?.namespace;
+    await (namespace
+      ? this.#custom.patchNamespacedCustomObject(
+          { group, version, namespace, plural, name, body },
+          patchAs.json,
+        )
+      : this.#custom.patchClusterCustomObject(
+          { group, version, plural, name, body },
+          patchAs.json,
+        ));
   }
 }

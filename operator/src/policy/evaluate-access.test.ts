@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { AccessPolicy, Requester } from "../../../api/v1alpha1.ts";
-import { httpConnection, postgresConnection } from "../testing/connections.ts";
+import { clusterConnection, httpConnection, postgresConnection } from "../testing/connections.ts";
 import { type AccessRequest, evaluateAccess } from "./evaluate-access.ts";
 
 const alice: Requester = { username: "alice@example.com", groups: ["ml-platform"] };
@@ -89,7 +89,29 @@ describe("evaluateAccess", () => {
     const decision = evaluateAccess(request({ connections: [api] }));
     assert.ok(!decision.allowed);
     assert.equal(decision.reason, "ConnectionNotFound");
-    assert.match(decision.message, /connection "kb-postgres" does not exist in namespace "agents"/);
+    assert.match(
+      decision.message,
+      /connection "kb-postgres" is neither a Connection in namespace "agents" nor a ClusterConnection offered to it/,
+    );
+  });
+
+  it("denies a name both the namespace and the platform use, saying which to rename", () => {
+    const decision = evaluateAccess(
+      request({ connections: [api], ambiguous: new Set(["kb-postgres"]) }),
+    );
+    assert.ok(!decision.allowed);
+    assert.equal(decision.reason, "ConnectionAmbiguous");
+    assert.match(
+      decision.message,
+      /names both a Connection in namespace "agents" and a ClusterConnection/,
+    );
+  });
+
+  it("grants a ClusterConnection the namespace is offered as it would a Connection", () => {
+    const platform = clusterConnection(postgres, {});
+    const decision = evaluateAccess(request({ connections: [platform, api] }));
+    assert.ok(decision.allowed);
+    assert.equal(decision.grants[0]?.connection, platform);
   });
 
   it("denies postgres-only actions on an http connection", () => {

@@ -1,12 +1,12 @@
-// Decides whether a requester may have the access a run asks for, from the AccessPolicies
-// and Connections of the run's namespace. Pure: the reconciler feeds it from its caches.
+// Decides whether a requester may have the access a run asks for, from the AccessPolicies of
+// the run's namespace and the connections it may name. Pure: callers feed it from the caches.
 import { formatDuration, parseDuration } from "../../../api/duration.ts";
 import { subjectMatches } from "../../../api/subjects.ts";
 import {
   type AccessPolicy,
   type Action,
+  type AnyConnection,
   type ApprovalRequirement,
-  type Connection,
   defaultRunServiceAccount,
   type Grant,
   type Requester,
@@ -19,12 +19,15 @@ export interface AccessRequest {
   access: RunAccess[];
   maxDurationMs: number;
   policies: AccessPolicy[];
-  connections: Connection[];
+  /** The connections the namespace may name (namespaceConnections). */
+  connections: AnyConnection[];
+  /** Names both a Connection of the namespace and an offered ClusterConnection use. */
+  ambiguous?: ReadonlySet<string>;
 }
 
 /** The grant that authorizes one connection of a run. */
 export interface ResolvedGrant {
-  connection: Connection;
+  connection: AnyConnection;
   actions: Action[];
   policy: string;
   grant: Grant;
@@ -37,6 +40,7 @@ export type RunApprovalRule = ApprovalRequirement & { timeoutMs: number };
 
 export type DenialReason =
   | "ConnectionNotFound"
+  | "ConnectionAmbiguous"
   | "InvalidAction"
   | "NotGranted"
   | "DurationExceeded"
@@ -72,11 +76,17 @@ export function evaluateAccess(request: AccessRequest): AccessDecision {
   const runApprovals: RunApprovalRule[] = [];
 
   for (const { connection: name, actions } of request.access) {
+    if (request.ambiguous?.has(name)) {
+      return deny(
+        "ConnectionAmbiguous",
+        `connection "${name}" names both a Connection in namespace "${namespace}" and a ClusterConnection offered to it: delete or rename the Connection`,
+      );
+    }
     const connection = request.connections.find((c) => c.metadata?.name === name);
     if (!connection) {
       return deny(
         "ConnectionNotFound",
-        `connection "${name}" does not exist in namespace "${namespace}"`,
+        `connection "${name}" is neither a Connection in namespace "${namespace}" nor a ClusterConnection offered to it`,
       );
     }
     const invalid = connection.spec.http && actions.find((action) => !httpActions.has(action));

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { ClusterConnection, Connection } from "../../../api/v1alpha1.ts";
-import { httpConnection, postgresConnection } from "../testing/connections.ts";
+import { clusterConnection, httpConnection, postgresConnection } from "../testing/connections.ts";
+import { FakeCluster } from "../testing/fake-cluster.ts";
 import {
+  connectionIn,
+  connectionsEverNamed,
   isClusterConnection,
   namespaceConnections,
   secretNamespaceOf,
@@ -12,14 +15,6 @@ import {
 const inNamespace = (connection: Connection, namespace: string): Connection => ({
   ...connection,
   metadata: { ...connection.metadata, namespace },
-});
-const offered = (
-  connection: Connection,
-  namespaceSelector: ClusterConnection["spec"]["namespaceSelector"],
-): ClusterConnection => ({
-  kind: "ClusterConnection",
-  metadata: { name: connection.metadata?.name },
-  spec: { ...connection.spec, namespaceSelector },
 });
 const agents = { "kubernetes.io/metadata.name": "agents", team: "ml" };
 
@@ -47,22 +42,22 @@ describe("selectorMatches", () => {
 });
 
 describe("namespaceConnections", () => {
-  const platformDb = offered(postgresConnection("platform-db"), {
+  const platformDb = clusterConnection(postgresConnection("platform-db"), {
     matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "In", values: ["agents"] }],
   });
-  const everywhereApi = offered(httpConnection("search-api"), {});
+  const everywhereApi = clusterConnection(httpConnection("search-api"), {});
 
   it("offers a namespace its own Connections and the ClusterConnections that select it", () => {
     const own = [
       inNamespace(httpConnection("kb-api"), "agents"),
       inNamespace(httpConnection("x"), "other"),
     ];
-    const { usable, ambiguous } = namespaceConnections("agents", agents, own, [
+    const { connections, ambiguous } = namespaceConnections("agents", agents, own, [
       platformDb,
       everywhereApi,
     ]);
     assert.deepEqual(
-      usable.map((c) => c.metadata?.name),
+      connections.map((c) => c.metadata?.name),
       ["kb-api", "platform-db", "search-api"],
     );
     assert.equal(ambiguous.size, 0);
@@ -71,13 +66,13 @@ describe("namespaceConnections", () => {
   it("offers no ClusterConnection a namespace its selector leaves out, or one not known yet", () => {
     const team = { "kubernetes.io/metadata.name": "team-b" };
     assert.deepEqual(
-      namespaceConnections("team-b", team, [], [platformDb, everywhereApi]).usable.map(
+      namespaceConnections("team-b", team, [], [platformDb, everywhereApi]).connections.map(
         (c) => c.metadata?.name,
       ),
       ["search-api"],
     );
     assert.deepEqual(
-      namespaceConnections("team-b", undefined, [], [platformDb, everywhereApi]).usable,
+      namespaceConnections("team-b", undefined, [], [platformDb, everywhereApi]).connections,
       [],
     );
   });
@@ -87,19 +82,55 @@ describe("namespaceConnections", () => {
       postgresConnection("platform-db", { host: "team.db.svc" }),
       "agents",
     );
-    const { usable, ambiguous } = namespaceConnections("agents", agents, [shadow], [platformDb]);
-    assert.deepEqual(usable, []);
+    const { connections, ambiguous } = namespaceConnections(
+      "agents",
+      agents,
+      [shadow],
+      [platformDb],
+    );
+    assert.deepEqual(connections, []);
     assert.deepEqual([...ambiguous], ["platform-db"]);
   });
 });
 
 describe("secretNamespaceOf", () => {
   it("reads a ClusterConnection's Secrets in the credentials namespace, a Connection's in its own", () => {
-    const clusterOne = offered(postgresConnection(), {});
+    const clusterOne = clusterConnection(postgresConnection(), {});
     assert.equal(isClusterConnection(clusterOne), true);
     assert.equal(secretNamespaceOf(clusterOne, "langgraph-jit"), "langgraph-jit");
     const own = inNamespace(postgresConnection(), "agents");
     assert.equal(isClusterConnection(own), false);
     assert.equal(secretNamespaceOf(own, "langgraph-jit"), "agents");
+  });
+});
+
+describe("connectionsIn", () => {
+  const cluster = () => {
+    const caches = new FakeCluster();
+    caches.namespaces.put({ metadata: { name: "agents", labels: agents } });
+    caches.clusterConnections.put(
+      clusterConnection(postgresConnection("kb-postgres"), { matchLabels: { team: "ml" } }),
+    );
+    return caches;
+  };
+
+  it("reads the namespace's labels from the cache, at every call", () => {
+    const caches = cluster();
+    assert.equal(connectionIn(caches, "agents", "kb-postgres")?.kind, "ClusterConnection");
+    caches.namespaces.put({ metadata: { name: "agents", labels: { team: "ops" } } });
+    assert.equal(connectionIn(caches, "agents", "kb-postgres"), undefined);
+    assert.equal(connectionIn(caches, "unknown", "kb-postgres"), undefined);
+  });
+
+  it("revokes on every connection a name may have meant, whatever the selector says now", () => {
+    const caches = cluster();
+    caches.namespaces.put({ metadata: { name: "agents", labels: {} } });
+    assert.deepEqual(
+      connectionsEverNamed(caches, "agents", "kb-postgres").map((c) => c.kind),
+      ["ClusterConnection"],
+    );
+    caches.connections.put(inNamespace(postgresConnection("kb-postgres"), "agents"));
+    assert.equal(connectionsEverNamed(caches, "agents", "kb-postgres").length, 2);
+    assert.deepEqual(connectionsEverNamed(caches, "agents", "other"), []);
   });
 });

@@ -1,13 +1,15 @@
 // Which connections a namespace may name (ADR 0011): its own Connections, and the
 // ClusterConnections the platform offers it through their namespaceSelector. A name both define
 // is ambiguous and names neither, so a team's Connection can never quietly stand in for the
-// platform's. Pure: callers feed it from the shared cache.
-import type { ClusterConnection, Connection } from "../../../api/v1alpha1.ts";
-
-export type AnyConnection = Connection | ClusterConnection;
+// platform's. Decided from the shared cache at every decision, so a namespace that loses the
+// selector's label loses the access.
+import type { V1Namespace } from "@kubernetes/client-node";
+import type { AnyConnection, ClusterConnection, Connection } from "../../../api/v1alpha1.ts";
+import type { Cache } from "../kube/cache.ts";
 
 export interface NamespaceConnections {
-  usable: AnyConnection[];
+  /** The ones it may name, each name once. */
+  connections: AnyConnection[];
   /** Names a Connection of the namespace and an offered ClusterConnection both use. */
   ambiguous: ReadonlySet<string>;
 }
@@ -62,8 +64,8 @@ export function namespaceConnections(
   const ambiguous = new Set(
     offered.map((c) => c.metadata?.name ?? "").filter((name) => localNames.has(name)),
   );
-  const usable = [...local, ...offered].filter((c) => !ambiguous.has(c.metadata?.name ?? ""));
-  return { usable, ambiguous };
+  const connections = [...local, ...offered].filter((c) => !ambiguous.has(c.metadata?.name ?? ""));
+  return { connections, ambiguous };
 }
 
 /** Where a connection's Secrets are read: its own namespace, or the credentials namespace. */
@@ -71,4 +73,46 @@ export function secretNamespaceOf(connection: AnyConnection, credentialsNamespac
   return isClusterConnection(connection)
     ? credentialsNamespace
     : (connection.metadata?.namespace ?? credentialsNamespace);
+}
+
+/** The caches connections are read from: ClusterObjects has them all. */
+export interface ConnectionCaches {
+  connections: Cache<Connection>;
+  clusterConnections: Cache<ClusterConnection>;
+  namespaces: Cache<V1Namespace>;
+}
+
+/** The connections `namespace` may name now. */
+export function connectionsIn(caches: ConnectionCaches, namespace: string): NamespaceConnections {
+  const known = caches.namespaces.get("", namespace);
+  return namespaceConnections(
+    namespace,
+    known ? (known.metadata?.labels ?? {}) : undefined,
+    caches.connections.list(namespace),
+    caches.clusterConnections.list(),
+  );
+}
+
+/** The connection `namespace` means by `name` now; undefined when none or ambiguous. */
+export function connectionIn(
+  caches: ConnectionCaches,
+  namespace: string,
+  name: string,
+): AnyConnection | undefined {
+  return connectionsIn(caches, namespace).connections.find((c) => c.metadata?.name === name);
+}
+
+/**
+ * Every connection `name` may have meant in `namespace` whatever its selector says now: what
+ * a run's credentials are revoked on, since a namespace that lost the label keeps what it was
+ * issued until then.
+ */
+export function connectionsEverNamed(
+  caches: ConnectionCaches,
+  namespace: string,
+  name: string,
+): AnyConnection[] {
+  return [caches.connections.get(namespace, name), caches.clusterConnections.get("", name)].flatMap(
+    (c) => c ?? [],
+  );
 }

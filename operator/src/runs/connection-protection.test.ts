@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type Connection, connectionFinalizer } from "../../../api/v1alpha1.ts";
-import { postgresConnection } from "../testing/connections.ts";
+import { clusterConnection, postgresConnection } from "../testing/connections.ts";
 import { FakeCluster } from "../testing/fake-cluster.ts";
 import { alice, testRun } from "../testing/runs.ts";
 import { ConnectionProtection } from "./connection-protection.ts";
@@ -78,5 +78,23 @@ describe("ConnectionProtection", () => {
     });
     await held.protection.reconcile(key);
     assert.equal(held.cluster.connections.get("agents", "kb-postgres"), undefined, "released");
+  });
+
+  it("holds a ClusterConnection while a started run of any namespace names it", async () => {
+    const { cluster, protection } = setup();
+    cluster.clusterConnections.put(clusterConnection(postgresConnection(), {}));
+    const held = () => cluster.clusterConnections.get("", "kb-postgres")?.metadata?.finalizers;
+    const run = cluster.runs.put({
+      ...testRun({ requester: alice }),
+      status: { phase: "Running", startedAt: "2026-12-05T10:00:00Z" },
+    });
+    await protection.reconcile("kb-postgres");
+    assert.deepEqual(held(), [connectionFinalizer]);
+    cluster.runs.put({
+      ...run,
+      status: { ...run.status, credential: { revokedAt: "2026-12-05T10:05:00Z" } },
+    });
+    await protection.reconcile("kb-postgres");
+    assert.deepEqual(held(), []);
   });
 });

@@ -1,8 +1,10 @@
 // Keeps a Connection from disappearing while a run may still hold a credential minted through
 // it: revocation needs the Connection's server and admin Secret to drop the run's role or
-// revoke its token. Like the API server's pvc-protection, a finalizer holds the deletion.
+// revoke its token. Like the API server's pvc-protection, a finalizer holds the deletion. A
+// ClusterConnection is held while a run of any namespace names it.
 import type { Logger } from "pino";
 import {
+  type ClusterConnection,
   type Connection,
   connectionFinalizer,
   type LangGraphRun,
@@ -25,6 +27,7 @@ export function holdsCredentialThrough(run: LangGraphRun, connection: string): b
 
 export interface ConnectionProtectionDeps {
   connections: WatchedCache<Connection>;
+  clusterConnections: WatchedCache<ClusterConnection>;
   runs: WatchedCache<LangGraphRun>;
   finalizers: Finalizers;
 }
@@ -36,20 +39,22 @@ export class ConnectionProtection implements Reconciler {
     this.#deps = deps;
   }
 
-  /** Adds the finalizer while a run needs the Connection, removes it once none does. */
+  /** Adds the finalizer while a run needs the connection, removes it once none does. */
   async reconcile(key: string): Promise<undefined> {
-    const { connections, runs, finalizers } = this.#deps;
-    const [namespace = "", name = ""] = key.split("/");
-    const connection = connections.get(namespace, name);
+    const { connections, clusterConnections, runs, finalizers } = this.#deps;
+    const [namespace, name] = key.includes("/") ? key.split("/") : [undefined, key];
+    const [plural, connection] = namespace
+      ? [resources.connections, connections.get(namespace, name ?? "")]
+      : [resources.clusterConnections, clusterConnections.get("", name ?? "")];
     if (!connection) return;
-    const needed = runs.list(namespace).some((run) => holdsCredentialThrough(run, name));
+    const needed = runs.list(namespace).some((run) => holdsCredentialThrough(run, name ?? ""));
     if (!needed) {
-      await finalizers.remove(resources.connections, connection, connectionFinalizer);
+      await finalizers.remove(plural, connection, connectionFinalizer);
       return;
     }
     // A deleting object takes no new finalizers; its runs are revoked through it meanwhile.
     if (connection.metadata?.deletionTimestamp) return;
-    await unlessNotFound(finalizers.add(resources.connections, connection, connectionFinalizer));
+    await unlessNotFound(finalizers.add(plural, connection, connectionFinalizer));
   }
 }
 
@@ -63,12 +68,14 @@ export function connectionProtectionController(
     reconciler: new ConnectionProtection(deps),
     workers: 1,
     logger,
-    allKeys: () => deps.connections.list().map(objectKey),
+    allKeys: () => [...deps.connections.list(), ...deps.clusterConnections.list()].map(objectKey),
   });
   deps.connections.onChange((connection) => controller.enqueue(objectKey(connection)));
+  deps.clusterConnections.onChange((connection) => controller.enqueue(objectKey(connection)));
   deps.runs.onChange((run) => {
     for (const { connection } of run.spec.access ?? []) {
       controller.enqueue(`${run.metadata?.namespace}/${connection}`);
+      controller.enqueue(connection);
     }
   });
   return controller;

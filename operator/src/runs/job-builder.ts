@@ -10,7 +10,12 @@ import type {
   V1Volume,
 } from "@kubernetes/client-node";
 import { sidecarEnv } from "../../../api/sidecar-contract.ts";
-import { annotations, type Connection, type LangGraphRun, labels } from "../../../api/v1alpha1.ts";
+import {
+  type AnyConnection,
+  annotations,
+  type LangGraphRun,
+  labels,
+} from "../../../api/v1alpha1.ts";
 import { boundedName, envName } from "./names.ts";
 import {
   captureContainerName,
@@ -40,12 +45,12 @@ export interface SidecarSettings {
 }
 
 /** The loopback port of each connection's listener, in the order the run lists them. */
-export function listenerPorts(connections: Connection[]): Map<string, number> {
+export function listenerPorts(connections: AnyConnection[]): Map<string, number> {
   return new Map(connections.map((c, i) => [c.metadata?.name ?? "", ports.firstListener + i]));
 }
 
 /** The graph container's environment: loopback addresses only, never a credential. */
-export function graphEnvironment(connections: Connection[]): V1EnvVar[] {
+export function graphEnvironment(connections: AnyConnection[]): V1EnvVar[] {
   const env: V1EnvVar[] = [];
   const listeners = listenerPorts(connections);
   const postgresUrls: string[] = [];
@@ -109,7 +114,7 @@ export function runIdentityEnv(run: LangGraphRun | undefined): V1EnvVar[] {
 
 function sidecarContainer(
   identity: V1EnvVar[],
-  connections: Connection[],
+  connections: AnyConnection[],
   sidecar: SidecarSettings,
 ): V1Container {
   return {
@@ -229,7 +234,7 @@ function graphContainer(container: V1Container, env: V1EnvVar[], capture: boolea
 export function withSidecar(
   spec: V1PodSpec,
   identity: V1EnvVar[],
-  connections: Connection[],
+  connections: AnyConnection[],
   sidecar: SidecarSettings,
 ): V1PodSpec {
   const env = graphEnvironment(connections);
@@ -246,7 +251,7 @@ export function withSidecar(
 /** What withSidecar adds of its own: the first init containers and the last volumes. */
 export function injectedParts(
   identity: V1EnvVar[],
-  connections: Connection[],
+  connections: AnyConnection[],
   sidecar: SidecarSettings,
 ): { initContainers: V1Container[]; volumes: V1Volume[] } {
   return {
@@ -278,7 +283,7 @@ export function injectedParts(
 export interface JobInput {
   run: LangGraphRun;
   /** The run's connections, in the order of spec.access. */
-  connections: Connection[];
+  connections: AnyConnection[];
   sidecar: SidecarSettings;
   jobName: string;
   /** The ServiceAccount the pod runs as, as the run's AccessPolicies name it. */

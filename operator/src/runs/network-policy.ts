@@ -12,7 +12,7 @@ import type {
   V1NetworkPolicyPort,
   V1Service,
 } from "@kubernetes/client-node";
-import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
+import type { AnyConnection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { ownerReference, runLabels } from "./job-builder.ts";
 
 export interface Endpoint {
@@ -21,7 +21,7 @@ export interface Endpoint {
   port: number;
 }
 
-export function connectionEndpoint(connection: Connection): Endpoint {
+export function connectionEndpoint(connection: AnyConnection): Endpoint {
   const name = connection.metadata?.name ?? "";
   const { postgres, http } = connection.spec;
   if (postgres) return { connection: name, host: postgres.host, port: postgres.port };

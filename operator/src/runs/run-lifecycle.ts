@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import { parseDuration } from "../../../api/duration.ts";
 import type { ApprovalRecord } from "../../../api/session-events.ts";
 import {
-  type Connection,
+  type AnyConnection,
   type LangGraphRun,
   type LangGraphRunStatus,
   type Requester,
@@ -22,6 +22,7 @@ import type { Finalizers } from "../kube/finalizers.ts";
 import { metaTime } from "../kube/meta.ts";
 import type { ApprovalNotifier, NoticeState } from "../notifications/approval-notices.ts";
 import { type AccessDecision, evaluateAccess } from "../policy/evaluate-access.ts";
+import { connectionsEverNamed, connectionsIn } from "../policy/namespace-connections.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
 import type { SidecarSettings } from "./job-builder.ts";
 import { runObjectName } from "./names.ts";
@@ -38,7 +39,7 @@ export interface RunRevoker {
    * Makes every credential the run held on these Connections stop working. Idempotent;
    * throws to be retried.
    */
-  revoke(run: LangGraphRun, connections: Connection[]): Promise<void>;
+  revoke(run: LangGraphRun, connections: AnyConnection[]): Promise<void>;
 }
 
 /** Where the run's own approval decision goes into its session, as the operator's seq-0 event. */
@@ -57,7 +58,15 @@ export interface RunLifecycleDeps {
   logger: Logger;
   cache: Pick<
     ClusterObjects,
-    "runs" | "jobs" | "networkPolicies" | "policies" | "connections" | "approvals" | "taggedPods"
+    | "runs"
+    | "jobs"
+    | "networkPolicies"
+    | "policies"
+    | "connections"
+    | "clusterConnections"
+    | "namespaces"
+    | "approvals"
+    | "taggedPods"
   >;
   status: RunStatusWriter;
   finalizers: Finalizers;
@@ -98,7 +107,7 @@ export class RunLifecycle {
       access: run.spec.access,
       maxDurationMs: parseDuration(run.spec.maxDuration),
       policies: this.deps.cache.policies.list(namespace),
-      connections: this.deps.cache.connections.list(namespace),
+      ...connectionsIn(this.deps.cache, namespace),
     });
   }
 
@@ -231,10 +240,10 @@ export class RunLifecycle {
     const namespace = run.metadata?.namespace ?? "";
     const found = run.spec.access.map((a) => ({
       name: a.connection,
-      connection: this.deps.cache.connections.get(namespace, a.connection),
+      meant: connectionsEverNamed(this.deps.cache, namespace, a.connection),
     }));
-    const connections = found.flatMap((f) => f.connection ?? []);
-    const gone = found.filter((f) => !f.connection).map((f) => f.name);
+    const connections = found.flatMap((f) => f.meant);
+    const gone = found.filter((f) => f.meant.length === 0).map((f) => f.name);
     await this.deps.revoker.revoke(run, connections);
     if (gone.length === 0) {
       log.info("run credentials revoked");

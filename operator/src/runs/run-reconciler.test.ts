@@ -13,7 +13,7 @@ import {
   type Requester,
   revokeFinalizer,
 } from "../../../api/v1alpha1.ts";
-import { postgresConnection } from "../testing/connections.ts";
+import { clusterConnection, postgresConnection } from "../testing/connections.ts";
 import { apiError, FakeCluster } from "../testing/fake-cluster.ts";
 import { alice, testRun } from "../testing/runs.ts";
 import { findCondition } from "./conditions.ts";
@@ -434,6 +434,59 @@ describe("RunReconciler", () => {
       h.cluster.events.map((e) => `${e.type} ${e.reason}`),
       ["Warning NotReconciled"],
     );
+  });
+
+  describe("with the platform's ClusterConnection", () => {
+    const platformDb = clusterConnection(postgresConnection(), {
+      matchLabels: { team: "ml" },
+    });
+    beforeEach(() => {
+      const own = h.cluster.connections.get("agents", "kb-postgres");
+      if (own) h.cluster.connections.remove(own);
+      h.cluster.clusterConnections.put(platformDb);
+      h.cluster.namespaces.put({ metadata: { name: "agents", labels: { team: "ml" } } });
+    });
+
+    it("starts a run of a namespace it is offered to, and revokes through it", async () => {
+      await runningRun(h);
+      const env = jobOf(h)?.spec?.template.spec?.containers[0]?.env ?? [];
+      assert.ok(
+        env.some((e) => e.name === "LGJIT_KB_POSTGRES_URL"),
+        "the graph is given its URL",
+      );
+      finishJob(h, "Complete");
+      await settle(h);
+      assert.deepEqual(h.revoked, ["r:kb-postgres"]);
+    });
+
+    it("denies a run of a namespace the selector leaves out", async () => {
+      h.cluster.namespaces.put({ metadata: { name: "agents", labels: { team: "ops" } } });
+      h.cluster.runs.put(testRun({ requester: alice }));
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "Denied");
+      assert.equal(condition(h.run(), "Authorized")?.reason, "ConnectionNotFound");
+      assert.equal(jobOf(h), undefined);
+    });
+
+    it("denies a name the namespace's own Connection shadows", async () => {
+      h.cluster.connections.put(connection());
+      h.cluster.runs.put(testRun({ requester: alice }));
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "Denied");
+      assert.equal(condition(h.run(), "Authorized")?.reason, "ConnectionAmbiguous");
+    });
+
+    it("fails a run whose namespace loses the label before its Job, revoking on the ClusterConnection", async () => {
+      h.cluster.runs.put(testRun({ requester: alice }));
+      await h.reconciler.reconcile(key); // finalizer
+      await h.reconciler.reconcile(key); // Running, deadline fixed
+      assert.equal(h.run()?.status?.phase, "Running");
+      h.cluster.namespaces.put({ metadata: { name: "agents", labels: {} } });
+      await settle(h);
+      assert.equal(h.run()?.status?.phase, "Failed");
+      assert.match(condition(h.run(), "Complete")?.message ?? "", /grant no longer holds/);
+      assert.deepEqual(h.revoked, ["r:kb-postgres"]);
+    });
   });
 
   describe("awaiting approval", () => {

@@ -4,9 +4,10 @@
 // credentials revoked, leaving the pod running without access.
 import type { Logger } from "pino";
 import { parseDuration } from "../../../api/duration.ts";
-import { type Connection, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
+import { type AnyConnection, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
 import { metaTime } from "../kube/meta.ts";
+import { connectionsIn } from "../policy/namespace-connections.ts";
 import { runLabels } from "./job-builder.ts";
 import { runObjectName } from "./names.ts";
 import { requesterOf } from "./requester.ts";
@@ -83,7 +84,7 @@ export async function trackPod(
 }
 
 /** The run's Connections, in the order of its access, as the webhook injected them. */
-function connectionsOf(lifecycle: RunLifecycle, run: LangGraphRun): Connection[] {
-  const all = lifecycle.deps.cache.connections.list(run.metadata?.namespace ?? "");
+function connectionsOf(lifecycle: RunLifecycle, run: LangGraphRun): AnyConnection[] {
+  const all = connectionsIn(lifecycle.deps.cache, run.metadata?.namespace ?? "").connections;
   return run.spec.access.flatMap((a) => all.find((c) => c.metadata?.name === a.connection) ?? []);
 }

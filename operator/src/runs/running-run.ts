@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import { type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
 import { isConflict } from "../kube/api-errors.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
+import { connectionIn } from "../policy/namespace-connections.ts";
 import { buildJob } from "./job-builder.ts";
 import { runObjectName } from "./names.ts";
 import { buildNetworkPolicy, connectionEndpoint, egressRules } from "./network-policy.ts";
@@ -131,7 +132,7 @@ export async function ensureNetworkPolicy(
   const namespace = run.metadata?.namespace ?? "";
   const rules = [];
   for (const access of run.spec.access) {
-    const connection = cache.connections.get(namespace, access.connection);
+    const connection = connectionIn(cache, namespace, access.connection);
     if (!connection) continue;
     rules.push(...(await egressRules(connectionEndpoint(connection), namespace, resolver)));
   }

@@ -4,12 +4,13 @@ import type { V1Container, V1Pod, V1PodSpec } from "@kubernetes/client-node";
 import { parseDuration } from "../../../api/duration.ts";
 import { sidecarEnv } from "../../../api/sidecar-contract.ts";
 import {
+  type AnyConnection,
   annotations,
-  type Connection,
   connectionSecretNames,
   labels,
   type Requester,
 } from "../../../api/v1alpha1.ts";
+import { isClusterConnection } from "../policy/namespace-connections.ts";
 import { injectedParts, runIdentityEnv, type SidecarSettings } from "./job-builder.ts";
 import { trustVolume } from "./pod-contract.ts";
 import { referencedObjects } from "./pod-references.ts";
@@ -93,7 +94,7 @@ function withoutOperatorCa(container: V1Container): V1Container {
  */
 export function taggedPodDeviation(
   pod: V1Pod,
-  connections: Connection[],
+  connections: AnyConnection[],
   sidecar: SidecarSettings,
   rules: PodRuleOptions,
 ): string | undefined {
@@ -170,11 +171,22 @@ export function accountOf(pod: V1Pod): string {
   return pod.spec?.serviceAccountName || "default";
 }
 
-/** A Connection's Secret the pod mounts or reads into its environment, as the refusal says it. */
-export function mountedConnectionSecret(pod: V1Pod, connections: Connection[]): string | undefined {
-  const owners = new Map(
-    connections.flatMap((c) => connectionSecretNames(c).map((s) => [s, c.metadata?.name ?? ""])),
-  );
+/** The Secrets of the pod's namespace that hold a connection's credentials, with its name. */
+function localSecrets(connections: AnyConnection[]): (readonly [string, string])[] {
+  return connections
+    .filter((c) => !isClusterConnection(c))
+    .flatMap((c) => connectionSecretNames(c).map((s) => [s, c.metadata?.name ?? ""] as const));
+}
+
+/**
+ * A Connection's Secret the pod mounts or reads into its environment, as the refusal says it.
+ * A ClusterConnection's live in the credentials namespace, which no team pod can reference.
+ */
+export function mountedConnectionSecret(
+  pod: V1Pod,
+  connections: AnyConnection[],
+): string | undefined {
+  const owners = new Map(localSecrets(connections));
   for (const ref of referencedObjects({ metadata: pod.metadata, spec: pod.spec })) {
     const owner = ref.resource === "secrets" && ref.name ? owners.get(ref.name) : undefined;
     if (owner !== undefined) {
@@ -186,35 +198,40 @@ export function mountedConnectionSecret(pod: V1Pod, connections: Connection[]): 
 
 /**
  * What the pod's own API token could do to reach the credentials the sidecar holds for it, as
- * the refusal says it, or undefined: read a Connection's Secret (or every Secret), start a pod
- * that mounts one, or mint a token of the pod's account for the sidecar's audience. Throws when
- * the authorizer cannot answer.
+ * the refusal says it, or undefined: mint a token of the pod's account for the sidecar's
+ * audience, or read a Secret of the namespace holding a Connection's credentials (or every
+ * Secret), or start a pod that mounts one. Throws when the authorizer cannot answer.
  */
 export async function accountReach(
   pod: V1Pod,
-  connections: Connection[],
+  connections: AnyConnection[],
   accountMay: AccountMay,
 ): Promise<string | undefined> {
-  const namespace = pod.metadata?.namespace ?? "";
+  if (!connections.some((c) => connectionSecretNames(c).length > 0)) return undefined;
   const account = accountOf(pod);
-  const requester = taggedPodRequester(pod);
-  const secrets = connections.flatMap((c) =>
-    connectionSecretNames(c).map((s) => [s, c.metadata?.name ?? ""] as const),
-  );
-  if (secrets.length === 0) return undefined;
-  const checks: [string, Parameters<AccountMay>[2]][] = [
+  const secrets = localSecrets(connections);
+  type Check = [string, Parameters<AccountMay>[2]];
+  // Only a Secret of the pod's namespace can be read or mounted by its account.
+  const local: Check[] = [
     ["list the namespace's Secrets", { verb: "list", resource: "secrets" }],
     ["watch the namespace's Secrets", { verb: "watch", resource: "secrets" }],
     ["create pods, which may mount any Secret", { verb: "create", resource: "pods" }],
+  ];
+  const checks: Check[] = [
+    ...(secrets.length > 0 ? local : []),
     [
       "mint its own tokens, for any audience",
       { verb: "create", resource: "serviceaccounts", subresource: "token", name: account },
     ],
-    ...secrets.map(([secret, connection]): [string, Parameters<AccountMay>[2]] => [
-      `get Secret "${secret}" of Connection "${connection}"`,
-      { verb: "get", resource: "secrets", name: secret },
-    ]),
+    ...secrets.map(
+      ([secret, connection]): Check => [
+        `get Secret "${secret}" of Connection "${connection}"`,
+        { verb: "get", resource: "secrets", name: secret },
+      ],
+    ),
   ];
+  const requester = taggedPodRequester(pod);
+  const namespace = pod.metadata?.namespace ?? "";
   const answers = await Promise.all(
     checks.map(([, what]) => accountMay(requester, namespace, what)),
   );

@@ -6,13 +6,16 @@ import {
   ApiException,
   type KubernetesObject,
   type V1Job,
+  type V1Namespace,
   type V1NetworkPolicy,
   type V1Pod,
+  type V1RoleBinding,
 } from "@kubernetes/client-node";
 import type { ApprovalRecord } from "../../../api/session-events.ts";
 import type {
   AccessPolicy,
   Approval,
+  ClusterConnection,
   Connection,
   HeldCommand,
   LangGraphRun,
@@ -76,6 +79,9 @@ export class FakeCluster implements ClusterObjects {
   readonly runs = new MemoryCache<LangGraphRun>();
   readonly policies = new MemoryCache<AccessPolicy>();
   readonly connections = new MemoryCache<Connection>();
+  readonly clusterConnections = new MemoryCache<ClusterConnection>();
+  readonly namespaces = new MemoryCache<V1Namespace>();
+  readonly roleBindings = new MemoryCache<V1RoleBinding>();
   readonly approvals = new MemoryCache<Approval>();
   readonly heldCommands = new MemoryCache<HeldCommand>();
   readonly jobs = new MemoryCache<V1Job>();
@@ -217,6 +223,7 @@ export class FakeCluster implements ClusterObjects {
     const caches: Record<string, MemoryCache<KubernetesObject>> = {
       langgraphruns: this.runs as unknown as MemoryCache<KubernetesObject>,
       connections: this.connections as unknown as MemoryCache<KubernetesObject>,
+      clusterconnections: this.clusterConnections as unknown as MemoryCache<KubernetesObject>,
     };
     const cache = caches[plural];
     if (!cache) throw new Error(`the fake cluster keeps no finalizers on ${plural}`);

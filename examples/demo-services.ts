@@ -2,9 +2,11 @@
 // - the session store both operator replicas share: a PostgreSQL the pods reach on the node's
 //   address, its URL in Secret langgraph-jit/session-store;
 // - the knowledge-base API the graph calls: a real HTTPS server with its own CA, behind Service
-//   agents/kb-api, its bearer token and CA in Secret agents/kb-api (read by the operator only);
+//   agents/kb-api, its bearer token and CA in Secret langgraph-jit/kb-api;
 // - the knowledge-base database: a PostgreSQL with TLS from its own CA behind Service
-//   agents/kb-db, its admin login in Secret agents/kb-admin and CA in agents/kb-db-ca.
+//   agents/kb-db, its admin login in Secret langgraph-jit/kb-admin and CA in langgraph-jit/kb-db-ca.
+// The Secrets sit in the operator's namespace, the credentials namespace of its ClusterConnections,
+// where the team working in agents reads nothing.
 // Prints "ready" once all are.
 import { CoreV1Api } from "@kubernetes/client-node";
 import { kubeConfigFor, statusOf } from "../e2e/lib/cluster.ts";
@@ -30,8 +32,8 @@ await core.createNamespacedSecret({
   },
 });
 
-const kbApi = await startKbApi("agents");
-const kbDb = await startKbDb("agents");
+const kbApi = await startKbApi("agents", "langgraph-jit");
+const kbDb = await startKbDb("agents", "langgraph-jit");
 const stop = async () => {
   await kbApi.stop();
   await kbDb.stop();

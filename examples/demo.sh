@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the test cluster's real node: the operator installed with Helm
-# (two replicas, one leading, sharing a PostgreSQL session store), a platform team's Connections
-# and AccessPolicy, mallory's run Denied, and alice's run of the example LangGraph graph: the
+# (two replicas, one leading, sharing a PostgreSQL session store), a platform team's
+# ClusterConnections (their credentials in the operator's namespace) and AccessPolicy, mallory's
+# run Denied, and alice's run of the example LangGraph graph: the
 # sidecar starts first and fetches the run's credential from the operator, the graph reads a
 # real knowledge-base API and PostgreSQL through it (masked), keeps LangGraph's checkpoints in
 # that database, and is refused a write and a GRANT; the run ends Succeeded, its credentials are
@@ -82,9 +83,15 @@ for who in alice bob mallory; do
   echo "  $who: $(kubectl_as "$who" auth whoami -o jsonpath='{.status.userInfo.username} in {.status.userInfo.groups}')"
 done
 
-step "the platform team: namespace, Connections and an AccessPolicy for IdP group ml-platform (as admin)"
+step "the platform team: namespace, ClusterConnections and an AccessPolicy for IdP group ml-platform (as admin)"
 kubectl_as admin apply -f examples/namespace.yaml -f examples/connections.yaml \
   -f examples/accesspolicy.yaml
+kubectl_as admin get clusterconnections
+echo "the credentials, in the operator's namespace:"
+kubectl_as admin -n langgraph-jit get secrets kb-admin kb-db-ca kb-api | sed 's/^/  /'
+echo "carol (ClusterRole edit in agents) reads every Secret there, and none of them:"
+kubectl_as carol -n agents get secrets 2>&1 | sed 's/^/  /'
+kubectl_as carol -n langgraph-jit get secret kb-admin 2>&1 | sed 's/^/  /' || true
 
 step "alice (IdP group ml-platform) and mallory (no groups) each apply a LangGraphRun"
 kubectl_as alice delete -f examples/run-alice.yaml --ignore-not-found --wait >/dev/null
@@ -162,6 +169,9 @@ server="$(kubectl_as admin -n agents get pods -l app=kb-server -o jsonpath='{.it
 echo "its pod, with the sidecar injected: $(kubectl_as admin -n agents get pod "$server" -o jsonpath='{.spec.initContainers[*].name} + {.spec.containers[*].name}')"
 echo "its run, the pod's ServiceAccount as requester:"
 kubectl_as admin -n agents get lgr "$server" | sed 's/^/  /'
+echo "carol may exec into its graph, never into its sidecar, which holds the credential:"
+kubectl_as carol -n agents exec "$server" -c graph -- node -e 'console.log("  in the graph container: LGJIT_KB_POSTGRES_URL=" + process.env.LGJIT_KB_POSTGRES_URL)'
+kubectl_as carol -n agents exec "$server" -c langgraph-jit-sidecar -- true 2>&1 | sed 's/^/  /' || true
 address="$(kubectl_as admin -n agents get pod "$server" -o jsonpath='{.status.podIP}')"
 echo "POST http://$address:8080/invoke (one run of the graph, through the pod's sidecar):"
 node -e 'fetch(process.argv[1], {method: "POST"}).then((r) => r.text()).then((t) => process.stdout.write(t))' "http://$address:8080/invoke" | sed 's/^/  /'
@@ -185,7 +195,7 @@ spec:
   access: [{connection: kb-postgres, actions: [read]}]
 RUN
 
-step "alice's run may not take what alice may not: the Connection's API token"
+step "alice's run may not take what alice may not: a Secret of the namespace"
 kubectl_as alice apply -f - <<'RUN' || true
 apiVersion: langgraph-jit.dev/v1alpha1
 kind: LangGraphRun

@@ -40,8 +40,11 @@ export const kbDocuments = {
   ],
 };
 
-/** Starts the API and creates its Service endpoint, Secrets and Connection in namespace. */
-export async function startKbApi(namespace: string): Promise<KbApi> {
+/**
+ * Starts the API and creates its Service endpoint in namespace, and its Secret in
+ * secretNamespace (the credentials namespace, for a ClusterConnection).
+ */
+export async function startKbApi(namespace: string, secretNamespace = namespace): Promise<KbApi> {
   const token = randomBytes(18).toString("base64url");
   const authority = await generateCertificateAuthority({
     commonName: "kb-api-test-ca",
@@ -81,10 +84,10 @@ export async function startKbApi(namespace: string): Promise<KbApi> {
   const gone = (error: unknown) => {
     if (statusOf(error) !== 404) throw error;
   };
-  await core.deleteNamespacedSecret({ namespace, name: "kb-api" }).catch(gone);
+  await core.deleteNamespacedSecret({ namespace: secretNamespace, name: "kb-api" }).catch(gone);
   await discovery.deleteNamespacedEndpointSlice({ namespace, name: "kb-api-host" }).catch(gone);
   await core.createNamespacedSecret({
-    namespace,
+    namespace: secretNamespace,
     body: {
       metadata: { name: "kb-api" },
       stringData: { token, "ca.crt": authority.certPem },

@@ -27,8 +27,11 @@ export const kbRows = [
   { title: "Run budgets", author_email: "bo@example.com", note: "no payment" },
 ];
 
-/** Starts the database and creates its Service endpoint, Secrets and Connection in namespace. */
-export async function startKbDb(namespace: string): Promise<KbDb> {
+/**
+ * Starts the database and creates its Service endpoint in namespace, and its Secrets in
+ * secretNamespace (the credentials namespace, for a ClusterConnection).
+ */
+export async function startKbDb(namespace: string, secretNamespace = namespace): Promise<KbDb> {
   const authority = await generateCertificateAuthority({
     commonName: "kb-db-test-ca",
     validityDays: 1,
@@ -66,17 +69,17 @@ export async function startKbDb(namespace: string): Promise<KbDb> {
   };
   // Started again in the same namespace (make demo twice), it replaces what it made before.
   for (const name of ["kb-admin", "kb-db-ca"])
-    await core.deleteNamespacedSecret({ namespace, name }).catch(gone);
+    await core.deleteNamespacedSecret({ namespace: secretNamespace, name }).catch(gone);
   await discovery.deleteNamespacedEndpointSlice({ namespace, name: "kb-db-host" }).catch(gone);
   await core.createNamespacedSecret({
-    namespace,
+    namespace: secretNamespace,
     body: {
       metadata: { name: "kb-admin" },
       stringData: { username: server.kb.adminUser, password: server.kb.adminPassword },
     },
   });
   await core.createNamespacedSecret({
-    namespace,
+    namespace: secretNamespace,
     body: { metadata: { name: "kb-db-ca" }, stringData: { "ca.crt": authority.certPem } },
   });
   await core

@@ -7,7 +7,14 @@ import {
   RbacAuthorizationV1Api,
   type V1Job,
 } from "@kubernetes/client-node";
-import type { AccessPolicy, Connection, LangGraphRun, RunPhase } from "../../api/v1alpha1.ts";
+import {
+  type AccessPolicy,
+  type ClusterConnection,
+  type Connection,
+  type LangGraphRun,
+  type RunPhase,
+  resources,
+} from "../../api/v1alpha1.ts";
 import { eventually, type Identity, kubeConfigFor, statusOf } from "./cluster.ts";
 
 const group = "langgraph-jit.dev";
@@ -30,6 +37,45 @@ export async function createObject<T>(
     plural,
     body,
   })) as T;
+}
+
+/**
+ * The platform's version of a test's Connection, offered to these namespaces by name. Replaces
+ * one a failed run of the test left behind.
+ */
+export async function offerClusterConnection(
+  connection: Connection,
+  namespaces: string[],
+): Promise<ClusterConnection> {
+  const name = connection.metadata?.name ?? "";
+  await deleteClusterConnection(name);
+  return (await customObjects().createClusterCustomObject({
+    group,
+    version,
+    plural: resources.clusterConnections,
+    body: {
+      apiVersion: `${group}/${version}`,
+      kind: "ClusterConnection",
+      metadata: { name },
+      spec: {
+        ...connection.spec,
+        namespaceSelector: {
+          matchExpressions: [
+            { key: "kubernetes.io/metadata.name", operator: "In", values: namespaces },
+          ],
+        },
+      },
+    } satisfies ClusterConnection,
+  })) as ClusterConnection;
+}
+
+/** Deletes a ClusterConnection, not waiting for its runs' revocation to release it. */
+export async function deleteClusterConnection(name: string): Promise<void> {
+  await customObjects()
+    .deleteClusterCustomObject({ group, version, plural: resources.clusterConnections, name })
+    .catch((error: unknown) => {
+      if (statusOf(error) !== 404) throw error;
+    });
 }
 
 /**

@@ -2,7 +2,9 @@
 // a Deployment's and a Job's pods, labelled and annotated only, get the sidecar, a run each
 // (stamped with their ServiceAccount) and a credential each that dies with the pod; untagged
 // pods and namespaces are untouched, an ungranted account is refused at admission, and an
-// operator outage blocks tagged pods alone.
+// operator outage blocks tagged pods alone. The database is the platform's: a ClusterConnection
+// offered to the team's namespace, its Secrets in the operator's, where the team's editors
+// read nothing and a namespace the selector leaves out may not grant it.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
@@ -14,6 +16,7 @@ import {
   type V1PodTemplateSpec,
 } from "@kubernetes/client-node";
 import type { LangGraphRun } from "../../api/v1alpha1.ts";
+import { apiErrorMessage } from "../../operator/src/kube/api-errors.ts";
 import { patchAs } from "../../operator/src/kube/meta.ts";
 import {
   createTestNamespace,
@@ -25,7 +28,15 @@ import {
 } from "../lib/cluster.ts";
 import { installChart, localImages, uninstallChart } from "../lib/helm.ts";
 import { type KbDb, startKbDb } from "../lib/kb-db.ts";
-import { createObject, customObjects } from "../lib/runs.ts";
+import {
+  createObject,
+  createRun,
+  customObjects,
+  deleteClusterConnection,
+  offerClusterConnection,
+  runManifest,
+  waitForPhase,
+} from "../lib/runs.ts";
 
 const release = "tagged";
 const fullName = "tagged-langgraph-jit";
@@ -128,8 +139,9 @@ describe("tagged workloads, on the real node", () => {
       },
       patchAs.merge,
     );
-    db = await startKbDb(tagged.name);
-    await createObject("admin", tagged.name, "connections", db.connection);
+    // The platform's: its admin login and CA in the operator's namespace, none in the team's.
+    db = await startKbDb(tagged.name, system.name);
+    await offerClusterConnection(db.connection, [tagged.name]);
     await createObject("admin", tagged.name, "accesspolicies", {
       apiVersion: "langgraph-jit.dev/v1alpha1",
       kind: "AccessPolicy",
@@ -150,6 +162,7 @@ describe("tagged workloads, on the real node", () => {
 
   after(async () => {
     await tagged?.remove(120_000);
+    await deleteClusterConnection("kb-postgres");
     await db?.stop();
     if (system) uninstallChart(release, system.name);
     await system?.remove(120_000);
@@ -324,6 +337,14 @@ describe("tagged workloads, on the real node", () => {
     const carol = (args: string[], timeoutMs?: number) =>
       kubectlAs("oidc/carol", ["-n", ns, ...args], timeoutMs);
 
+    // edit reads every Secret of the team's namespace: the platform's credentials are not there.
+    const secrets = carol(["get", "secrets", "-o", "name"]);
+    assert.equal(secrets.status, 0, secrets.stderr);
+    assert.doesNotMatch(secrets.stdout, /secret\/kb-(admin|db-ca)\b/);
+    const platform = kubectlAs("oidc/carol", ["-n", system.name, "get", "secret", "kb-admin"]);
+    assert.equal(platform.status, 1);
+    assert.match(platform.stderr, /Forbidden.*cannot get resource "secrets"/);
+
     const intoGraph = carol(["exec", pod, "-c", "graph", "--", "true"]);
     assert.equal(intoGraph.status, 0, `edit lets carol exec into the graph: ${intoGraph.stderr}`);
     for (const verb of [
@@ -345,6 +366,44 @@ describe("tagged workloads, on the real node", () => {
       /pod-port-forward\.langgraph-jit\.dev.*no port of it may be forwarded/,
     );
     await apps.deleteNamespacedDeployment({ namespace: ns, name: "debuggable" });
+  });
+
+  it("offers the platform's database only to the namespaces its selector names", async () => {
+    const outside = await createTestNamespace("tagged-outside");
+    try {
+      const policy = createObject("admin", outside.name, "accesspolicies", {
+        apiVersion: "langgraph-jit.dev/v1alpha1",
+        kind: "AccessPolicy",
+        metadata: { name: "self-granted" },
+        spec: {
+          subjects: [{ kind: "Group", name: "system:authenticated" }],
+          maxDuration: "30m",
+          grants: [{ connection: "kb-postgres", actions: ["read"] }],
+        },
+      });
+      const refusal = await policy.then(
+        () => assert.fail("a policy granted a ClusterConnection its namespace is not offered"),
+        (error: unknown) => ({ status: statusOf(error), message: apiErrorMessage(error) }),
+      );
+      assert.equal(refusal.status, 403, refusal.message);
+      assert.match(
+        refusal.message,
+        new RegExp(
+          `admission webhook "accesspolicies\\.langgraph-jit\\.dev" denied the request: spec\\.grants\\[0\\]\\.connection: ClusterConnection "kb-postgres" is not offered to namespace "${outside.name}"`,
+        ),
+      );
+      await createRun(
+        "admin",
+        outside.name,
+        runManifest("stray", { access: [{ connection: "kb-postgres", actions: ["read"] }] }),
+      );
+      const denied = await waitForPhase(outside.name, "stray", "Denied");
+      const authorized = denied.status?.conditions?.find((c) => c.type === "Authorized");
+      assert.equal(authorized?.reason, "ConnectionNotFound");
+      assert.match(authorized?.message ?? "", /nor a ClusterConnection offered to it/);
+    } finally {
+      await outside.remove(120_000);
+    }
   });
 
   it("records a tagged Job's pod as a run that ends Succeeded, its credential revoked", async () => {
@@ -455,6 +514,17 @@ describe("tagged workloads, on the real node", () => {
 
   it("refuses at admission a pod whose ServiceAccount no policy grants, whose account could read a Connection's Secret, or that mounts one", async () => {
     const ns = tagged.name;
+    // The team's own Connection keeps its Secret in the namespace, where pods could reach it.
+    await createObject("admin", ns, "connections", {
+      ...db.connection,
+      metadata: { name: "team-db" },
+      spec: {
+        postgres: {
+          ...db.connection.spec.postgres,
+          credentials: { secretRef: { name: "team-admin" } },
+        },
+      },
+    });
     const refusal = async (template: V1PodTemplateSpec, code: number) => {
       const error = await core
         .createNamespacedPod({
@@ -482,7 +552,12 @@ describe("tagged workloads, on the real node", () => {
       body: {
         metadata: { name: "secret-reader" },
         rules: [
-          { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["kb-admin"] },
+          {
+            apiGroups: [""],
+            resources: ["secrets"],
+            verbs: ["get"],
+            resourceNames: ["team-admin"],
+          },
         ],
       },
     });
@@ -503,7 +578,7 @@ describe("tagged workloads, on the real node", () => {
           ).catch(() => undefined);
           return message;
         }),
-        /ServiceAccount "kb-server" may get Secret "kb-admin" of Connection "kb-postgres", so the pod.s graph could reach the credentials/,
+        /ServiceAccount "kb-server" may get Secret "team-admin" of Connection "team-db", so the pod.s graph could reach the credentials/,
       );
     } finally {
       await rbac.deleteNamespacedRoleBinding({ namespace: ns, name: "secret-reader" });
@@ -511,12 +586,19 @@ describe("tagged workloads, on the real node", () => {
     const mounting = taggedTemplate("refused", "kb-server", "Never", 0);
     mounting.spec = {
       ...mounting.spec,
-      volumes: [{ name: "creds", secret: { secretName: "kb-admin" } }],
+      volumes: [{ name: "creds", secret: { secretName: "team-admin" } }],
     } as never;
     assert.match(
       await refusal(mounting, 422),
-      /Secret "kb-admin" holds the credentials of Connection "kb-postgres"/,
+      /Secret "team-admin" holds the credentials of Connection "team-db"/,
     );
+    await customObjects().deleteNamespacedCustomObject({
+      group: "langgraph-jit.dev",
+      version: "v1alpha1",
+      namespace: ns,
+      plural: "connections",
+      name: "team-db",
+    });
   });
 
   it("blocks tagged pods alone while the operator is down", async () => {

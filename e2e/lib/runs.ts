@@ -229,13 +229,19 @@ export async function deleteRun(identity: Identity, namespace: string, name: str
 
 /**
  * A namespace whose only Connection is kb-api, an HTTP API with a bearer secret, granted to
- * group ml-platform for read.
+ * group ml-platform for read; with credentialsNamespace, a ClusterConnection offered to it.
  */
-export async function setUpBearerApiNamespace(namespace: string, token: string): Promise<void> {
+export async function setUpBearerApiNamespace(
+  namespace: string,
+  token: string,
+  options: { credentialsNamespace?: string } = {},
+): Promise<void> {
+  // The platform's ClusterConnection keeps its token in the credentials namespace.
+  const platform = options.credentialsNamespace;
   await kubeConfigFor("admin")
     .makeApiClient(CoreV1Api)
     .createNamespacedSecret({
-      namespace,
+      namespace: platform ?? namespace,
       body: { metadata: { name: "kb-api-token" }, stringData: { token } },
     });
   const kbApi: Connection = {
@@ -249,9 +255,12 @@ export async function setUpBearerApiNamespace(namespace: string, token: string):
       },
     },
   };
-  await setUpRunNamespace(namespace, { grants: [{ connection: "kb-api", actions: ["read"] }] }, [
-    kbApi,
-  ]);
+  if (platform) await offerClusterConnection(kbApi, [namespace]);
+  await setUpRunNamespace(
+    namespace,
+    { grants: [{ connection: "kb-api", actions: ["read"] }] },
+    platform ? [] : [kbApi],
+  );
 }
 
 export async function readRun(namespace: string, name: string): Promise<LangGraphRun | undefined> {

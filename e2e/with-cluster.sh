@@ -16,6 +16,9 @@ if [[ -f "$state/admin.kubeconfig" ]] && "$state/bin/kubectl" --kubeconfig "$sta
     "${helm[@]}" uninstall langgraph-jit --wait >/dev/null
   fi
   stop demo-services
+  # Its ClusterConnections are cluster-scoped and outlive the release.
+  "$state/bin/kubectl" --kubeconfig "$state/admin.kubeconfig" delete -f examples/connections.yaml \
+    --ignore-not-found --wait=false >/dev/null
 else
   e2e/cluster/up.sh
   trap 'e2e/cluster/down.sh' EXIT

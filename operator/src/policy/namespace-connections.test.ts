@@ -5,7 +5,7 @@ import { clusterConnection, httpConnection, postgresConnection } from "../testin
 import { FakeCluster } from "../testing/fake-cluster.ts";
 import {
   connectionIn,
-  connectionsEverNamed,
+  connectionsToRevoke,
   isClusterConnection,
   namespaceConnections,
   secretNamespaceOf,
@@ -122,15 +122,23 @@ describe("connectionsIn", () => {
     assert.equal(connectionIn(caches, "unknown", "kb-postgres"), undefined);
   });
 
-  it("revokes on every connection a name may have meant, whatever the selector says now", () => {
+  it("revokes through what a name means now, else through every connection it may have meant", () => {
     const caches = cluster();
+    const own = caches.connections.put(inNamespace(postgresConnection("kb-postgres"), "other"));
+    assert.deepEqual(
+      connectionsToRevoke(caches, "other", "kb-postgres"),
+      [own],
+      "a ClusterConnection never offered to the namespace is not touched",
+    );
     caches.namespaces.put({ metadata: { name: "agents", labels: {} } });
     assert.deepEqual(
-      connectionsEverNamed(caches, "agents", "kb-postgres").map((c) => c.kind),
+      connectionsToRevoke(caches, "agents", "kb-postgres").map((c) => c.kind),
       ["ClusterConnection"],
+      "the selector no longer offers it: what it was issued through is revoked all the same",
     );
+    caches.namespaces.put({ metadata: { name: "agents", labels: agents } });
     caches.connections.put(inNamespace(postgresConnection("kb-postgres"), "agents"));
-    assert.equal(connectionsEverNamed(caches, "agents", "kb-postgres").length, 2);
-    assert.deepEqual(connectionsEverNamed(caches, "agents", "other"), []);
+    assert.equal(connectionsToRevoke(caches, "agents", "kb-postgres").length, 2, "ambiguous now");
+    assert.deepEqual(connectionsToRevoke(caches, "agents", "unknown"), []);
   });
 });

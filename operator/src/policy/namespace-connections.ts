@@ -103,15 +103,17 @@ export function connectionIn(
 }
 
 /**
- * Every connection `name` may have meant in `namespace` whatever its selector says now: what
- * a run's credentials are revoked on, since a namespace that lost the label keeps what it was
- * issued until then.
+ * What a run's credentials on `name` are revoked through: the connection the name means now
+ * or, when it means none now (the selector no longer offers it, or a Connection of the same
+ * name made it ambiguous), every one it may have meant when they were issued.
  */
-export function connectionsEverNamed(
+export function connectionsToRevoke(
   caches: ConnectionCaches,
   namespace: string,
   name: string,
 ): AnyConnection[] {
+  const meant = connectionIn(caches, namespace, name);
+  if (meant) return [meant];
   return [caches.connections.get(namespace, name), caches.clusterConnections.get("", name)].flatMap(
     (c) => c ?? [],
   );

@@ -22,7 +22,7 @@ import type { Finalizers } from "../kube/finalizers.ts";
 import { metaTime } from "../kube/meta.ts";
 import type { ApprovalNotifier, NoticeState } from "../notifications/approval-notices.ts";
 import { type AccessDecision, evaluateAccess } from "../policy/evaluate-access.ts";
-import { connectionsEverNamed, connectionsIn } from "../policy/namespace-connections.ts";
+import { connectionsIn, connectionsToRevoke } from "../policy/namespace-connections.ts";
 import { type ConditionUpdate, setCondition } from "./conditions.ts";
 import type { SidecarSettings } from "./job-builder.ts";
 import { runObjectName } from "./names.ts";
@@ -240,7 +240,7 @@ export class RunLifecycle {
     const namespace = run.metadata?.namespace ?? "";
     const found = run.spec.access.map((a) => ({
       name: a.connection,
-      meant: connectionsEverNamed(this.deps.cache, namespace, a.connection),
+      meant: connectionsToRevoke(this.deps.cache, namespace, a.connection),
     }));
     const connections = found.flatMap((f) => f.meant);
     const gone = found.filter((f) => f.meant.length === 0).map((f) => f.name);

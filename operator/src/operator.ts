@@ -47,6 +47,10 @@ import { fieldManager } from "./kube/meta.ts";
 import { WebhookNotifier } from "./notifications/approval-notices.ts";
 import { connectionsIn } from "./policy/namespace-connections.ts";
 import { connectionProtectionController } from "./runs/connection-protection.ts";
+import {
+  credentialsExposedController,
+  KubeConnectionConditions,
+} from "./runs/credentials-exposed.ts";
 import { clusterResolver, operatorEgress, runController } from "./runs/run-controller.ts";
 import { RunServiceAccounts } from "./runs/run-service-account.ts";
 import { KubeRunStatusWriter } from "./runs/run-status-writer.ts";
@@ -193,6 +197,22 @@ export async function startOperator(
       metrics,
     }),
     connectionProtectionController({ ...cache, finalizers }, logger),
+    ...(config.namespacedConnections
+      ? [
+          credentialsExposedController(
+            {
+              connections: cache.connections,
+              roleBindings: cache.roleBindings,
+              userMayGetSecret: (user, namespace, name) =>
+                userMay(authorization, user, { namespace, verb: "get", resource: "secrets", name }),
+              conditions: new KubeConnectionConditions(custom),
+              events,
+              operatorUsername,
+            },
+            logger,
+          ),
+        ]
+      : []),
     heldCommandController({ cache, store: heldCommands, events, notifier, seal }, logger),
     ...(config.injectPods
       ? [

@@ -10,8 +10,9 @@ export const mintedTokensLabel = "langgraph-jit.dev/minted-tokens";
 const runUidLabel = "langgraph-jit.dev/run-uid";
 
 export interface MintedToken {
-  /** The data key: connection name and a digest of the token. */
+  /** The data key: the connection's record key and a digest of the token. */
   key: string;
+  /** The connection's tokenRecordKey (its name, for a namespaced Connection). */
   connection: string;
   token: string;
   /** RFC 3339; absent when the server did not say. */

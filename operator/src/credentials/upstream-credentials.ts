@@ -11,8 +11,13 @@ import type {
 import { errorMessage } from "../../../api/errors.ts";
 import type { AnyConnection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { apiErrorMessage, isNotFound } from "../kube/api-errors.ts";
+import { objectKey } from "../kube/object-store.ts";
 import { rememberFor } from "../kube/ttl-cache.ts";
-import { isClusterConnection, secretNamespaceOf } from "../policy/namespace-connections.ts";
+import {
+  isClusterConnection,
+  secretNamespaceOf,
+  tokenRecordKey,
+} from "../policy/namespace-connections.ts";
 import { HttpError } from "../server/https-server.ts";
 import type { MintedTokens } from "./minted-tokens.ts";
 import {
@@ -144,9 +149,8 @@ export class UpstreamCredentials {
   }
 
   async #revokeTokens(run: LangGraphRun, connection: AnyConnection, oauth2: OAuth2Spec) {
-    const name = connection.metadata?.name ?? "";
     const uid = run.metadata?.uid ?? "";
-    const tokens = await this.#tokens.list(uid, name);
+    const tokens = await this.#tokens.list(uid, tokenRecordKey(connection));
     if (tokens.length === 0) return;
     const client = await this.#oauth2Client(connection, oauth2);
     for (const minted of tokens) {
@@ -157,7 +161,7 @@ export class UpstreamCredentials {
       );
       if (outcome === "unsupported") {
         this.#logger.warn(
-          { connection: `${connection.metadata?.namespace}/${name}`, expiresAt: minted.expiresAt },
+          { connection: objectKey(connection), expiresAt: minted.expiresAt },
           "an OAuth 2.0 token of the run cannot be revoked (no revocationUrl, or the server refuses); it works until it expires",
         );
       }
@@ -263,7 +267,12 @@ export class UpstreamCredentials {
         throw upstreamFailure(connectionName, error);
       });
       // Recorded before it is handed out: a token nobody knows of could never be revoked.
-      await this.#tokens.remember(run, connectionName, token.accessToken, token.expiresAt);
+      await this.#tokens.remember(
+        run,
+        tokenRecordKey(connection),
+        token.accessToken,
+        token.expiresAt,
+      );
       return {
         ...base,
         headers: { authorization: `${token.tokenType} ${token.accessToken}` },

@@ -10,6 +10,7 @@ import {
   namespaceConnections,
   secretNamespaceOf,
   selectorMatches,
+  tokenRecordKey,
 } from "./namespace-connections.ts";
 
 const inNamespace = (connection: Connection, namespace: string): Connection => ({
@@ -90,6 +91,16 @@ describe("namespaceConnections", () => {
     );
     assert.deepEqual(connections, []);
     assert.deepEqual([...ambiguous], ["platform-db"]);
+  });
+});
+
+describe("tokenRecordKey", () => {
+  it("records a ClusterConnection's tokens apart from a same-named Connection's", () => {
+    const platform = clusterConnection(postgresConnection("kb-api"), {});
+    const team = inNamespace(postgresConnection("kb-api"), "agents");
+    assert.equal(tokenRecordKey(team), "kb-api", "as before ClusterConnections existed");
+    assert.equal(tokenRecordKey(platform), "ClusterConnection.kb-api");
+    assert.match(tokenRecordKey(platform), /^[-._a-zA-Z0-9]+$/, "a valid Secret data key part");
   });
 });
 

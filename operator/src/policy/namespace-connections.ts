@@ -75,6 +75,17 @@ export function secretNamespaceOf(connection: AnyConnection, credentialsNamespac
     : (connection.metadata?.namespace ?? credentialsNamespace);
 }
 
+/**
+ * What a run's minted tokens are recorded under for this connection: a namespaced Connection's
+ * name (as before ClusterConnections), `ClusterConnection.<name>` for the platform's. No
+ * Connection name has capitals, so a team's same-named Connection is never handed the
+ * platform's tokens to revoke, nor the platform's revocation endpoint the team's.
+ */
+export function tokenRecordKey(connection: AnyConnection): string {
+  const name = connection.metadata?.name ?? "";
+  return isClusterConnection(connection) ? `ClusterConnection.${name}` : name;
+}
+
 /** The caches connections are read from: ClusterObjects has them all. */
 export interface ConnectionCaches {
   connections: Cache<Connection>;

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { V1Pod } from "@kubernetes/client-node";
-import type { Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
+import type { AnyConnection, Connection, LangGraphRun } from "../../../api/v1alpha1.ts";
 import { runIdentityEnv, type SidecarSettings, withSidecar } from "../runs/job-builder.ts";
 import { StatusSeal } from "../runs/status-seal.ts";
 import { postgresConnection } from "../testing/connections.ts";
@@ -47,7 +47,14 @@ function pod(labels: Record<string, string> = { "langgraph-jit.dev/run": "p" }):
   };
 }
 
-function setup(options: { sourceUid?: string; reach?: string; tagged?: boolean } = {}) {
+function setup(
+  options: {
+    sourceUid?: string;
+    reach?: string;
+    tagged?: boolean;
+    available?: AnyConnection[];
+  } = {},
+) {
   const cluster = new FakeCluster();
   const run: LangGraphRun = {
     metadata: { name: "p", namespace: "agents", uid: "run-1" },
@@ -69,7 +76,7 @@ function setup(options: { sourceUid?: string; reach?: string; tagged?: boolean }
         ? {}
         : {
             tagged: {
-              connections: () => [connection],
+              connections: () => options.available ?? [connection],
               sidecar: () => sidecar,
               rules: { sidecarUid: 17337, capture: false },
               accountMay: async (_account, _namespace, { verb, resource, name }) =>
@@ -116,5 +123,12 @@ describe("a tagged pod's run, at issuance", () => {
 
   it("is refused when the operator does not inject tagged pods", async () => {
     await assert.rejects(setup({ tagged: false })(), refusal("NotARunPod", /--inject-pods/));
+  });
+
+  it("is refused as the grant's end when the namespace may no longer use a connection it names", async () => {
+    await assert.rejects(
+      setup({ available: [] })(),
+      refusal("AccessRevoked", /namespace "agents" may no longer use connection "kb-postgres"/),
+    );
   });
 });

@@ -128,6 +128,17 @@ async function taggedRunOfPod(
   const connections = run.spec.access.flatMap(
     (a) => available.find((c) => c.metadata?.name === a.connection) ?? [],
   );
+  // A name the namespace may no longer use (the selector dropped it): the grant is what went.
+  const gone = run.spec.access.find(
+    (a) => !available.some((c) => c.metadata?.name === a.connection),
+  );
+  if (gone) {
+    throw new HttpError(
+      403,
+      "AccessRevoked",
+      `the run's grant no longer holds: namespace "${namespace}" may no longer use connection "${gone.connection}"`,
+    );
+  }
   // What the webhook refused, checked again on the live pod: it may never have been asked.
   const deviation =
     taggedPodDeviation(pod, connections, deps.tagged.sidecar(), deps.tagged.rules) ??

@@ -751,6 +751,22 @@ describe("a tagged pod's run", () => {
     assert.ok(seal.statusIsTrusted(h.run() as LangGraphRun), "the new deadline is sealed");
   });
 
+  it("cuts the pod off as the grant's end, revoked, when its namespace loses the platform's connection", async () => {
+    const own = h.cluster.connections.get("agents", "kb-postgres") as Connection;
+    h.cluster.connections.remove(own);
+    h.cluster.clusterConnections.put(
+      clusterConnection(postgresConnection(), { matchLabels: { team: "ml" } }),
+    );
+    h.cluster.namespaces.put({ metadata: { name: "agents", labels: { team: "ml" } } });
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Running");
+    h.cluster.namespaces.put({ metadata: { name: "agents", labels: {} } });
+    await settle(h);
+    assert.equal(h.run()?.status?.phase, "Failed");
+    assert.equal(condition(h.run(), "Complete")?.reason, "ConnectionNotFound");
+    assert.deepEqual(h.revoked, ["r:kb-postgres"]);
+  });
+
   it("cuts the pod off, revoked, when the grant is withdrawn", async () => {
     await settle(h);
     const withdrawn = h.cluster.policies.get("agents", "ml-platform") as AccessPolicy;

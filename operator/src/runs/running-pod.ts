@@ -4,10 +4,9 @@
 // credentials revoked, leaving the pod running without access.
 import type { Logger } from "pino";
 import { parseDuration } from "../../../api/duration.ts";
-import { type AnyConnection, type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
+import { type LangGraphRun, RunPhase } from "../../../api/v1alpha1.ts";
 import type { ReconcileResult } from "../kube/controller.ts";
 import { metaTime } from "../kube/meta.ts";
-import { connectionsIn } from "../policy/namespace-connections.ts";
 import { runLabels } from "./job-builder.ts";
 import { runObjectName } from "./names.ts";
 import { requesterOf } from "./requester.ts";
@@ -35,20 +34,6 @@ export async function trackPod(
     const why = pod.status.message || pod.status.reason || "its containers failed";
     return finish(RunPhase.Failed, "PodFailed", `pod ${source.pod} failed: ${why}`);
   }
-  // The live pod is still what was injected: an ephemeral container, say, ends its access.
-  const altered = taggedPodDeviation(
-    pod,
-    connectionsOf(lifecycle, run),
-    { ...lifecycle.deps.sidecar, operatorCaPem: lifecycle.deps.operatorCaPem() },
-    lifecycle.deps.templateReview.rules,
-  );
-  if (altered) {
-    return finish(
-      RunPhase.Failed,
-      "PodAltered",
-      `pod ${source.pod} is no longer as injected: ${altered}`,
-    );
-  }
   const requester = requesterOf(run);
   if (!requester)
     return finish(RunPhase.Failed, "RequesterUnknown", "the run has no valid requester");
@@ -58,6 +43,20 @@ export async function trackPod(
       RunPhase.Failed,
       decision.reason,
       `the grant no longer holds, so pod ${source.pod} is cut off: ${decision.message}`,
+    );
+  }
+  // The live pod is still what was injected: an ephemeral container, say, ends its access.
+  const altered = taggedPodDeviation(
+    pod,
+    decision.grants.map((g) => g.connection),
+    { ...lifecycle.deps.sidecar, operatorCaPem: lifecycle.deps.operatorCaPem() },
+    lifecycle.deps.templateReview.rules,
+  );
+  if (altered) {
+    return finish(
+      RunPhase.Failed,
+      "PodAltered",
+      `pod ${source.pod} is no longer as injected: ${altered}`,
     );
   }
   // Egress only through the sidecar, before the pod may hold a credential (issuance waits for
@@ -81,10 +80,4 @@ export async function trackPod(
     },
   ]);
   return { requeueAfterMs: Math.max(1_000, deadline - lifeMs / 2 - now) };
-}
-
-/** The run's Connections, in the order of its access, as the webhook injected them. */
-function connectionsOf(lifecycle: RunLifecycle, run: LangGraphRun): AnyConnection[] {
-  const all = connectionsIn(lifecycle.deps.cache, run.metadata?.namespace ?? "").connections;
-  return run.spec.access.flatMap((a) => all.find((c) => c.metadata?.name === a.connection) ?? []);
 }

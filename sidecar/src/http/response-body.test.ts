@@ -297,7 +297,8 @@ describe("response bodies on their way to the graph", () => {
       };
       const got = await drain("/v1/big");
       assert.equal(got.bytes, 256 * mib);
-      assert.ok(got.growth < 48 * mib, `RSS grew ${Math.round(got.growth / mib)} MiB`);
+      // Holding it would take 256 MiB; a loaded machine's lazier collector once took 49 of 48.
+      assert.ok(got.growth < 96 * mib, `RSS grew ${Math.round(got.growth / mib)} MiB`);
     });
   });
 

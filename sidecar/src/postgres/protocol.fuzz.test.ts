@@ -91,7 +91,8 @@ function mutate(frame: Buffer, mutations: Mutation[]): Buffer {
         if (data.length > 0) data[(change.at ?? 0) % data.length] = change.value ?? 0;
         break;
       case "length":
-        if (data.length >= 5) data.writeInt32BE(data.readInt32BE(1) + (change.delta ?? 0), 1);
+        // Wraps like the 32-bit field it changes: a flipped sign bit plus a delta stays a length.
+        if (data.length >= 5) data.writeInt32BE((data.readInt32BE(1) + (change.delta ?? 0)) | 0, 1);
         break;
       case "truncate":
         data = data.subarray(0, (change.at ?? 0) % (data.length + 1));
